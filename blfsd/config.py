@@ -1,0 +1,112 @@
+"""Configuration: /etc/blfs/blfs.toml, with defaults for every setting."""
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import ConfigError
+from .inputs import parse_size
+
+DEFAULT_PATH = "/etc/blfs/blfs.toml"
+MASTER_PORT = 7070
+WORKER_PORT = 7071
+
+
+@dataclass
+class Node:
+    name: str
+    address: str  # where the master reaches the worker, host:port
+    disk: str = ""  # iscsi://... or block:/dev/... (blfs-iscsi)
+
+
+@dataclass
+class Config:
+    cluster_key: str = "/etc/blfs/cluster.key"
+    group: str = "blfs"
+    master_address: str = f"127.0.0.1:{MASTER_PORT}"
+    # master
+    master_socket: str = "/run/blfs/master.sock"
+    master_listen: str = f"0.0.0.0:{MASTER_PORT}"
+    state_dir: str = "/var/lib/blfs/master"
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0
+    max_attempts: int = 4
+    task_timeout: float = 600.0
+    speculation: bool = True
+    default_reducers: int = 0  # 0: one per worker
+    nodes: list = field(default_factory=list)
+    # worker
+    worker_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    worker_listen: str = f"0.0.0.0:{WORKER_PORT}"
+    disks_root: str = "/var/lib/blfs/disks"
+    work_dir: str = "/var/lib/blfs/worker"
+    parallelism: int = 0  # 0: number of CPUs
+    spill_records: int = 1_000_000
+    segment_max: int = 4 << 20
+    slot_size: int = 64 << 20
+    slot_count: int = 64
+    prepare_pool: bool = False  # blfs-iscsi prepares pools in a cluster; --local does it here
+    allow_buffered_reads: bool = False  # only true for --local, where one kernel has one cache
+    durable_pool: bool = True
+
+    def cpu_parallelism(self) -> int:
+        return self.parallelism or len(os.sched_getaffinity(0))
+
+    def node(self, name: str) -> Optional[Node]:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+_KEYS = {
+    ("cluster", "key_file"): ("cluster_key", str),
+    ("cluster", "group"): ("group", str),
+    ("cluster", "master"): ("master_address", str),
+    ("master", "socket"): ("master_socket", str),
+    ("master", "listen"): ("master_listen", str),
+    ("master", "state_dir"): ("state_dir", str),
+    ("master", "heartbeat_interval"): ("heartbeat_interval", float),
+    ("master", "heartbeat_timeout"): ("heartbeat_timeout", float),
+    ("master", "max_attempts"): ("max_attempts", int),
+    ("master", "task_timeout"): ("task_timeout", float),
+    ("master", "speculation"): ("speculation", bool),
+    ("master", "reducers"): ("default_reducers", int),
+    ("worker", "name"): ("worker_name", str),
+    ("worker", "listen"): ("worker_listen", str),
+    ("worker", "disks_root"): ("disks_root", str),
+    ("worker", "work_dir"): ("work_dir", str),
+    ("worker", "parallelism"): ("parallelism", int),
+    ("worker", "spill_records"): ("spill_records", int),
+    ("worker", "segment_max"): ("segment_max", "size"),
+    ("pool", "slot_size"): ("slot_size", "size"),
+    ("pool", "slots"): ("slot_count", int),
+}
+
+
+def load(path: Optional[str] = None) -> Config:
+    """Read a TOML file; a missing default file means all defaults, a missing named one fails."""
+    cfg = Config()
+    target = path or os.environ.get("BLFS_CONFIG") or DEFAULT_PATH
+    try:
+        with open(target, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        if path:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return cfg
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {target}: {exc}") from None
+    for (section, key), (attr, kind) in _KEYS.items():
+        if key in data.get(section, {}):
+            value = data[section][key]
+            try:
+                value = parse_size(value) if kind == "size" else kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{target}: [{section}] {key} has a bad value {value!r}")
+            setattr(cfg, attr, value)
+    for name, node in sorted(data.get("nodes", {}).items()):
+        if "address" not in node:
+            raise ConfigError(f"{target}: [nodes.{name}] needs an address")
+        cfg.nodes.append(Node(name, str(node["address"]), str(node.get("disk", ""))))
+    return cfg

@@ -1,0 +1,124 @@
+"""Input: finding files, cutting them into splits, and reading a split's records."""
+from __future__ import annotations
+
+import os
+from bisect import bisect_left
+from itertools import accumulate
+from typing import Iterator
+
+from .errors import UsageError
+
+BLOCK = 4 << 20
+BYTES_CHUNK = 1 << 20
+
+
+def expand_inputs(paths: list) -> list:
+    """Files named, or found (sorted, not hidden) in directories named. Checks readability."""
+    files: list = []
+    for path in paths:
+        if os.path.isdir(path):
+            names = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
+            found = [os.path.join(path, n) for n in names
+                     if os.path.isfile(os.path.join(path, n))]
+            if not found:
+                raise UsageError(f"input directory {path} holds no files")
+            files += found
+        else:
+            files.append(path)
+    for path in files:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"cannot read input {path}: {exc.strerror}") from None
+    return [os.path.abspath(f) for f in files]
+
+
+def make_splits(files: list, split_size: int, input_format: str) -> list:
+    """Byte ranges [start, end) of the inputs; one per file for the 'files' format."""
+    splits = []
+    for path in files:
+        size = os.path.getsize(path)
+        if input_format == "files":
+            splits.append({"path": path, "start": 0, "end": size})
+            continue
+        if size == 0:
+            continue
+        for start in range(0, size, split_size):
+            splits.append({"path": path, "start": start, "end": min(size, start + split_size)})
+    return splits
+
+
+def line_batches(path: str, start: int, end: int,
+                 block: int = BLOCK) -> Iterator[tuple[list, list, int]]:
+    """(offsets, lines, position) batches for the lines that start in [start, end).
+
+    A line belongs to the split in which its first byte lies; so a split that starts
+    inside a line skips to the next line, and a line that crosses `end` is read whole.
+    Lines are decoded as UTF-8 (bad bytes replaced), without their newline or CR.
+    """
+    with open(path, "rb") as f:
+        pos = start
+        if start > 0:
+            f.seek(start - 1)
+            pos = start - 1 + len(f.readline())
+        f.seek(pos)
+        carry = b""
+        while pos < end:
+            data = f.read(block)
+            if not data:
+                if carry:
+                    yield [pos], [_text(carry)], pos + len(carry)
+                return
+            lines = (carry + data).split(b"\n")
+            carry = lines.pop()
+            offsets = list(accumulate((len(x) + 1 for x in lines), initial=pos))
+            n = bisect_left(offsets, end, 0, len(lines))
+            if n:
+                yield offsets[:n], [_text(x) for x in lines[:n]], offsets[n]
+            if n < len(lines):
+                return
+            pos = offsets[-1]
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", "replace").removesuffix("\r")
+
+
+def byte_batches(path: str, start: int, end: int,
+                 chunk: int = BYTES_CHUNK) -> Iterator[tuple[list, list, int]]:
+    """(offsets, chunks, position): the split's bytes, each exactly once."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        pos = start
+        while pos < end:
+            data = f.read(min(chunk, end - pos))
+            if not data:
+                return
+            yield [pos], [data], pos + len(data)
+            pos += len(data)
+
+
+def file_batches(path: str, start: int, end: int) -> Iterator[tuple[list, list, int]]:
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    yield [path], [text], end
+
+
+READERS = {"lines": line_batches, "bytes": byte_batches, "files": file_batches}
+
+
+def parse_size(text) -> int:
+    """'64M', '512K', '1G', '4096' to bytes."""
+    if isinstance(text, int):
+        return text
+    s = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
+    number = s[:-1] if mult > 1 else s
+    try:
+        value = int(float(number) * mult)
+    except ValueError:
+        raise UsageError(f"not a size: {text!r} (say e.g. 64M)") from None
+    if value <= 0:
+        raise UsageError(f"size must be positive: {text!r}")
+    return value

@@ -1,0 +1,111 @@
+"""The user's side: the Job base class, and finding the Job class in a job file."""
+from __future__ import annotations
+
+import ast
+import types
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Optional
+
+from .errors import JobDefinitionError
+from .records import default_partition
+
+INPUT_FORMATS = ("lines", "files", "bytes")
+
+
+@dataclass
+class Context:
+    """What a task knows about itself: self.context inside map, combine and reduce."""
+    job_id: str = ""
+    task: str = ""
+    attempt: int = 0
+    worker: str = ""
+    partition: Optional[int] = None
+
+
+class Job:
+    """Subclass this in a job file and define map, and usually reduce (and combine)."""
+
+    reducers: Optional[int] = None
+    input_format: str = "lines"
+
+    def __init__(self, args: Optional[list] = None, context: Optional[Context] = None):
+        self.args: list = list(args or [])
+        self.context = context or Context()
+        self._counters: dict[str, dict[str, int]] = {}
+        self._status = ""
+        self._status_changed = False
+
+    def setup(self) -> None:
+        """Called once per task before any record."""
+
+    def map(self, key: Any, value: Any) -> Iterable:
+        yield key, value
+
+    def reduce(self, key: Any, values: Iterator) -> Iterable:
+        for value in values:
+            yield key, value
+
+    def partition(self, key: Any, n: int) -> int:
+        return default_partition(key, n)
+
+    def increment_counter(self, group: str, name: str, n: int = 1) -> None:
+        g = self._counters.setdefault(str(group), {})
+        g[str(name)] = g.get(str(name), 0) + n
+
+    def set_status(self, text: str) -> None:
+        self._status = str(text)
+        self._status_changed = True
+
+
+def has_combiner(job: Job) -> bool:
+    return callable(getattr(type(job), "combine", None))
+
+
+def has_custom_partition(job: Job) -> bool:
+    return type(job).partition is not Job.partition
+
+
+def load_job_class(source: str, filename: str, name: Optional[str] = None) -> type:
+    """Execute a job file in a fresh module and return its one Job subclass."""
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as exc:
+        raise JobDefinitionError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from None
+    module = types.ModuleType("blfs_job")
+    module.__file__ = filename
+    exec(code, module.__dict__)  # the user's code, in the user's (or a task's) process
+    classes = [v for k, v in vars(module).items()
+               if isinstance(v, type) and issubclass(v, Job) and v is not Job
+               and v.__module__ == "blfs_job"]
+    if name:
+        chosen = [c for c in classes if c.__name__ == name]
+        if not chosen:
+            raise JobDefinitionError(f"{filename}: no Job class named {name}")
+        return chosen[0]
+    if not classes:
+        raise JobDefinitionError(f"{filename}: defines no subclass of blfsd.Job")
+    if len(classes) > 1:
+        names = ", ".join(sorted(c.__name__ for c in classes))
+        raise JobDefinitionError(f"{filename}: defines several Job classes ({names}); "
+                                 "pick one with --job NAME")
+    return classes[0]
+
+
+def job_attributes(cls: type, filename: str) -> dict:
+    """The class-level settings the master needs, checked."""
+    fmt = getattr(cls, "input_format", "lines")
+    if fmt not in INPUT_FORMATS:
+        raise JobDefinitionError(f"{filename}: input_format must be one of "
+                                 f"{', '.join(INPUT_FORMATS)}, not {fmt!r}")
+    reducers = getattr(cls, "reducers", None)
+    if reducers is not None and (not isinstance(reducers, int) or reducers < 1):
+        raise JobDefinitionError(f"{filename}: reducers must be a positive integer")
+    return {"class": cls.__name__, "input_format": fmt, "reducers": reducers}
+
+
+def check_source(source: str, filename: str) -> None:
+    """Cheap syntax check without running anything."""
+    try:
+        ast.parse(source, filename)
+    except SyntaxError as exc:
+        raise JobDefinitionError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from None

@@ -1,0 +1,116 @@
+"""Wire encoding: length-prefixed msgpack frames, message shapes and their validation.
+
+No I/O here (see transport.py); this module only turns bytes into checked messages and back.
+A request is a map with "op" and "id"; a reply has "id" and "result" or "error".
+A request whose id is 0 is a notification: it gets no reply.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from .errors import ProtocolError
+
+VERSION = 1
+LENGTH = struct.Struct(">I")
+MAX_FRAME = 16 * 1024 * 1024  # job source files travel in frames; intermediate data never does
+
+
+def encode(msg: dict) -> bytes:
+    """One frame: 4-byte big-endian length, then the msgpack map."""
+    body = msgpack.packb(msg, use_bin_type=True)
+    return LENGTH.pack(len(body)) + body
+
+
+def frame_length(header: bytes, limit: int = MAX_FRAME) -> int:
+    """The body length announced by a 4-byte header, refused when over the limit."""
+    (n,) = LENGTH.unpack(header)
+    if n == 0 or n > limit:
+        raise ProtocolError(f"frame length {n} outside 1..{limit}")
+    return n
+
+
+def decode(body: bytes) -> dict:
+    """A frame body to a message map; anything else is a ProtocolError."""
+    try:
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"undecodable frame: {exc.__class__.__name__}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("a frame must hold a map")
+    if "op" in msg:
+        if not isinstance(msg["op"], str):
+            raise ProtocolError("op must be a string")
+        if not isinstance(msg.get("id", 0), int) or isinstance(msg.get("id"), bool):
+            raise ProtocolError("id must be an integer")
+    elif not isinstance(msg.get("id"), int) or ("result" not in msg and "error" not in msg):
+        raise ProtocolError("a message needs an op, or an id with a result or an error")
+    return msg
+
+
+def request(op: str, msg_id: int, **fields: Any) -> dict:
+    return {"op": op, "id": msg_id, **fields}
+
+
+def reply(msg_id: int, result: Any) -> dict:
+    return {"id": msg_id, "result": result}
+
+
+def error_reply(msg_id: int, code: str, message: str) -> dict:
+    return {"id": msg_id, "error": {"code": code, "message": message}}
+
+
+# Field types per op. Unknown ops and mistyped fields are refused before any handler runs.
+# A type may be a tuple of types; fields named with a trailing "?" are optional.
+_NUM = (int, float)
+_OPT_STR = (str, type(None))
+SCHEMAS: dict[str, dict[str, Any]] = {
+    # every connection
+    "hello": {"version": int, "role": str, "name": str, "info?": dict},
+    "ping": {"time?": _NUM},
+    # client -> master
+    "submit": {"spec": dict},
+    "status": {"job?": _OPT_STR},
+    "jobs": {},
+    "workers": {},
+    "cancel": {"job": str},
+    "wait": {"job": str, "version": int, "timeout?": _NUM},
+    "shutdown": {},
+    # master -> worker
+    "launch": {"attempt": dict},
+    "kill": {"attempt": str},
+    "commit": {"attempt": str, "source": str, "target": str},
+    "release_job": {"job": str, "output_tmp?": _OPT_STR},
+    "sync": {"held": list, "generation_of": dict},
+    # worker -> master
+    "attempt_update": {"attempt": str, "state": str, "info?": dict},
+    "pool_changed": {"generation": int, "slots": int},
+}
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(x.__name__ for x in t)
+    return t.__name__
+
+
+def validate(msg: dict) -> None:
+    """Check a request against its op's schema; raise ProtocolError naming the problem."""
+    op = msg["op"]
+    schema = SCHEMAS.get(op)
+    if schema is None:
+        raise ProtocolError(f"unknown op {op!r}")
+    for field, typ in schema.items():
+        optional = field.endswith("?")
+        name = field.rstrip("?")
+        if name not in msg:
+            if optional:
+                continue
+            raise ProtocolError(f"{op}: missing field {name!r}")
+        value = msg[name]
+        if isinstance(value, bool) and typ in (int, _NUM):
+            raise ProtocolError(f"{op}: field {name!r} must be {_type_name(typ)}")
+        if not isinstance(value, typ):
+            raise ProtocolError(f"{op}: field {name!r} must be {_type_name(typ)}")

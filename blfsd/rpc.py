@@ -1,0 +1,160 @@
+"""Dispatch: requests and replies over a FrameStream, in both directions at once.
+
+A Peer owns one authenticated connection. Incoming requests are validated against
+protocol.SCHEMAS and handed to a handler; outgoing calls wait for the reply with their id.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any, Awaitable, Callable, Optional
+
+from . import auth, protocol
+from .errors import BlfsError, ConnectionClosed, ProtocolError, RemoteError
+from .transport import FrameStream, open_stream
+
+log = logging.getLogger("blfs.rpc")
+
+Handler = Callable[["Peer", dict], Awaitable[Any]]
+
+
+class Peer:
+    """One live connection: call() the other side, and serve its requests with a handler."""
+
+    def __init__(self, stream: FrameStream, handler: Optional[Handler], name: str = "?",
+                 role: str = "?"):
+        self.stream = stream
+        self.handler = handler
+        self.name = name
+        self.role = role
+        self.info: dict = {}
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.closed = asyncio.Event()
+
+    async def call(self, op: str, timeout: Optional[float] = None, **fields: Any) -> Any:
+        msg_id = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = fut
+        try:
+            await self.stream.write(protocol.request(op, msg_id, **fields))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(msg_id, None)
+
+    async def notify(self, op: str, **fields: Any) -> None:
+        await self.stream.write(protocol.request(op, 0, **fields))
+
+    async def serve(self) -> None:
+        """Read until the connection ends; never raises for the peer's mistakes."""
+        try:
+            while True:
+                msg = await self.stream.read()
+                if "op" in msg:
+                    self._spawn(self._handle(msg))
+                else:
+                    fut = self._pending.get(msg["id"])
+                    if fut is not None and not fut.done():
+                        if "error" in msg:
+                            err = msg["error"] if isinstance(msg["error"], dict) else {}
+                            fut.set_exception(RemoteError(str(err.get("code", "error")),
+                                                          str(err.get("message", "?"))))
+                        else:
+                            fut.set_result(msg["result"])
+        except ConnectionClosed:
+            pass
+        except ProtocolError as exc:
+            log.warning("dropping %s %s (%s): %s", self.role, self.name,
+                        self.stream.peer_label(), exc)
+        finally:
+            await self.close()
+
+    def _spawn(self, coro: Awaitable) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: dict) -> None:
+        msg_id = msg.get("id", 0)
+        try:
+            protocol.validate(msg)
+            if self.handler is None:
+                raise ProtocolError("this connection takes no requests")
+            result = await self.handler(self, msg)
+            answer = protocol.reply(msg_id, result)
+        except BlfsError as exc:
+            if isinstance(exc, ProtocolError):
+                log.warning("bad request from %s %s: %s", self.role, self.name, exc)
+            answer = protocol.error_reply(msg_id, exc.code, str(exc))
+        except Exception as exc:  # a bug of ours must not take the daemon down
+            log.exception("internal error handling %r from %s", msg.get("op"), self.name)
+            answer = protocol.error_reply(msg_id, "internal", f"internal error: {exc}")
+        if msg_id:
+            try:
+                await self.stream.write(answer)
+            except (ConnectionClosed, ProtocolError) as exc:
+                log.debug("reply to %s lost: %s", self.name, exc)
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionClosed(f"connection to {self.name} closed"))
+        await self.stream.close()
+
+
+async def accept(stream: FrameStream, key: Optional[bytes], my_role: str, my_name: str,
+                 handler: Handler, unix_group: str = "blfs") -> Peer:
+    """Server side of a new connection: authenticate, then take the peer's hello."""
+    if stream.is_unix:
+        auth.check_unix_peer(stream.socket, unix_group)
+    else:
+        if key is None:
+            raise ProtocolError("no cluster key configured: TCP peers cannot be checked")
+        await asyncio.wait_for(auth.server_handshake(stream, key), auth.AUTH_TIMEOUT)
+    msg = await asyncio.wait_for(stream.read(), auth.AUTH_TIMEOUT)
+    if msg.get("op") != "hello":
+        raise ProtocolError("the first request must be hello")
+    protocol.validate(msg)
+    if msg["version"] != protocol.VERSION:
+        await stream.write(protocol.error_reply(
+            msg.get("id", 0), "version",
+            f"protocol version {msg['version']} is not {protocol.VERSION}"))
+        raise ProtocolError(f"peer speaks protocol version {msg['version']}")
+    peer = Peer(stream, handler, name=msg["name"], role=msg["role"])
+    peer.info = msg.get("info") or {}
+    await stream.write(protocol.reply(msg.get("id", 0),
+                                      {"version": protocol.VERSION, "role": my_role,
+                                       "name": my_name}))
+    return peer
+
+
+async def connect(address: str, key: Optional[bytes], my_role: str, my_name: str,
+                  handler: Optional[Handler] = None, info: Optional[dict] = None,
+                  default_port: int = 7070, timeout: float = 5.0) -> tuple[Peer, dict]:
+    """Client side: dial, authenticate (TCP), say hello. Returns the peer and its hello."""
+    stream = await open_stream(address, default_port, timeout)
+    try:
+        if not stream.is_unix:
+            if key is None:
+                raise auth.AuthError("a cluster key is needed to talk to " + address)
+            await asyncio.wait_for(auth.client_handshake(stream, key), timeout)
+        await stream.write(protocol.request("hello", 1, version=protocol.VERSION,
+                                            role=my_role, name=my_name, info=info or {}))
+        answer = await asyncio.wait_for(stream.read(), timeout)
+    except asyncio.TimeoutError:
+        await stream.close()
+        raise ConnectionClosed(f"{address} did not answer in time") from None
+    except BaseException:
+        await stream.close()
+        raise
+    if "error" in answer:
+        await stream.close()
+        raise RemoteError(answer["error"].get("code", "error"), answer["error"].get("message"))
+    result = answer.get("result") or {}
+    peer = Peer(stream, handler, name=result.get("name", address), role=result.get("role", "?"))
+    return peer, result

@@ -1,0 +1,359 @@
+"""What runs inside a task process: the user's map, combine and reduce around our data path.
+
+A task process is forked by the worker for one attempt. It talks to its worker over a
+socketpair (Channel): it asks for slot leases and peer-view checks, reports progress,
+and finally reports success (with its segment locations) or failure (with the traceback).
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import socket
+import time
+import traceback
+from collections import Counter
+from itertools import chain, groupby, repeat
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from . import protocol, records, storage
+from .errors import FetchError, PoolExhausted, RemoteError, StorageError
+from .inputs import READERS
+from .job import Context, Job, has_combiner, has_custom_partition, load_job_class
+
+REPORT_EVERY = 0.5  # seconds between progress reports (they also prove we are alive)
+
+
+class Channel:
+    """The task's blocking end of its connection to the worker."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._next = 1
+
+    def send(self, msg: dict) -> None:
+        self.sock.sendall(protocol.encode(msg))
+
+    def _read(self) -> dict:
+        header = self._exact(protocol.LENGTH.size)
+        return protocol.decode(self._exact(protocol.frame_length(header)))
+
+    def _exact(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            part = self.sock.recv(n - len(buf))
+            if not part:
+                raise ConnectionError("the worker went away")
+            buf += part
+        return bytes(buf)
+
+    def call(self, op: str, **fields: Any) -> Any:
+        msg_id, self._next = self._next, self._next + 1
+        self.send(protocol.request(op, msg_id, **fields))
+        answer = self._read()
+        if "error" in answer:
+            raise RemoteError(answer["error"]["code"], answer["error"]["message"])
+        return answer["result"]
+
+
+class Reporter:
+    """Sends progress, status and counters now and then; built-in counters live here too."""
+
+    def __init__(self, chan: Channel, job: Job):
+        self.chan = chan
+        self.job = job
+        self.last = 0.0
+        self.progress = 0.0
+
+    def count(self, name: str, n: int) -> None:
+        self.job.increment_counter("blfs", name, n)
+
+    def maybe(self, progress: float) -> None:
+        self.progress = progress
+        now = time.monotonic()
+        if now - self.last >= REPORT_EVERY or self.job._status_changed:
+            self.last = now
+            self.job._status_changed = False
+            self.chan.send({"op": "progress", "progress": progress,
+                            "status": self.job._status, "counters": self.job._counters})
+
+
+# ------------------------------------------------------------------------------------ map
+
+class MapOutput:
+    """Buffers a map's output, combines it, and spills sorted segments per partition.
+
+    With a combiner, identical (key, value) pairs are counted rather than stored, which
+    keeps word-count-like maps fast and small; unhashable output falls back to a list.
+    """
+
+    def __init__(self, job: Job, reducers: int, sid: Callable[[int, int, int], Any],
+                 sink: storage.SegmentSink, limit: int, reporter: Reporter,
+                 segment_max: int):
+        self.job = job
+        self.reducers = reducers
+        self.sid = sid
+        self.sink = sink
+        self.limit = limit
+        self.reporter = reporter
+        self.segment_max = min(segment_max, sink.max_payload)
+        self.combine = job.combine if has_combiner(job) else None
+        self.counted: Optional[Counter] = Counter() if self.combine else None
+        self.pairs: list = []
+        self.spills = 0
+        self._partition = job.partition
+        self._custom = has_custom_partition(job)
+        self._memo: dict = {}
+
+    def add(self, pairs: list) -> None:
+        self.reporter.count("map_output_records", len(pairs))
+        if self.counted is not None:
+            try:
+                self.counted.update(pairs)
+            except TypeError:
+                self._uncount(pairs)
+                self.pairs.extend(pairs)
+        else:
+            self.pairs.extend(pairs)
+        if len(self.pairs) + (len(self.counted) if self.counted else 0) >= self.limit:
+            self.spill()
+
+    def _uncount(self, pairs: list) -> None:
+        """Undo a partial Counter.update that stopped at an unhashable pair; use a list."""
+        for pair in pairs:
+            try:
+                hash(pair)
+            except TypeError:
+                break
+            self.counted[pair] -= 1
+        self.pairs.extend((k, v) for (k, v), c in self.counted.items() for _ in range(c))
+        self.counted = None
+
+    def part(self, key: Any) -> int:
+        try:
+            p = self._memo.get(key)
+        except TypeError:
+            return self._check(self._partition(key, self.reducers))
+        if p is None:
+            p = self._memo[key] = self._check(self._partition(key, self.reducers))
+            if len(self._memo) > 1_000_000:
+                self._memo.clear()
+        return p
+
+    def _check(self, p: Any) -> int:
+        if not isinstance(p, int) or not 0 <= p < self.reducers:
+            raise ValueError(f"partition() returned {p!r}, not an int in 0..{self.reducers - 1}")
+        return p
+
+    def _grouped(self) -> Iterator[tuple[Any, Iterator]]:
+        if self.counted is not None:
+            groups: dict = {}
+            for (k, v), c in self.counted.items():
+                groups.setdefault(k, []).append((v, c))
+            for k, vcs in groups.items():
+                if len(vcs) == 1:
+                    yield k, repeat(vcs[0][0], vcs[0][1])
+                else:
+                    yield k, chain.from_iterable(repeat(v, c) for v, c in vcs)
+        else:
+            records.sort_pairs(self.pairs)
+            for k, grp in groupby(self.pairs, key=records.first):
+                yield k, (v for _, v in grp)
+
+    def spill(self) -> None:
+        parts: list = [[] for _ in range(self.reducers)]
+        if self.combine is not None:
+            for k, values in self._grouped():
+                for out in self.combine(k, values):
+                    k2, v2 = out
+                    parts[self.part(k2)].append((k2, v2))
+        else:
+            for k, v in self.pairs:
+                parts[self.part(k)].append((k, v))
+        self.pairs = []
+        if self.counted is not None:
+            self.counted = Counter()
+        for p, pairs in enumerate(parts):
+            if not pairs:
+                continue
+            flags = storage.FLAG_CANONICAL_ORDER if records.sort_pairs(pairs) else 0
+            for seq, payload in enumerate(records.chunk_pairs(pairs, self.segment_max)):
+                self.sink.write(self.sid(p, self.spills, seq), payload, flags)
+        self.spills += 1
+        self.reporter.count("map_spills", 1)
+
+
+def run_map(job: Job, spec: dict, env: dict, chan: Channel, reporter: Reporter) -> dict:
+    split = spec["split"]
+    start, end = split["start"], split["end"]
+    read = READERS[spec["input_format"]]
+
+    def lease() -> int:
+        try:
+            return chan.call("lease")["slot"]
+        except RemoteError as exc:
+            raise PoolExhausted(str(exc)) from None
+
+    sink = storage.SegmentSink(env["disk"], env["node"], env["generation"], env["slot_size"],
+                               lease, env.get("device"))
+
+    def sid(partition: int, run: int, seq: int) -> storage.SegmentId:
+        return storage.SegmentId(spec["job"], spec["index"], spec["attempt"], partition,
+                                 run, seq)
+
+    out = MapOutput(job, spec["reducers"], sid, sink, env["spill_records"], reporter,
+                    env["segment_max"])
+    span = max(1, end - start)
+    mapper = job.map
+    try:
+        for keys, values, position in read(split["path"], start, end):
+            reporter.count("map_input_records", len(keys))
+            out.add(list(chain.from_iterable(map(mapper, keys, values))))
+            reporter.maybe(min(1.0, (position - start) / span))
+        out.spill()
+        locations = sink.commit()
+    finally:
+        sink.close()
+    return {"segments": locations}
+
+
+# --------------------------------------------------------------------------------- reduce
+
+class _OrderError(Exception):
+    """Keys of different runs could not be compared with each other."""
+
+
+def _ordered(merged: Iterator) -> Iterator:
+    while True:
+        try:
+            item = next(merged)
+        except StopIteration:
+            return
+        except TypeError:
+            raise _OrderError() from None
+        yield item
+
+
+def _runs(segments: list) -> list:
+    """Segments grouped into sorted runs (one per map spill), each in sequence order."""
+    by_run: dict = {}
+    for loc in segments:
+        by_run.setdefault((loc["map_task"], loc["run"]), []).append(loc)
+    return [sorted(locs, key=lambda x: x["seq"]) for _, locs in sorted(by_run.items())]
+
+
+def _read_run(reader: storage.SegmentReader, job_id: str, partition: int, locs: list,
+              reporter: Reporter, total: int) -> Iterator:
+    for loc in locs:
+        expect = storage.SegmentId(job_id, loc["map_task"], loc["map_attempt"], partition,
+                                   loc["run"], loc["seq"])
+        try:
+            payload, _ = reader.read(loc, expect)
+        except FetchError:
+            reader.close()  # a second try with fresh file descriptors and buffer
+            try:
+                payload, _ = reader.read(loc, expect)
+            except FetchError as exc:
+                raise FetchError(str(exc), map_task=loc["map_task"], node=loc["node"]) from None
+        reporter.count("reduce_segments_read", 1)
+        reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
+        yield from records.decode_pairs(payload)
+
+
+def run_reduce(make_job: Callable[[], Job], spec: dict, env: dict, chan: Channel) -> dict:
+    segments = spec["segments"]
+    for node, generation in sorted({(s["node"], s["generation"]) for s in segments}):
+        if node != env["node"]:
+            try:
+                chan.call("ensure_view", node=node, generation=generation)
+            except RemoteError as exc:
+                failing = [s["map_task"] for s in segments if s["node"] == node]
+                raise FetchError(exc.args[0], map_task=failing[0], node=node) from None
+    partition = spec["index"]
+    target = os.path.join(spec["output"], f"part-{partition:05d}")
+    tmpdir = os.path.join(spec["output"], "_temporary", spec["job"],
+                          f"{spec['task']}.{spec['attempt']}")
+    os.makedirs(tmpdir, exist_ok=True)
+    path = os.path.join(tmpdir, f"part-{partition:05d}")
+    canonical = any(s.get("flags", 0) & storage.FLAG_CANONICAL_ORDER for s in segments)
+    while True:
+        job = make_job()
+        reporter = Reporter(chan, job)
+        try:
+            _reduce_into(job, spec, env, segments, partition, path, canonical, reporter)
+            break
+        except _OrderError:
+            if canonical:
+                raise StorageError("keys could not be ordered even canonically") from None
+            canonical = True
+    return {"path": path, "target": target, "counters": job._counters}
+
+
+def _reduce_into(job: Job, spec: dict, env: dict, segments: list, partition: int,
+                 path: str, canonical: bool, reporter: Reporter) -> None:
+    reader = storage.SegmentReader(lambda n: os.path.join(env["disks_root"], n),
+                                   env["allow_buffered"])
+    runs = [_read_run(reader, spec["job"], partition, locs, reporter, len(segments))
+            for locs in _runs(segments)]
+    order = (lambda p: records.canonical(p[0])) if canonical else records.first
+    merged = _ordered(heapq.merge(*runs, key=order))
+    keyfn = (lambda p: records.canonical(p[0])) if canonical else records.first
+    reduce = job.reduce
+    fmt = records.format_line
+    groups = outputs = 0
+    try:
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
+            for _, grp in groupby(merged, key=keyfn):
+                first_pair = next(grp)
+                key = first_pair[0]
+                values = chain((first_pair[1],), (v for _, v in grp))
+                groups += 1
+                for k, v in reduce(key, values):
+                    f.write(fmt(k, v))
+                    outputs += 1
+                if groups % 1024 == 0:
+                    reporter.maybe(reporter.progress)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        reader.close()
+    reporter.count("reduce_input_groups", groups)
+    reporter.count("reduce_output_records", outputs)
+
+
+# -------------------------------------------------------------------------------- process
+
+def run_attempt(spec: dict, env: dict, chan: Channel) -> int:
+    """Run one attempt to its end; returns the exit code for the task process."""
+    try:
+        cls = load_job_class(spec["source"], spec["job_file"], spec["class"])
+
+        def make_job() -> Job:
+            ctx = Context(spec["job"], spec["task"], spec["attempt"], env["node"],
+                          spec["index"] if spec["kind"] == "reduce" else None)
+            job = cls(spec.get("args", []), ctx)
+            job.setup()
+            return job
+
+        if spec["kind"] == "map":
+            job = make_job()
+            reporter = Reporter(chan, job)
+            result = run_map(job, spec, env, chan, reporter)
+            result["counters"] = job._counters
+        else:
+            result = run_reduce(make_job, spec, env, chan)
+        chan.send({"op": "done", "result": result})
+        return 0
+    except FetchError as exc:
+        _report_failure(chan, "fetch", str(exc), {"map_task": exc.map_task, "node": exc.node})
+    except PoolExhausted as exc:
+        _report_failure(chan, "pool", f"out of pool slots on {env['node']}: {exc}")
+    except BaseException:
+        _report_failure(chan, "user", traceback.format_exc())
+    return 1
+
+
+def _report_failure(chan: Channel, kind: str, error: str, info: Optional[dict] = None) -> None:
+    try:
+        chan.send({"op": "failed", "kind": kind, "error": error, "info": info or {}})
+    except OSError:
+        pass

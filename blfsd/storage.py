@@ -1,0 +1,517 @@
+"""The shared-disk data path: pools of pre-allocated slots, segment writes, O_DIRECT reads.
+
+Why it looks like this (DESIGN §2): two hosts mounting one block device share no cache.
+So a pool is written full of zeros once, before any peer mounts it; afterwards only bytes
+inside slot files change; a writer fsyncs the slot and the block device before reporting;
+a reader uses O_DIRECT so that its own page cache can never serve it stale bytes.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import struct
+import subprocess
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+from .errors import FetchError, PoolExhausted, StorageError
+
+log = logging.getLogger("blfs.storage")
+
+ALIGN = 4096  # every segment starts at a multiple of this, and O_DIRECT reads use it
+POOL_DIR = "pool"
+MANIFEST = "MANIFEST"
+_ZEROS = bytes(1 << 20)
+
+# Segment header: magic, format, flags, job id, map task, attempt, partition, run, seq,
+# payload length, payload crc32; padded to HEADER_SIZE.
+_HEADER = struct.Struct(">8sHH32sIIIIIQI")
+HEADER_SIZE = 128
+MAGIC = b"BLFSSEG\x00"
+FORMAT = 1
+FLAG_CANONICAL_ORDER = 1  # keys were not mutually comparable; sorted by canonical order
+
+
+def align_up(n: int, to: int = ALIGN) -> int:
+    return (n + to - 1) // to * to
+
+
+# ---------------------------------------------------------------------------------- pools
+
+@dataclass(frozen=True)
+class Manifest:
+    node: str
+    generation: int
+    slot_size: int
+    slot_count: int
+    ready: bool = True  # False while a preparation is under way (or was cut short)
+
+    def encode(self) -> bytes:
+        text = (f"blfs-pool 1\nnode {self.node}\ngeneration {self.generation}\n"
+                f"slot_size {self.slot_size}\nslot_count {self.slot_count}\n"
+                f"state {'ready' if self.ready else 'preparing'}\n")
+        return text.encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Manifest":
+        fields: dict[str, str] = {}
+        for line in data.rstrip(b"\0").decode("utf-8", "replace").splitlines():
+            key, _, value = line.partition(" ")
+            fields[key] = value
+        try:
+            if fields.get("blfs-pool") != "1":
+                raise ValueError("not a pool manifest")
+            return cls(fields["node"], int(fields["generation"]), int(fields["slot_size"]),
+                       int(fields["slot_count"]), fields.get("state", "ready") == "ready")
+        except (KeyError, ValueError) as exc:
+            raise StorageError(f"unreadable pool manifest: {exc}") from None
+
+
+def pool_dir(disk: str) -> str:
+    return os.path.join(disk, POOL_DIR)
+
+
+def slot_path(disk: str, slot: int) -> str:
+    return os.path.join(disk, POOL_DIR, f"slot-{slot:05d}")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _slot_ok(path: str, size: int) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    # A sparse or short file is not prepared: its unwritten blocks would read as zeros
+    # on peers forever (DESIGN §2, invariant 1).
+    return st.st_size == size and st.st_blocks * 512 >= size
+
+
+def _write_zeros(path: str, size: int, durable: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        written = 0
+        while written < size:
+            n = min(len(_ZEROS), size - written)
+            written += os.pwrite(fd, _ZEROS[:n] if n < len(_ZEROS) else _ZEROS, written)
+        os.ftruncate(fd, size)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_pool(disk: str) -> Optional[Manifest]:
+    """The manifest of a complete pool on our own disk, or None when it needs preparing."""
+    try:
+        manifest = read_manifest(disk, direct=False)
+    except (FileNotFoundError, StorageError):
+        return None
+    if not manifest.ready:
+        return None
+    for slot in range(manifest.slot_count):
+        if not _slot_ok(slot_path(disk, slot), manifest.slot_size):
+            return None
+    return manifest
+
+
+def prepare_pool(disk: str, node: str, slot_count: int, slot_size: int,
+                 durable: bool = True) -> tuple[Manifest, bool]:
+    """Make the pool on our own disk match the configuration. Returns (manifest, changed).
+
+    Idempotent: a complete pool of the right shape is left alone. Otherwise the MANIFEST
+    first says "preparing" with a new generation, every slot is written with zeros (never
+    fallocate), and the MANIFEST is rewritten "ready" last. A crash in the middle leaves
+    no manifest that claims a finished pool, and the generation is never reused.
+    """
+    if slot_size % ALIGN or slot_size <= HEADER_SIZE:
+        raise StorageError(f"slot size {slot_size} must be a multiple of {ALIGN}")
+    current = check_pool(disk)
+    if (current is not None and current.slot_count == slot_count
+            and current.slot_size == slot_size and current.node == node):
+        return current, False
+    pdir = pool_dir(disk)
+    os.makedirs(pdir, exist_ok=True)
+    generation = max(_previous_generation(disk) + 1, int(time.time()))
+    _write_manifest(pdir, Manifest(node, generation, slot_size, slot_count, ready=False),
+                    durable)
+    for slot in range(slot_count):
+        path = slot_path(disk, slot)
+        if not _slot_ok(path, slot_size):
+            _write_zeros(path, slot_size, durable)
+    for extra in sorted(os.listdir(pdir)):
+        if extra.startswith("slot-") and int(extra[5:]) >= slot_count:
+            os.unlink(os.path.join(pdir, extra))
+    manifest = Manifest(node, generation, slot_size, slot_count)
+    _write_manifest(pdir, manifest, durable)
+    return manifest, True
+
+
+def _write_manifest(pdir: str, manifest: Manifest, durable: bool) -> None:
+    path = os.path.join(pdir, MANIFEST)
+    tmp = path + ".new"
+    with open(tmp, "wb") as f:
+        f.write(manifest.encode())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.rename(tmp, path)
+    if durable:
+        _fsync_dir(pdir)
+
+
+def _previous_generation(disk: str) -> int:
+    try:
+        return read_manifest(disk, direct=False).generation
+    except (OSError, StorageError):
+        return 0
+
+
+def read_manifest(disk: str, direct: bool = True) -> Manifest:
+    """Read a pool manifest; direct=True bypasses our page cache (a peer's disk)."""
+    path = os.path.join(pool_dir(disk), MANIFEST)
+    if not direct:
+        with open(path, "rb") as f:
+            return Manifest.decode(f.read())
+    fd, is_direct = open_for_read(path, allow_buffered=True)
+    try:
+        buf = mmap.mmap(-1, ALIGN)
+        try:
+            n = os.preadv(fd, [buf], 0)
+            return Manifest.decode(bytes(buf[:n]))
+        finally:
+            buf.close()
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- block devices
+
+def block_device_of(path: str) -> Optional[str]:
+    """The block device node a mount point is on, if the path is a mount of a block device."""
+    if not os.path.ismount(path):
+        return None
+    st = os.stat(path)
+    sysdir = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    try:
+        with open(os.path.join(sysdir, "uevent")) as f:
+            for line in f:
+                if line.startswith("DEVNAME="):
+                    return "/dev/" + line.strip().split("=", 1)[1]
+    except OSError:
+        return None
+    return None
+
+
+def mount_of(path: str) -> Optional[tuple[str, str, str]]:
+    """(source, fstype, options) of the mount at exactly this path, from mountinfo."""
+    real = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            parts = left.split()
+            if parts[4].replace("\\040", " ") == real:
+                fstype, source, _ = (right.split() + ["", "", ""])[:3]
+                found = (source, fstype, parts[5])
+    return found
+
+
+# ------------------------------------------------------------------------------- segments
+
+@dataclass(frozen=True)
+class SegmentId:
+    """What a segment claims to be; the reader checks it against what it asked for."""
+    job: str
+    map_task: int
+    attempt: int
+    partition: int
+    run: int = 0
+    seq: int = 0
+
+
+def encode_header(sid: SegmentId, payload: bytes, flags: int = 0) -> bytes:
+    job = sid.job.encode()
+    if len(job) > 32:
+        raise StorageError(f"job id {sid.job!r} is too long for a segment header")
+    head = _HEADER.pack(MAGIC, FORMAT, flags, job, sid.map_task, sid.attempt, sid.partition,
+                        sid.run, sid.seq, len(payload), zlib.crc32(payload))
+    return head + bytes(HEADER_SIZE - len(head))
+
+
+def decode_header(data: bytes) -> tuple[SegmentId, int, int, int]:
+    """(segment id, flags, payload length, crc) from a header; StorageError when not one."""
+    (magic, fmt, flags, job, map_task, attempt, partition, run, seq, length,
+     crc) = _HEADER.unpack_from(data)
+    if magic != MAGIC or fmt != FORMAT:
+        raise StorageError("not a segment header")
+    sid = SegmentId(job.rstrip(b"\0").decode(errors="replace"), map_task, attempt, partition,
+                    run, seq)
+    return sid, flags, length, crc
+
+
+class SlotWriter:
+    """Appends aligned segments to one leased slot. Nothing is durable before flush()."""
+
+    def __init__(self, disk: str, slot: int, slot_size: int):
+        self.slot = slot
+        self.slot_size = slot_size
+        self.offset = 0
+        self.fd = os.open(slot_path(disk, slot), os.O_WRONLY)  # never O_TRUNC, never create
+
+    def fits(self, payload_len: int) -> bool:
+        return self.offset + HEADER_SIZE + payload_len <= self.slot_size
+
+    def append(self, sid: SegmentId, payload: bytes, flags: int = 0) -> tuple[int, int, int]:
+        """Write one segment; returns (offset, total length, crc)."""
+        if not self.fits(len(payload)):
+            raise StorageError(f"segment of {len(payload)} bytes does not fit in slot "
+                               f"{self.slot}")
+        header = encode_header(sid, payload, flags)
+        offset = self.offset
+        total = HEADER_SIZE + len(payload)
+        written = os.pwritev(self.fd, [header, payload], offset)
+        if written != total:  # pwritev to a regular file is short only on error (ENOSPC)
+            raise StorageError(f"short write to slot {self.slot}: {written} of {total} bytes")
+        self.offset = min(align_up(offset + total), self.slot_size)
+        return offset, total, zlib.crc32(payload)
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def fsync_device(device: Optional[str]) -> None:
+    """Flush the block device under our disk, so that peers' O_DIRECT reads see the bytes."""
+    if not device:
+        return
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SegmentSink:
+    """Places segments in slots leased on demand, and makes them durable on commit.
+
+    lease() returns a slot number or raises PoolExhausted. Segments are reported only
+    after commit(), which fsyncs every slot written and then the block device.
+    """
+
+    def __init__(self, disk: str, node: str, generation: int, slot_size: int,
+                 lease: Callable[[], int], device: Optional[str] = None):
+        self.disk = disk
+        self.node = node
+        self.generation = generation
+        self.slot_size = slot_size
+        self.lease = lease
+        self.device = device
+        self.max_payload = slot_size - HEADER_SIZE
+        self._writers: list[SlotWriter] = []
+        self.locations: list[dict] = []
+
+    def write(self, sid: SegmentId, payload: bytes, flags: int = 0) -> None:
+        if len(payload) > self.max_payload:
+            raise StorageError(f"segment payload {len(payload)} exceeds slot capacity")
+        writer = self._writers[-1] if self._writers else None
+        if writer is None or not writer.fits(len(payload)):
+            writer = SlotWriter(self.disk, self.lease(), self.slot_size)
+            self._writers.append(writer)
+        offset, length, crc = writer.append(sid, payload, flags)
+        self.locations.append({
+            "node": self.node, "slot": writer.slot, "offset": offset, "length": length,
+            "crc": crc, "generation": self.generation, "partition": sid.partition,
+            "run": sid.run, "seq": sid.seq, "flags": flags,
+        })
+
+    @property
+    def slots(self) -> list[int]:
+        return [w.slot for w in self._writers]
+
+    def commit(self) -> list[dict]:
+        for writer in self._writers:
+            writer.flush()
+        if self._writers:
+            fsync_device(self.device)
+        return self.locations
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+
+
+# -------------------------------------------------------------------------------- reading
+
+_direct_refused_said = False
+
+
+def open_for_read(path: str, allow_buffered: bool) -> tuple[int, bool]:
+    """Open with O_DIRECT; where the file system refuses it, buffered only if allowed."""
+    global _direct_refused_said
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECT), True
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        if not allow_buffered:
+            raise StorageError(f"{path}: the file system refuses O_DIRECT; peers' slots "
+                               "cannot be read safely") from None
+        if not _direct_refused_said:
+            log.warning("%s: file system refuses O_DIRECT; reading buffered "
+                        "(correct only because all disks are on this one machine)", path)
+            _direct_refused_said = True
+        return os.open(path, os.O_RDONLY), False
+
+
+class SegmentReader:
+    """Reads segments of peers' slots with O_DIRECT into an aligned buffer and checks them."""
+
+    def __init__(self, disk_of: Callable[[str], str], allow_buffered: bool = False):
+        self.disk_of = disk_of
+        self.allow_buffered = allow_buffered
+        self._fds: dict[tuple[str, int], int] = {}
+        self._buf: Optional[mmap.mmap] = None
+
+    def _fd(self, node: str, slot: int) -> int:
+        key = (node, slot)
+        if key not in self._fds:
+            fd, _ = open_for_read(slot_path(self.disk_of(node), slot), self.allow_buffered)
+            self._fds[key] = fd
+        return self._fds[key]
+
+    def _buffer(self, size: int) -> mmap.mmap:
+        # Anonymous mmap memory is page aligned, as O_DIRECT wants.
+        if self._buf is None or len(self._buf) < size:
+            if self._buf is not None:
+                self._buf.close()
+            self._buf = mmap.mmap(-1, align_up(max(size, 1 << 20)))
+        return self._buf
+
+    def read(self, loc: dict, expect: SegmentId) -> tuple[bytes, int]:
+        """The payload and flags of one segment, or FetchError when it is not intact."""
+        where = f"{loc['node']} slot {loc['slot']} offset {loc['offset']}"
+        if loc["offset"] % ALIGN:
+            raise FetchError(f"unaligned segment at {where}", node=loc["node"])
+        size = align_up(loc["length"])
+        try:
+            fd = self._fd(loc["node"], loc["slot"])
+            buf = self._buffer(size)
+            view = memoryview(buf)[:size]
+            try:
+                n = os.preadv(fd, [view], loc["offset"])
+            finally:
+                view.release()
+        except OSError as exc:
+            raise FetchError(f"cannot read {where}: {exc.strerror}", node=loc["node"]) from None
+        if n < loc["length"]:
+            raise FetchError(f"short read at {where}", node=loc["node"])
+        try:
+            sid, flags, length, crc = decode_header(buf[:HEADER_SIZE])
+        except (StorageError, struct.error):
+            raise FetchError(f"no segment header at {where}", node=loc["node"]) from None
+        if (sid != expect or HEADER_SIZE + length != loc["length"]
+                or flags != loc.get("flags", 0)):
+            raise FetchError(f"segment at {where} is {sid}, expected {expect}",
+                             node=loc["node"])
+        payload = buf[HEADER_SIZE:HEADER_SIZE + length]
+        if zlib.crc32(payload) != crc or crc != loc["crc"]:
+            raise FetchError(f"checksum mismatch at {where}", node=loc["node"])
+        return payload, flags
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._buf is not None:
+            self._buf.close()
+            self._buf = None
+
+
+# --------------------------------------------------------------------------- peer views
+
+def remount(path: str) -> None:
+    """Drop a peer view's caches by mounting it again with the same source and options."""
+    found = mount_of(path)
+    if found is None:
+        return
+    source, fstype, _ = found
+    subprocess.run(["umount", path], check=True, capture_output=True)
+    subprocess.run(["mount", "-t", fstype, "-o", "ro,noload", source, path], check=True,
+                   capture_output=True)
+
+
+def ensure_generation(disk: str, generation: int) -> Manifest:
+    """Make our view of a peer's disk current for a generation (DESIGN §2, invariant 5)."""
+    try:
+        manifest = read_manifest(disk, direct=True)
+    except OSError:
+        manifest = None
+    if manifest is not None and manifest.generation == generation:
+        return manifest
+    if os.path.ismount(disk):
+        log.info("remounting %s: pool generation %s announced, view has %s", disk,
+                 generation, manifest.generation if manifest else "none")
+        try:
+            remount(disk)
+        except subprocess.CalledProcessError as exc:
+            raise FetchError(f"cannot remount {disk}: {exc.stderr.decode().strip()}") from None
+        manifest = read_manifest(disk, direct=True)
+    if manifest is None or manifest.generation != generation:
+        raise FetchError(f"pool on {disk} has generation "
+                         f"{manifest.generation if manifest else 'none'}, not {generation}")
+    return manifest
+
+
+# --------------------------------------------------------------------------------- leases
+
+class SlotLeases:
+    """Which attempt holds which slot of our own pool (kept by the worker, synced by master)."""
+
+    def __init__(self, slot_count: int):
+        self.slot_count = slot_count
+        self.holder: dict[int, str] = {}
+
+    def free_count(self) -> int:
+        return self.slot_count - len(self.holder)
+
+    def lease(self, attempt: str) -> int:
+        for slot in range(self.slot_count):
+            if slot not in self.holder:
+                self.holder[slot] = attempt
+                return slot
+        raise PoolExhausted(f"all {self.slot_count} slots are leased")
+
+    def release_attempt(self, attempt: str) -> list[int]:
+        slots = [s for s, a in self.holder.items() if a == attempt]
+        for s in slots:
+            del self.holder[s]
+        return slots
+
+    def release_job(self, job: str) -> list[int]:
+        slots = [s for s, a in self.holder.items() if a.split("/", 1)[0] == job]
+        for s in slots:
+            del self.holder[s]
+        return slots
+
+    def reset(self, held: Iterable[tuple[int, str]]) -> None:
+        """Keep only the leases the master still counts on (after a restart of either)."""
+        self.holder = {s: a for s, a in held if 0 <= s < self.slot_count}
+
+    def resize(self, slot_count: int) -> None:
+        self.slot_count = slot_count
+        self.holder = {s: a for s, a in self.holder.items() if s < slot_count}

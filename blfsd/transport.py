@@ -1,0 +1,101 @@
+"""Moving frames over asyncio streams (TCP or Unix). No message semantics here."""
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Optional
+
+from . import protocol
+from .errors import ConnectionClosed, ProtocolError
+
+
+class FrameStream:
+    """A connection that reads and writes whole protocol frames."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 max_frame: int = protocol.MAX_FRAME):
+        self.reader = reader
+        self.writer = writer
+        self.max_frame = max_frame
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def socket(self) -> Optional[socket.socket]:
+        return self.writer.get_extra_info("socket")
+
+    @property
+    def is_unix(self) -> bool:
+        sock = self.socket
+        return sock is not None and sock.family == socket.AF_UNIX
+
+    def peer_label(self) -> str:
+        if self.is_unix:
+            return "unix"
+        addr = self.writer.get_extra_info("peername")
+        return f"{addr[0]}:{addr[1]}" if addr else "?"
+
+    async def read(self) -> dict:
+        """The next message; ConnectionClosed at EOF, ProtocolError on a bad frame."""
+        try:
+            header = await self.reader.readexactly(protocol.LENGTH.size)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise ConnectionClosed("connection closed") from exc
+        n = protocol.frame_length(header, self.max_frame)
+        try:
+            body = await self.reader.readexactly(n)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise ConnectionClosed("connection closed in the middle of a frame") from exc
+        return protocol.decode(body)
+
+    async def write(self, msg: dict) -> None:
+        data = protocol.encode(msg)
+        if len(data) - protocol.LENGTH.size > self.max_frame:
+            raise ProtocolError(f"refusing to send a frame of {len(data)} bytes")
+        async with self._write_lock:
+            try:
+                self.writer.write(data)
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                raise ConnectionClosed(str(exc) or "connection lost") from exc
+
+    async def close(self) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """'host:port', 'host', '[::1]:7070' or ':7070' to (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port else default_port
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host or "0.0.0.0", int(port)
+    return text, default_port
+
+
+async def open_stream(address: str, default_port: int = 7070,
+                      timeout: float = 5.0) -> FrameStream:
+    """Dial a Unix socket path (anything with a '/') or a TCP host:port."""
+    if "/" in address:
+        coro = asyncio.open_unix_connection(address)
+    else:
+        host, port = parse_address(address, default_port)
+        coro = asyncio.open_connection(host, port)
+    try:
+        reader, writer = await asyncio.wait_for(coro, timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise ConnectionClosed(f"cannot reach {address}: {exc.__class__.__name__}"
+                               f"{': ' + exc.strerror if getattr(exc, 'strerror', None) else ''}"
+                               ) from exc
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return FrameStream(reader, writer)

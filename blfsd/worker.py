@@ -1,0 +1,423 @@
+"""The worker daemon: serves the master, runs each task attempt in its own process."""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import auth, protocol, rpc, runtime, storage
+from .config import WORKER_PORT, Config
+from .errors import BlfsError, ConnectionClosed, NotFound, PoolExhausted, ProtocolError
+from .systemd import Notifier, listen_fds
+from .transport import FrameStream, parse_address
+
+log = logging.getLogger("blfs.worker")
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class RunningAttempt:
+    spec: dict
+    pid: int
+    started: float
+    done: Optional[dict] = None
+    failure: Optional[dict] = None
+    killed: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.spec["id"]
+
+    def fields(self) -> dict:
+        return {"BLFS_JOB": self.spec["job"], "BLFS_TASK": self.spec["task"],
+                "BLFS_ATTEMPT": self.spec["attempt"]}
+
+
+class Worker:
+    def __init__(self, config: Config, key: Optional[bytes]):
+        self.config = config
+        self.key = key
+        self.name = config.worker_name
+        self.disk = os.path.join(config.disks_root, self.name)
+        self.manifest: Optional[storage.Manifest] = None
+        self.leases: Optional[storage.SlotLeases] = None
+        self.device: Optional[str] = None
+        self.attempts: dict[str, RunningAttempt] = {}
+        self.master: Optional[rpc.Peer] = None
+        self.notifier = Notifier()
+        self.servers: list = []
+        self.stopping = asyncio.Event()
+        self._listen_socks: list = []
+        self._view_lock = asyncio.Lock()
+        self._views: dict[str, int] = {}
+        self.address = ""
+
+    # ------------------------------------------------------------------ start/stop
+
+    def open_pool(self) -> None:
+        cfg = self.config
+        if cfg.prepare_pool:
+            self.manifest, changed = storage.prepare_pool(
+                self.disk, self.name, cfg.slot_count, cfg.slot_size, cfg.durable_pool)
+            if changed:
+                log.info("prepared pool on %s: %d slots of %d bytes, generation %d",
+                         self.disk, self.manifest.slot_count, self.manifest.slot_size,
+                         self.manifest.generation)
+        else:
+            self.manifest = storage.check_pool(self.disk)
+            if self.manifest is None:
+                raise BlfsError(f"no prepared pool on {self.disk} (run blfs-iscsi up)")
+        self.leases = storage.SlotLeases(self.manifest.slot_count)
+        self.device = storage.block_device_of(self.disk)
+
+    async def start(self) -> None:
+        self.open_pool()
+        activated = [s for _, s in listen_fds()]
+        if activated:
+            socks = activated
+        else:
+            host, port = parse_address(self.config.worker_listen, WORKER_PORT)
+            socks = [socket.create_server((host, port), reuse_port=False)]
+        for sock in socks:
+            sock.setblocking(False)
+            server = await asyncio.start_server(self._on_connect, sock=sock)
+            self.servers.append(server)
+            self._listen_socks.append(sock)
+        name = socks[0].getsockname()
+        self.address = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+        log.info("worker %s listening on %s, pool generation %d, %d slots",
+                 self.name, self.address, self.manifest.generation, self.manifest.slot_count,
+                 extra={"BLFS_NODE": self.name})
+        self.notifier.notify("READY=1", f"STATUS={self.status_line()}",
+                             f"BLFS_LISTEN={self.address}", f"BLFS_NAME={self.name}")
+
+    def status_line(self) -> str:
+        free = self.leases.free_count() if self.leases else 0
+        total = self.manifest.slot_count if self.manifest else 0
+        master = "master connected" if self.master else "waiting for the master"
+        return (f"{len(self.attempts)} attempts running, {free}/{total} slots free, {master}")
+
+    async def run(self) -> None:
+        await self.start()
+        watchdog = Notifier.watchdog_interval()
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), watchdog or 5.0)
+            except asyncio.TimeoutError:
+                pass
+            if watchdog:
+                self.notifier.notify("WATCHDOG=1")
+            self.notifier.status(self.status_line())
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self.notifier.notify("STOPPING=1")
+        for server in self.servers:
+            server.close()
+        for attempt in list(self.attempts.values()):
+            self._kill(attempt)
+        if self.master:
+            await self.master.close()
+        deadline = time.monotonic() + 5
+        for attempt in list(self.attempts.values()):
+            try:
+                await asyncio.wait_for(attempt.finished.wait(), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+
+    # ------------------------------------------------------------------ connections
+
+    async def _on_connect(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        stream = FrameStream(reader, writer)
+        try:
+            peer = await rpc.accept(stream, self.key, "worker", self.name, self._handle,
+                                    self.config.group)
+        except (BlfsError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("refused connection from %s: %s", stream.peer_label(),
+                        exc or exc.__class__.__name__, extra={"BLFS_NODE": self.name})
+            await stream.close()
+            return
+        if peer.role == "master":
+            if self.master is not None:
+                await self.master.close()
+            self.master = peer
+            log.info("master %s connected from %s", peer.name, stream.peer_label())
+        await peer.serve()
+        if self.master is peer:
+            self.master = None
+            log.info("master %s disconnected", peer.name)
+
+    async def _handle(self, peer: rpc.Peer, msg: dict) -> Any:
+        op = msg["op"]
+        if op == "ping":
+            return {"time": time.time(), "running": len(self.attempts),
+                    "free_slots": self.leases.free_count()}
+        if peer is not self.master:
+            raise ProtocolError(f"{op} is only for the master")
+        if op == "sync":
+            return self.sync(msg["held"])
+        if op == "launch":
+            return self.launch(msg["attempt"])
+        if op == "kill":
+            attempt = self.attempts.get(msg["attempt"])
+            if attempt:
+                self._kill(attempt)
+            return {"killed": attempt is not None}
+        if op == "commit":
+            return await self.commit(msg["source"], msg["target"])
+        if op == "release_job":
+            return self.release_job(msg["job"], msg.get("output_tmp"))
+        raise ProtocolError(f"a worker does not serve {op!r}")
+
+    # ------------------------------------------------------------------ operations
+
+    def sync(self, held: list) -> dict:
+        """A (new) master session: forget everything it does not know about."""
+        for attempt in list(self.attempts.values()):
+            self._kill(attempt)
+        pairs = []
+        for item in held:
+            if (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)
+                    and isinstance(item[1], str)):
+                pairs.append((item[0], item[1]))
+        self.leases.reset(pairs)
+        return {"name": self.name, "parallelism": self.config.cpu_parallelism(),
+                "generation": self.manifest.generation, "slots": self.manifest.slot_count,
+                "slot_size": self.manifest.slot_size, "free_slots": self.leases.free_count(),
+                "disk": self.disk}
+
+    def launch(self, spec: dict) -> dict:
+        _check_attempt_spec(spec)
+        if spec["id"] in self.attempts:
+            raise ProtocolError(f"attempt {spec['id']} is already running here")
+        parent, child = socket.socketpair()
+        env = self._task_env()
+        pid = os.fork()
+        if pid == 0:  # the task process: never returns
+            parent.close()
+            _task_main(child, spec, env)
+        child.close()
+        attempt = RunningAttempt(spec, pid, time.monotonic())
+        self.attempts[attempt.id] = attempt
+        log.info("started %s (%s) as pid %d", attempt.id, spec["kind"], pid,
+                 extra={**attempt.fields(), "BLFS_NODE": self.name})
+        asyncio.ensure_future(self._supervise(attempt, parent))
+        return {"pid": pid}
+
+    def _task_env(self) -> dict:
+        cfg = self.config
+        return {"node": self.name, "disk": self.disk, "disks_root": cfg.disks_root,
+                "generation": self.manifest.generation, "slot_size": self.manifest.slot_size,
+                "device": self.device, "allow_buffered": cfg.allow_buffered_reads,
+                "spill_records": cfg.spill_records, "segment_max": cfg.segment_max}
+
+    def _kill(self, attempt: RunningAttempt) -> None:
+        if attempt.finished.is_set():
+            return
+        attempt.killed = True
+        try:
+            os.killpg(attempt.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(attempt.pid, signal.SIGKILL)
+
+    async def commit(self, source: str, target: str) -> dict:
+        """Move a finished reduce output into place, atomically."""
+        if os.path.basename(source) != os.path.basename(target):
+            raise ProtocolError("commit source and target must have the same file name")
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            raise NotFound(f"nothing to commit at {source}") from None
+        return {"committed": target}
+
+    def release_job(self, job: str, output_tmp: Optional[str]) -> dict:
+        for attempt in list(self.attempts.values()):
+            if attempt.spec["job"] == job:
+                self._kill(attempt)
+        slots = self.leases.release_job(job)
+        if output_tmp and os.path.basename(os.path.normpath(output_tmp)) == job:
+            shutil.rmtree(output_tmp, ignore_errors=True)
+            parent = os.path.dirname(os.path.normpath(output_tmp))
+            try:
+                os.rmdir(parent)  # _temporary, once no job uses it
+            except OSError:
+                pass
+        return {"released": len(slots)}
+
+    # ------------------------------------------------------------------ attempts
+
+    async def _supervise(self, attempt: RunningAttempt, sock: socket.socket) -> None:
+        fields = {**attempt.fields(), "BLFS_NODE": self.name}
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        stream = FrameStream(reader, writer)
+        try:
+            while True:
+                msg = await stream.read()
+                await self._from_task(attempt, stream, msg)
+        except (ConnectionClosed, ProtocolError):
+            pass
+        finally:
+            await stream.close()
+        status = await _wait_exit(attempt.pid)
+        self.attempts.pop(attempt.id, None)
+        attempt.finished.set()
+        if attempt.done is not None and status == 0 and not attempt.killed:
+            # its slots stay leased: they hold the output until the job is released
+            log.info("%s succeeded", attempt.id, extra=fields)
+            await self._tell_master(attempt.id, "succeeded", {"result": attempt.done})
+            return
+        self.leases.release_attempt(attempt.id)
+        if attempt.killed:
+            info = {"kind": "killed", "error": "killed"}
+        elif attempt.failure is not None:
+            info = attempt.failure
+        else:
+            info = {"kind": "crashed", "error": f"task process {_describe_status(status)}"}
+        if info["kind"] == "killed":
+            log.info("%s killed", attempt.id, extra=fields)
+        else:
+            log.warning("%s failed (%s): %s", attempt.id, info["kind"], info["error"],
+                        extra=fields)
+        await self._tell_master(attempt.id, "failed", info)
+
+    async def _from_task(self, attempt: RunningAttempt, stream: FrameStream, msg: dict) -> None:
+        op = msg.get("op")
+        if op == "lease":
+            try:
+                result: Any = {"slot": self.leases.lease(attempt.id)}
+                answer = protocol.reply(msg["id"], result)
+            except PoolExhausted as exc:
+                answer = protocol.error_reply(msg["id"], exc.code, str(exc))
+            await stream.write(answer)
+        elif op == "ensure_view":
+            try:
+                await self._ensure_view(str(msg.get("node")), int(msg.get("generation", -1)))
+                answer = protocol.reply(msg["id"], True)
+            except BlfsError as exc:
+                answer = protocol.error_reply(msg["id"], exc.code, str(exc))
+            await stream.write(answer)
+        elif op == "progress":
+            await self._tell_master(attempt.id, "running", {
+                "progress": msg.get("progress", 0.0), "status": msg.get("status", ""),
+                "counters": msg.get("counters", {})})
+        elif op == "done":
+            attempt.done = msg.get("result") or {}
+        elif op == "failed":
+            attempt.failure = {"kind": str(msg.get("kind", "user")),
+                               "error": str(msg.get("error", "")), "info": msg.get("info", {})}
+
+    async def _ensure_view(self, node: str, generation: int) -> None:
+        """Remount our view of a peer's disk when its pool generation changed."""
+        if "/" in node or node in ("", ".", ".."):
+            raise ProtocolError(f"bad node name {node!r}")
+        async with self._view_lock:
+            if self._views.get(node) == generation:
+                return
+            disk = os.path.join(self.config.disks_root, node)
+            await asyncio.get_running_loop().run_in_executor(
+                None, storage.ensure_generation, disk, generation)
+            self._views[node] = generation
+
+    async def _tell_master(self, attempt_id: str, state: str, info: dict) -> None:
+        master = self.master
+        if master is None:
+            log.info("no master to tell that %s is %s", attempt_id, state)
+            return
+        try:
+            await master.notify("attempt_update", attempt=attempt_id, state=state, info=info)
+        except (ConnectionClosed, ProtocolError) as exc:
+            log.warning("could not report %s %s to the master: %s", attempt_id, state, exc)
+
+
+def _check_attempt_spec(spec: dict) -> None:
+    needed = {"id": str, "job": str, "task": str, "kind": str, "index": int, "attempt": int,
+              "source": str, "job_file": str, "class": str, "reducers": int,
+              "input_format": str, "output": str}
+    for name, typ in needed.items():
+        if not isinstance(spec.get(name), typ):
+            raise ProtocolError(f"launch: attempt field {name!r} must be {typ.__name__}")
+    if spec["kind"] == "map" and not isinstance(spec.get("split"), dict):
+        raise ProtocolError("launch: a map attempt needs a split")
+    if spec["kind"] == "reduce" and not isinstance(spec.get("segments"), list):
+        raise ProtocolError("launch: a reduce attempt needs segments")
+    if spec["kind"] not in ("map", "reduce"):
+        raise ProtocolError(f"launch: unknown kind {spec['kind']!r}")
+
+
+def _task_main(sock: socket.socket, spec: dict, env: dict) -> None:
+    """Entry of a forked task process. Never returns to the worker's code."""
+    code = 1
+    try:
+        os.setsid()  # own process group, so a kill reaches anything the user started
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        keep = sock.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 65536)
+        sock.setblocking(True)
+        code = runtime.run_attempt(spec, env, runtime.Channel(sock))
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+async def _wait_exit(pid: int) -> int:
+    """Wait for a child without threads: a pidfd becomes readable when it exits."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        pidfd = -1
+    if pidfd >= 0:
+        done = loop.create_future()
+        loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+        try:
+            await done
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return -1
+    return status
+
+
+def _describe_status(status: int) -> str:
+    if status < 0:
+        return "vanished"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"was killed by signal {sig} ({signal.Signals(sig).name})"
+    return f"exited with status {os.WEXITSTATUS(status)} before reporting"
+
+
+async def serve(config: Config, key: Optional[bytes]) -> None:
+    worker = Worker(config, key)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    await worker.run()
+
+
+def load_key_for(config: Config) -> Optional[bytes]:
+    return auth.load_key(config.cluster_key)
