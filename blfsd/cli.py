@@ -192,7 +192,8 @@ def _report_end(status: dict, output: str) -> int:
 async def submit_local(args: argparse.Namespace, spec: dict) -> int:
     from .local import LocalCluster
     workers = args.workers or len(os.sched_getaffinity(0))
-    async with LocalCluster(workers, spec.pop("input_bytes"), parallelism=args.parallelism,
+    async with LocalCluster(workers, spec.pop("input_bytes"), len(spec["splits"]),
+                            parallelism=args.parallelism,
                             task_timeout=args.task_timeout, max_attempts=args.max_attempts,
                             spill_records=args.spill_records or None) as cluster:
         peer = await _client(cluster.socket_path, None)

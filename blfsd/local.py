@@ -34,20 +34,27 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def pool_shape(input_bytes: int, workers: int) -> tuple[int, int]:
-    """(slot count, slot size) for each local worker: room for the job's map output."""
-    slot_size = 8 << 20
-    per_worker = 2 * input_bytes // max(1, workers) + (32 << 20)
-    count = max(8, min(4096, -(-per_worker // slot_size)))
-    return count, slot_size
+def pool_shape(input_bytes: int, splits: int, workers: int) -> tuple[int, int]:
+    """(slot count, slot size) for each local worker: room for the job's map output.
+
+    Every map attempt needs a slot of its own, so small splits get small slots; in all,
+    twice the input (map output can outgrow its input) plus room for retries.
+    """
+    split = input_bytes // max(1, splits)
+    slot_size = min(16 << 20, max(1 << 20, (split // 2 + 4095) // 4096 * 4096))
+    per_worker = 2 * input_bytes // max(1, workers) + 8 * slot_size
+    maps_per_worker = -(-splits // max(1, workers))
+    count = max(2 * maps_per_worker + 8, -(-per_worker // slot_size))
+    return min(count, 65536), slot_size
 
 
 class LocalCluster:
-    def __init__(self, workers: int, input_bytes: int = 0, parallelism: int = 0,
+    def __init__(self, workers: int, input_bytes: int = 0, splits: int = 1, parallelism: int = 0,
                  task_timeout: Optional[float] = None, max_attempts: Optional[int] = None,
                  spill_records: Optional[int] = None, heartbeat_timeout: float = 5.0):
         self.n = max(1, workers)
         self.input_bytes = input_bytes
+        self.splits = splits
         self.parallelism = parallelism
         self.task_timeout = task_timeout
         self.max_attempts = max_attempts
@@ -57,6 +64,7 @@ class LocalCluster:
         self.procs: list = []
         self.master: Optional[Master] = None
         self.socket_path = ""
+        self._log_handler: Optional[logging.Handler] = None
 
     async def __aenter__(self) -> "LocalCluster":
         try:
@@ -78,7 +86,7 @@ class LocalCluster:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
         notify.setblocking(False)
-        slots, slot_size = pool_shape(self.input_bytes, self.n)
+        slots, slot_size = pool_shape(self.input_bytes, self.splits, self.n)
         try:
             for i in range(self.n):
                 self.procs.append(await self._spawn(f"w{i}", key_path, notify_path, slots,
@@ -94,6 +102,14 @@ class LocalCluster:
             cfg.task_timeout = self.task_timeout
         if self.max_attempts:
             cfg.max_attempts = self.max_attempts
+        # the embedded master logs next to its workers, not onto the user's terminal
+        handler = logging.FileHandler(os.path.join(self.root, "logs", "master.log"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self._log_handler = handler
+        blfs_log = logging.getLogger("blfs")
+        blfs_log.addHandler(handler)
+        blfs_log.setLevel(logging.INFO)
+        blfs_log.propagate = False
         self.master = Master(cfg, key, name="local-master")
         await self.master.start(listen_unix=True, listen_tcp=False)
         self.socket_path = cfg.master_socket
@@ -174,5 +190,8 @@ class LocalCluster:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if self._log_handler is not None:
+            logging.getLogger("blfs").removeHandler(self._log_handler)
+            self._log_handler.close()
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -43,6 +43,7 @@ class Master:
         self.changed = asyncio.Condition()
         self.stopping = asyncio.Event()
         self._tasks: set = set()
+        self._loops: set = set()  # tasks that run for the master's whole life
         self.servers: list = []
         self.unix_path: Optional[str] = None
         self.tcp_address: Optional[str] = None
@@ -62,8 +63,8 @@ class Master:
                 host, port = parse_address(self.config.master_listen, MASTER_PORT)
                 await self._serve_socket(socket.create_server((host, port)))
         for node in self.config.nodes:
-            self._spawn(self._link(node))
-        self._spawn(self._ticker())
+            self._loops.add(self._spawn(self._link(node)))
+        self._loops.add(self._spawn(self._ticker()))
         log.info("master ready: %d workers configured", len(self.config.nodes))
         self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
 
@@ -83,6 +84,10 @@ class Master:
         self.stopping.set()
         for server in self.servers:
             server.close()
+        # let in-flight messages (kills, releases) reach the workers before we hang up
+        pending = [t for t in self._tasks if t not in self._loops]
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
         for peer in list(self.peers.values()):
@@ -312,7 +317,7 @@ class Master:
         self._spawn(self._cleanup_tmp(tmp))
 
     async def _cleanup_tmp(self, tmp: str) -> None:
-        await asyncio.sleep(1.0)  # after the workers had their turn; harmless if gone
+        await asyncio.sleep(0.2)  # after the workers had their turn; harmless if gone
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             os.rmdir(os.path.dirname(tmp))

@@ -285,7 +285,30 @@ def run_reduce(make_job: Callable[[], Job], spec: dict, env: dict, chan: Channel
             if canonical:
                 raise StorageError("keys could not be ordered even canonically") from None
             canonical = True
+        except FetchError as exc:
+            # name every map whose output is bad, so that all of them re-run at once
+            exc.map_tasks = _unreadable_maps(spec, env, segments, partition)
+            raise
     return {"path": path, "target": target, "counters": job._counters}
+
+
+def _unreadable_maps(spec: dict, env: dict, segments: list, partition: int) -> list:
+    reader = storage.SegmentReader(lambda n: os.path.join(env["disks_root"], n),
+                                   env["allow_buffered"])
+    bad = set()
+    try:
+        for loc in segments:
+            if loc["map_task"] in bad:
+                continue
+            expect = storage.SegmentId(spec["job"], loc["map_task"], loc["map_attempt"],
+                                       partition, loc["run"], loc["seq"])
+            try:
+                reader.read(loc, expect)
+            except FetchError:
+                bad.add(loc["map_task"])
+    finally:
+        reader.close()
+    return sorted(bad)
 
 
 def _reduce_into(job: Job, spec: dict, env: dict, segments: list, partition: int,
@@ -344,7 +367,9 @@ def run_attempt(spec: dict, env: dict, chan: Channel) -> int:
         chan.send({"op": "done", "result": result})
         return 0
     except FetchError as exc:
-        _report_failure(chan, "fetch", str(exc), {"map_task": exc.map_task, "node": exc.node})
+        _report_failure(chan, "fetch", str(exc), {
+            "map_task": exc.map_task, "node": exc.node,
+            "map_tasks": getattr(exc, "map_tasks", None) or [exc.map_task]})
     except PoolExhausted as exc:
         _report_failure(chan, "pool", f"out of pool slots on {env['node']}: {exc}")
     except BaseException:

@@ -268,7 +268,11 @@ class Scheduler:
         job.failed_attempts.append({"attempt": a.id, "task": task.name, "number": a.number,
                                     "worker": a.worker, "kind": kind, "error": error})
         if kind == FETCH:
-            actions += self._refetch(job, (info or {}).get("map_task"), error, now)
+            info = info or {}
+            bad = info.get("map_tasks") or [info.get("map_task")]
+            for map_index in bad if isinstance(bad, list) else []:
+                if job.state == RUNNING:
+                    actions += self._refetch(job, map_index, error, now)
         elif kind == LOST:
             task.lost += 1
             if task.lost > 2 * self.settings.max_attempts:

@@ -16,6 +16,7 @@ prefixed with the seconds since the start of the command, under bench-data/logs/
     .venv/bin/python tools/bench.py                 # 64M and 256M (what `make bench` runs)
     .venv/bin/python tools/bench.py --quick         # smoke run: 8M only
     .venv/bin/python tools/bench.py --sizes 1G --repeat 3
+    .venv/bin/python tools/bench.py --sizes 64M --blfs-args='--split-size 32M'
 
 Exit status: 0 if every blfs run succeeded and matched the baseline, 1 otherwise.
 """
@@ -117,12 +118,13 @@ class BlfsFailed(Exception):
     pass
 
 
-def run_blfs(input_path: str, out_dir: str, workers: int, log_path: str) -> float:
+def run_blfs(input_path: str, out_dir: str, workers: int, log_path: str,
+             extra: list[str] | None = None) -> float:
     """Run one `blfs submit`; return its wall time. Output is logged with timestamps."""
     if os.path.lexists(out_dir):
         shutil.rmtree(out_dir)
     cmd = [blfs_python(), "-m", "blfsd", "submit", JOB, "--input", input_path,
-           "--output", out_dir, "--local", "--workers", str(workers)]
+           "--output", out_dir, "--local", "--workers", str(workers)] + list(extra or [])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     lines: list[str] = []
     t0 = time.monotonic()
@@ -223,7 +225,7 @@ def bench_size(size: int, args, summary: list, failures: list) -> None:
         if blfs_error is None:
             log = os.path.join(DATA, "logs", f"blfs-{label}-run{r + 1}.log")
             try:
-                blfs_times.append(run_blfs(corpus, out_dir, args.workers, log))
+                blfs_times.append(run_blfs(corpus, out_dir, args.workers, log, args.extra))
                 print(f"   run {r + 1}/{args.repeat}: blfs     {blfs_times[-1]:7.2f} s  "
                       f"(log: {os.path.relpath(log, REPO)})", flush=True)
             except BlfsFailed as e:
@@ -268,7 +270,7 @@ def bench_tiny(args, failures: list) -> list[float] | None:
         out_dir = os.path.join(DATA, "out", "blfs-tiny")
         log = os.path.join(DATA, "logs", f"blfs-tiny-run{r + 1}.log")
         try:
-            times.append(run_blfs(inp, out_dir, args.workers, log))
+            times.append(run_blfs(inp, out_dir, args.workers, log, args.extra))
             got = read_blfs_output(out_dir)
         except BlfsFailed as e:
             print(f"   blfs FAILED: {e}", flush=True)
@@ -294,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
     ap.add_argument("--tiny-runs", type=int, default=5, help="runs of the tiny job (default 5)")
     ap.add_argument("--no-tiny", action="store_true", help="skip the tiny-job measurement")
+    ap.add_argument("--blfs-args", default="", metavar="ARGS",
+                    help="extra options for blfs submit, e.g. --blfs-args='--split-size 32M'")
     args = ap.parse_args(argv)
+    args.extra = shlex.split(args.blfs_args)
     sizes = [gen_corpus.parse_size("8M")] if args.quick else \
         [gen_corpus.parse_size(s) for s in args.sizes.split(",") if s.strip()]
     if args.repeat < 1 or args.tiny_runs < 1 or args.workers < 1:
@@ -304,12 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"blfs benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}, "
           f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"blfs run with {os.path.relpath(blfs_python(), REPO)}")
-    print(f"job {JOB}, --local --workers {args.workers}; baseline: {args.workers} processes x "
+    print(f"job {JOB}, --local --workers {args.workers}"
+          f"{' ' + shlex.join(args.extra) if args.extra else ''}; baseline: {args.workers} processes x "
           f"collections.Counter; {args.repeat} run(s) per size, {args.pick} time reported")
     if not os.path.exists(os.path.join(REPO, JOB)):
         print(f"error: {JOB} does not exist", file=sys.stderr)
         return 1
 
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"warning: the machine is busy before the benchmark starts (1-minute load "
+              f"{load:.2f}); timings will be noisy", flush=True)
     summary: list[dict] = []
     failures: list[str] = []
     t_all = time.monotonic()
@@ -334,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_tiny:
         print("tiny job: FAILED")
     print(f"(corpus generation is not part of any ratio; whole benchmark took "
-          f"{time.monotonic() - t_all:.0f} s; blfs logs with timestamps in bench-data/logs/)")
+          f"{time.monotonic() - t_all:.0f} s; 1-minute load average before {load:.2f}; "
+          f"blfs logs with timestamps in bench-data/logs/)")
     if failures:
         print("\nFAILED:")
         for f in failures:

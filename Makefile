@@ -1,0 +1,43 @@
+# blfs: the developer's and the new user's entry points.
+# `make demo` runs a real job on the embedded local cluster; `make test` runs every test.
+
+PYTHON  ?= /usr/bin/python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+APT_PKGS := python3-venv python3-msgpack python3-sdnotify python3-systemd python3-pyroute2 \
+            python3-pytest python3-hypothesis python3-setuptools e2fsprogs util-linux
+
+.PHONY: all deps venv demo test test-fast bench clean
+
+all: venv
+
+# Debian's own python3 packages are what the .deb depends on; test against exactly those.
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | deps
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: deps $(VENV)/.installed
+
+demo: venv
+	@bash tools/demo.sh $(PY)
+
+test: venv
+	$(PY) -m pytest -q -ra tests
+
+test-fast: venv
+	$(PY) -m pytest -q -x -m "not slow and not root" tests
+
+bench: venv
+	$(PY) tools/bench.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo-data
