@@ -13,4 +13,4 @@ rm -rf demo-data/wordcount
   --output demo-data/wordcount --local --workers 2 --split-size 4M
 echo
 echo "top 10 words (output in demo-data/wordcount/part-*):"
-cat demo-data/wordcount/part-* | sort -t$'\t' -k2,2nr | head -10
+sort -t$'\t' -k2,2nr demo-data/wordcount/part-* | sed -n 1,10p
