@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", required=True, metavar="DIR")
     s.add_argument("--job", metavar="NAME", help="which Job class, if the file has several")
     s.add_argument("--reducers", type=int, metavar="R")
-    s.add_argument("--split-size", default="64M", metavar="SIZE")
+    s.add_argument("--split-size", default=None, metavar="SIZE",
+                   help="bytes per map task (default: enough maps for two waves over the "
+                        "cluster's task slots, at most 64M each)")
     s.add_argument("--max-attempts", type=int, default=None, metavar="N")
     s.add_argument("--task-timeout", type=float, default=None, metavar="SECONDS")
     s.add_argument("--local", action="store_true", help="run on an embedded cluster here")
@@ -90,7 +92,9 @@ def prepare_submit(args: argparse.Namespace) -> dict:
         cls = load_job_class(source, os.path.basename(path), args.job)
     except JobDefinitionError:
         raise
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit too: a job file must not end `blfs` silently
         raise JobDefinitionError(f"{path} fails to load: {exc.__class__.__name__}: {exc}") \
             from None
     attrs = job_attributes(cls, path)
@@ -101,11 +105,11 @@ def prepare_submit(args: argparse.Namespace) -> dict:
                          "choose another directory or remove it")
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"output {args.output} exists and is not a directory")
-    split_size = parse_size(args.split_size)
-    splits = make_splits(files, split_size, attrs["input_format"])
-    if not splits:
+    if args.split_size is not None:
+        parse_size(args.split_size)  # a bad size is a usage error before anything starts
+    if not any(os.path.getsize(f) for f in files) and attrs["input_format"] != "files":
         raise UsageError("the input is empty")
-    reducers = args.reducers or attrs["reducers"]
+    reducers = args.reducers if args.reducers is not None else attrs["reducers"]
     if reducers is not None and reducers < 1:
         raise UsageError("--reducers must be at least 1")
     if args.max_attempts is not None and args.max_attempts < 1:
@@ -114,10 +118,27 @@ def prepare_submit(args: argparse.Namespace) -> dict:
     return {
         "name": os.path.splitext(os.path.basename(path))[0], "job_file": os.path.basename(path),
         "source": source, "class": attrs["class"], "args": job_args,
-        "input_format": attrs["input_format"], "splits": splits, "output": output,
+        "input_format": attrs["input_format"], "files": files, "output": output,
         "reducers": reducers, "task_timeout": args.task_timeout,
-        "input_bytes": sum(s["end"] - s["start"] for s in splits),
     }
+
+
+MAX_SPLIT = 64 << 20
+
+
+def add_splits(spec: dict, split_size: Optional[str], capacity: int) -> dict:
+    """Cut the input into splits. Without --split-size, aim at two waves of maps over the
+    cluster's task slots (so a slow map does not leave the others idle), at most 64M each."""
+    files = spec.pop("files")
+    total = sum(os.path.getsize(f) for f in files)
+    if split_size is not None:
+        size = parse_size(split_size)
+    else:
+        size = min(MAX_SPLIT, max(1 << 20, -(-total // max(1, 2 * capacity))))
+    spec["splits"] = make_splits(files, size, spec["input_format"])
+    if not spec["splits"]:
+        raise UsageError("the input is empty")
+    return spec
 
 
 class Progress:
@@ -191,9 +212,14 @@ def _report_end(status: dict, output: str) -> int:
 
 async def submit_local(args: argparse.Namespace, spec: dict) -> int:
     from .local import LocalCluster
-    workers = args.workers or len(os.sched_getaffinity(0))
-    async with LocalCluster(workers, spec.pop("input_bytes"), len(spec["splits"]),
-                            parallelism=args.parallelism,
+    cpus = len(os.sched_getaffinity(0))
+    workers = args.workers or cpus
+    # the local workers share this machine's CPUs
+    parallelism = args.parallelism or max(1, cpus // workers)
+    add_splits(spec, args.split_size, workers * parallelism)
+    input_bytes = sum(s["end"] - s["start"] for s in spec["splits"])
+    async with LocalCluster(workers, input_bytes, len(spec["splits"]),
+                            parallelism=parallelism,
                             task_timeout=args.task_timeout, max_attempts=args.max_attempts,
                             spill_records=args.spill_records or None) as cluster:
         peer = await _client(cluster.socket_path, None)
@@ -204,9 +230,11 @@ async def submit_local(args: argparse.Namespace, spec: dict) -> int:
 
 
 async def submit_remote(args: argparse.Namespace, spec: dict, cfg: configmod.Config) -> int:
-    spec.pop("input_bytes")
     peer = await _client(*_master_address(args, cfg))
     try:
+        workers = await peer.call("workers", timeout=30)
+        add_splits(spec, args.split_size,
+                   sum(w["parallelism"] for w in workers if w["alive"]) or 1)
         return await _submit_and_follow(args, peer, spec)
     finally:
         await peer.close()

@@ -117,7 +117,7 @@ def parse_size(text) -> int:
     number = s[:-1] if mult > 1 else s
     try:
         value = int(float(number) * mult)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(f"not a size: {text!r} (say e.g. 64M)") from None
     if value <= 0:
         raise UsageError(f"size must be positive: {text!r}")

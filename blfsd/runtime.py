@@ -104,18 +104,28 @@ class MapOutput:
         self._custom = has_custom_partition(job)
         self._memo: dict = {}
 
-    def add(self, pairs: list) -> None:
-        self.reporter.count("map_output_records", len(pairs))
+    def add(self, batch: Callable[[], Iterable]) -> None:
+        """Take one batch of map output; `batch()` runs the map over it (again, if needed)."""
         if self.counted is not None:
+            # Count straight from the user's generators: no list, no Python loop per record.
+            saved = {g: dict(names) for g, names in self.job._counters.items()}
             try:
-                self.counted.update(pairs)
+                self.counted.update(batch())
             except TypeError:
+                # An unhashable pair (or a TypeError of the user's own, which the replay
+                # raises again): replay the batch into a list and stop counting.
+                self.job._counters = saved
+                pairs = list(batch())
                 self._uncount(pairs)
-                self.pairs.extend(pairs)
+                self._extend(pairs)
         else:
-            self.pairs.extend(pairs)
+            self._extend(list(batch()))
         if len(self.pairs) + (len(self.counted) if self.counted else 0) >= self.limit:
             self.spill()
+
+    def _extend(self, pairs: list) -> None:
+        self.reporter.count("map_output_records", len(pairs))
+        self.pairs.extend(pairs)
 
     def _uncount(self, pairs: list) -> None:
         """Undo a partial Counter.update that stopped at an unhashable pair; use a list."""
@@ -125,7 +135,7 @@ class MapOutput:
             except TypeError:
                 break
             self.counted[pair] -= 1
-        self.pairs.extend((k, v) for (k, v), c in self.counted.items() for _ in range(c))
+        self._extend([(k, v) for (k, v), c in self.counted.items() for _ in range(c)])
         self.counted = None
 
     def part(self, key: Any) -> int:
@@ -160,6 +170,8 @@ class MapOutput:
                 yield k, (v for _, v in grp)
 
     def spill(self) -> None:
+        if self.counted is not None:
+            self.reporter.count("map_output_records", sum(self.counted.values()))
         parts: list = [[] for _ in range(self.reducers)]
         if self.combine is not None:
             for k, values in self._grouped():
@@ -207,7 +219,7 @@ def run_map(job: Job, spec: dict, env: dict, chan: Channel, reporter: Reporter) 
     try:
         for keys, values, position in read(split["path"], start, end):
             reporter.count("map_input_records", len(keys))
-            out.add(list(chain.from_iterable(map(mapper, keys, values))))
+            out.add(lambda: chain.from_iterable(map(mapper, keys, values)))
             reporter.maybe(min(1.0, (position - start) / span))
         out.spill()
         locations = sink.commit()

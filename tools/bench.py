@@ -115,7 +115,9 @@ def baseline_wordcount(path: str, out_path: str, processes: int = 2) -> dict[str
 # blfs
 
 class BlfsFailed(Exception):
-    pass
+    def __init__(self, message: str, summary: str | None = None):
+        super().__init__(message)
+        self.summary = summary or message.splitlines()[0]
 
 
 def run_blfs(input_path: str, out_dir: str, workers: int, log_path: str,
@@ -144,7 +146,11 @@ def run_blfs(input_path: str, out_dir: str, workers: int, log_path: str,
             f"command failed with exit status {rc} after {elapsed:.1f} s:\n"
             f"  (cd {shlex.quote(REPO)} && {shlex.join(cmd)})\n"
             + "\n".join("  | " + l for l in lines[-40:])
-            + f"\n  (full output: {os.path.relpath(log_path, REPO)})")
+            + f"\n  (full output: {os.path.relpath(log_path, REPO)})",
+            f"exit status {rc}: "
+            + next((l.split(None, 1)[-1] for l in reversed(lines) if l.split(None, 1)[1:]),
+                   "(no output)")
+            + f" (see {os.path.relpath(log_path, REPO)})")
     if not os.path.exists(os.path.join(out_dir, "_SUCCESS")):
         raise BlfsFailed(f"exit status 0 but no {out_dir}/_SUCCESS (log: {log_path})")
     return elapsed
@@ -229,7 +235,7 @@ def bench_size(size: int, args, summary: list, failures: list) -> None:
                 print(f"   run {r + 1}/{args.repeat}: blfs     {blfs_times[-1]:7.2f} s  "
                       f"(log: {os.path.relpath(log, REPO)})", flush=True)
             except BlfsFailed as e:
-                blfs_error = str(e)
+                blfs_error = e.summary
                 print(f"   blfs FAILED: {e}", flush=True)
     row["base"] = pick(base_times, args.pick)
     total_words = sum(base_counts.values())
@@ -274,7 +280,7 @@ def bench_tiny(args, failures: list) -> list[float] | None:
             got = read_blfs_output(out_dir)
         except BlfsFailed as e:
             print(f"   blfs FAILED: {e}", flush=True)
-            failures.append(f"tiny: blfs failed: {e}")
+            failures.append(f"tiny: blfs failed: {e.summary}")
             return None
         if got != dict(expect):
             failures.append(f"tiny: wrong output {got} (expected {dict(expect)})")
