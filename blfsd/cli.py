@@ -188,7 +188,7 @@ class Progress:
 async def _follow(peer: rpc.Peer, job_id: str, progress: Progress) -> dict:
     version = -1
     while True:
-        status = await peer.call("wait", job=job_id, version=version, timeout=30)
+        status = await peer.call("wait", limit=90, job=job_id, version=version, timeout=30)
         progress.show(status)
         version = status["version"]
         if status["state"] in ("succeeded", "failed", "cancelled"):
@@ -232,7 +232,7 @@ async def submit_local(args: argparse.Namespace, spec: dict) -> int:
 async def submit_remote(args: argparse.Namespace, spec: dict, cfg: configmod.Config) -> int:
     peer = await _client(*_master_address(args, cfg))
     try:
-        workers = await peer.call("workers", timeout=30)
+        workers = await peer.call("workers", limit=30)
         add_splits(spec, args.split_size,
                    sum(w["parallelism"] for w in workers if w["alive"]) or 1)
         return await _submit_and_follow(args, peer, spec)
@@ -272,7 +272,7 @@ async def _client(address: str, key: Optional[bytes]) -> rpc.Peer:
 async def _query(args: argparse.Namespace, cfg: configmod.Config, op: str, **fields: Any) -> Any:
     peer = await _client(*_master_address(args, cfg))
     try:
-        return await peer.call(op, timeout=30, **fields)
+        return await peer.call(op, limit=30, **fields)
     finally:
         await peer.close()
 

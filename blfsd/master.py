@@ -35,7 +35,7 @@ class Master:
         self.name = name
         self.sched = sch.Scheduler(sch.Settings(
             max_attempts=config.max_attempts, task_timeout=config.task_timeout,
-            speculation=config.speculation))
+            speculation=config.speculation), epoch=secrets.token_hex(3))
         self.peers: dict[str, rpc.Peer] = {}
         self.history: dict[str, dict] = {}  # finished jobs from before a restart
         self.store = JobStore(config.state_dir)
@@ -160,7 +160,7 @@ class Master:
                 continue
             serving = asyncio.ensure_future(peer.serve())
             try:
-                info = await peer.call("sync", timeout=10,
+                info = await peer.call("sync", limit=10,
                                        held=[list(h) for h in self.sched.held_slots(node.name)],
                                        generation_of={})
             except (BlfsError, asyncio.TimeoutError) as exc:
@@ -187,7 +187,11 @@ class Master:
         while not peer.closed.is_set():
             await asyncio.sleep(self.config.heartbeat_interval)
             try:
-                await peer.call("ping", timeout=self.config.heartbeat_timeout, time=time.time())
+                pong = await peer.call("ping", limit=self.config.heartbeat_timeout,
+                                       time=time.time())
+                worker = self.sched.workers.get(name)
+                if worker is not None and isinstance(pong, dict):
+                    worker.info["free_slots"] = pong.get("free_slots")
             except asyncio.TimeoutError:
                 log.warning("worker %s missed its heartbeat", name, extra={"BLFS_NODE": name})
                 await peer.close()
@@ -267,7 +271,7 @@ class Master:
         try:
             if peer is None:
                 raise ConnectionClosed(f"worker {action.worker} is not connected")
-            await peer.call("launch", timeout=30, attempt=full)
+            await peer.call("launch", limit=30, attempt=full)
         except RemoteError as exc:
             self.execute(self.sched.attempt_failed(spec["id"], sch.CRASHED,
                                                    f"worker refused: {exc}", time.monotonic()))
@@ -280,7 +284,7 @@ class Master:
         if peer is None:
             return None
         try:
-            return await peer.call(op, timeout=30, **fields)
+            return await peer.call(op, limit=30, **fields)
         except (BlfsError, asyncio.TimeoutError) as exc:
             log.warning("%s to %s failed: %s", op, worker, exc)
             return None
@@ -294,7 +298,7 @@ class Master:
             for worker, attempt, source, target in action.parts:
                 peer = self.peers.get(worker)
                 if peer is not None:
-                    await peer.call("commit", timeout=30, attempt=attempt, source=source,
+                    await peer.call("commit", limit=30, attempt=attempt, source=source,
                                     target=target)
                 else:  # the part is on a file system we share (local mode); move it here
                     os.rename(source, target)
@@ -374,13 +378,16 @@ class Master:
             self.execute(self.sched.cancel(msg["job"], time.monotonic()))
             return self.status(msg["job"])
         if op == "wait":
-            return await self.wait(msg["job"], msg["version"], float(msg.get("timeout") or 30))
+            timeout = msg.get("timeout") or 30
+            if not 0 < timeout <= 60:  # also refuses NaN
+                raise ProtocolError("wait: timeout must be in (0, 60]")
+            return await self.wait(msg["job"], msg["version"], float(timeout))
         raise ProtocolError(f"a master does not serve {op!r} to clients")
 
     def _job(self, job_id: str) -> sch.JobState:
         job = self.sched.jobs.get(job_id)
         if job is None:
-            raise NotFound(f"no job {job_id}")
+            raise NotFound(f"no job {job_id[:80]}")
         return job
 
     def submit(self, spec: dict) -> dict:
@@ -456,19 +463,31 @@ def _check_spec(spec: dict) -> dict:
         raise ProtocolError("submit: args must be strings")
     for s in spec["splits"]:
         if not (isinstance(s, dict) and isinstance(s.get("path"), str)
-                and isinstance(s.get("start"), int) and isinstance(s.get("end"), int)):
+                and _is_int(s.get("start")) and _is_int(s.get("end"))
+                and 0 <= s["start"] <= s["end"]):
             raise ProtocolError("submit: each split needs path, start and end")
     if not spec["splits"]:
         raise ProtocolError("submit: the input is empty")
     if not os.path.isabs(spec["output"]):
         raise ProtocolError("submit: the output must be an absolute path")
     reducers = spec.get("reducers")
-    if reducers is not None and (not isinstance(reducers, int) or not 1 <= reducers <= 10000):
+    if reducers is not None and (not _is_int(reducers) or not 1 <= reducers <= 10000):
         raise ProtocolError("submit: reducers must be an integer from 1 to 10000")
     timeout = spec.get("task_timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+    if timeout is not None and (not _is_number(timeout) or not 0 < timeout < 1e9):
         raise ProtocolError("submit: task_timeout must be a positive number")
+    attempts = spec.get("max_attempts")
+    if attempts is not None and (not _is_int(attempts) or not 1 <= attempts <= 1000):
+        raise ProtocolError("submit: max_attempts must be an integer from 1 to 1000")
     return dict(spec)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _bind_unix(path: str) -> socket.socket:

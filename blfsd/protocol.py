@@ -45,7 +45,8 @@ def decode(body: bytes) -> dict:
             raise ProtocolError("op must be a string")
         if not isinstance(msg.get("id", 0), int) or isinstance(msg.get("id"), bool):
             raise ProtocolError("id must be an integer")
-    elif not isinstance(msg.get("id"), int) or ("result" not in msg and "error" not in msg):
+    elif (not isinstance(msg.get("id"), int) or isinstance(msg.get("id"), bool)
+          or ("result" not in msg and "error" not in msg)):
         raise ProtocolError("a message needs an op, or an id with a result or an error")
     return msg
 
@@ -101,7 +102,7 @@ def validate(msg: dict) -> None:
     op = msg["op"]
     schema = SCHEMAS.get(op)
     if schema is None:
-        raise ProtocolError(f"unknown op {op!r}")
+        raise ProtocolError(f"unknown op {op[:64]!r}")
     for field, typ in schema.items():
         optional = field.endswith("?")
         name = field.rstrip("?")

@@ -34,13 +34,14 @@ class Peer:
         self._tasks: set[asyncio.Task] = set()
         self.closed = asyncio.Event()
 
-    async def call(self, op: str, timeout: Optional[float] = None, **fields: Any) -> Any:
+    async def call(self, op: str, limit: Optional[float] = None, **fields: Any) -> Any:
+        """Send a request and wait (at most `limit` seconds) for its reply."""
         msg_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = fut
         try:
             await self.stream.write(protocol.request(op, msg_id, **fields))
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, limit)
         finally:
             self._pending.pop(msg_id, None)
 
@@ -86,7 +87,7 @@ class Peer:
             answer = protocol.reply(msg_id, result)
         except BlfsError as exc:
             if isinstance(exc, ProtocolError):
-                log.warning("bad request from %s %s: %s", self.role, self.name, exc)
+                log.warning("bad request from %s %s: %.300s", self.role, self.name, exc)
             answer = protocol.error_reply(msg_id, exc.code, str(exc))
         except Exception as exc:  # a bug of ours must not take the daemon down
             log.exception("internal error handling %r from %s", msg.get("op"), self.name)
@@ -94,8 +95,17 @@ class Peer:
         if msg_id:
             try:
                 await self.stream.write(answer)
-            except (ConnectionClosed, ProtocolError) as exc:
+            except ProtocolError:  # the reply itself is too big: say so, briefly
+                await self._write_quietly(protocol.error_reply(
+                    msg_id, "internal", "the reply exceeds the frame size limit"))
+            except ConnectionClosed as exc:
                 log.debug("reply to %s lost: %s", self.name, exc)
+
+    async def _write_quietly(self, msg: dict) -> None:
+        try:
+            await self.stream.write(msg)
+        except (ConnectionClosed, ProtocolError) as exc:
+            log.debug("reply to %s lost: %s", self.name, exc)
 
     async def close(self) -> None:
         if self.closed.is_set():

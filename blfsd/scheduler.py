@@ -136,8 +136,11 @@ class Settings:
 class Scheduler:
     """All job, task and attempt state of a master, and every decision about it."""
 
-    def __init__(self, settings: Optional[Settings] = None):
+    def __init__(self, settings: Optional[Settings] = None, epoch: str = ""):
         self.settings = settings or Settings()
+        # Attempt ids carry the master session's epoch, so that a report about an attempt
+        # of a previous master session can never be taken for one of this session.
+        self.epoch = epoch
         self.workers: dict[str, WorkerState] = {}
         self.jobs: dict[str, JobState] = {}
         self.attempts: dict[str, Attempt] = {}
@@ -275,18 +278,21 @@ class Scheduler:
                     actions += self._refetch(job, map_index, error, now)
         elif kind == LOST:
             task.lost += 1
-            if task.lost > 2 * self.settings.max_attempts:
+            if task.lost > 2 * self._max_attempts(job):
                 return actions + self._end_job(
                     job, FAILED, f"{task.name} lost {task.lost} times with its worker", now)
         elif kind in COUNTED:
             task.failures += 1
             task.avoid.add(a.worker)
-            if task.failures >= self.settings.max_attempts:
+            if task.failures >= self._max_attempts(job):
                 return actions + self._end_job(job, FAILED, self._failure_text(a, kind, error),
                                                now)
         if task.state != "succeeded" and not task.running():
             task.state = "pending"
         return actions
+
+    def _max_attempts(self, job: JobState) -> int:
+        return job.spec.get("max_attempts") or self.settings.max_attempts
 
     @staticmethod
     def _failure_text(a: Attempt, kind: str, error: str) -> str:
@@ -305,7 +311,7 @@ class Scheduler:
             task.avoid.add(task.winner.worker)
         task.winner = None
         task.failures += 1
-        if task.failures >= self.settings.max_attempts:
+        if task.failures >= self._max_attempts(job):
             return self._end_job(job, FAILED, f"the output of {task.name} could not be read "
                                  f"{task.failures} times: {error}", now)
         return []
@@ -377,7 +383,8 @@ class Scheduler:
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
         job = task.job
         number = len(task.attempts)
-        a = Attempt(f"{job.id}/{task.name}/{number}", task, number, worker, now, now,
+        suffix = f"@{self.epoch}" if self.epoch else ""
+        a = Attempt(f"{job.id}/{task.name}/{number}{suffix}", task, number, worker, now, now,
                     backup=backup)
         task.attempts.append(a)
         task.state = "running"

@@ -84,7 +84,7 @@ def write_documents(folder: Path, count: int, seed: int) -> list:
 
 # ---------------------------------------------------------------- checks
 
-_ATTEMPT = re.compile(r"^(?P<job>[^/]+)/(?P<kind>[mr])-(?P<index>\d+)/(?P<number>\d+)$")
+_ATTEMPT = re.compile(r"^(?P<job>[^/]+)/(?P<kind>[mr])-(?P<index>\d+)/(?P<number>\d+)(@[0-9a-f]+)?$")
 
 
 def winners(status: dict) -> dict:

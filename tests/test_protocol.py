@@ -139,9 +139,6 @@ def test_decode_accepts_requests_replies_notifications():
     assert decode(encode({"id": 3, "error": {"code": "x", "message": "y"}})[4:])["id"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="bug: protocol.decode refuses a bool id in a request "
-                   "but accepts one in a reply (isinstance(True, int)); {'id': True} then "
-                   "resolves the pending call with id 1")
 def test_decode_refuses_bool_id_in_reply():
     with pytest.raises(ProtocolError):
         decode(msgpack.packb({"id": True, "result": "forged"}))
@@ -521,11 +518,6 @@ def test_check_unix_peer_over_socketpair():
 
 # ------------------------------------------------------------------------------ rpc.Peer
 
-@pytest.mark.xfail(strict=True, reason="bug: rpc.Peer.call(op, timeout=None, **fields) keeps "
-                   "`timeout` for itself, so the wait op's optional `timeout` field "
-                   "(protocol.SCHEMAS['wait']) can never be sent; cli._follow's timeout=30 "
-                   "becomes a 30 s client-side limit racing the master's default 30 s long "
-                   "poll (asyncio.TimeoutError out of `blfs submit`)")
 def test_peer_call_sends_the_wait_timeout_field():
     from blfsd import rpc
 

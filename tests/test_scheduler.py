@@ -103,6 +103,8 @@ def check_consistent(s: Scheduler) -> None:
         for task in job.tasks():
             for a in task.attempts:
                 assert (a.state == "running") == (a.id in s.attempts), a.id
+            workers = [a.worker for a in task.running()]
+            assert len(workers) == len(set(workers)) <= 2, f"{task.name} runs on {workers}"
             if job.state == sch.RUNNING:
                 if task.state == "running":
                     assert task.running(), f"{task.name} is running with no running attempt"
