@@ -326,6 +326,7 @@ def _daemon_config(args: argparse.Namespace) -> configmod.Config:
         cfg.worker_listen = "127.0.0.1:0"
         cfg.prepare_pool = True
         cfg.durable_pool = False
+        cfg.fill_pool = False
         cfg.allow_buffered_reads = True
     for attr, value in (("worker_name", getattr(args, "name", None)),
                         ("slot_count", getattr(args, "slots", None)),

@@ -51,6 +51,7 @@ class Config:
     prepare_pool: bool = False  # blfs-iscsi prepares pools in a cluster; --local does it here
     allow_buffered_reads: bool = False  # only true for --local, where one kernel has one cache
     durable_pool: bool = True
+    fill_pool: bool = True  # False only for --local: sparse slots on a single kernel
 
     def cpu_parallelism(self) -> int:
         return self.parallelism or len(os.sched_getaffinity(0))

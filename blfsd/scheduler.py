@@ -251,6 +251,9 @@ class Scheduler:
         job.version += 1
         if task.kind == "reduce" and all(t.state == "succeeded" for t in job.reduces):
             job.state = COMMITTING
+            for other_task in job.tasks():  # e.g. a map re-run nobody needs any more
+                for other in other_task.running():
+                    actions += self._stop_attempt(other, "killed", now)
             parts = [(t.winner.worker, t.winner.id, t.result["path"], t.result["target"])
                      for t in job.reduces]
             actions.append(Commit(job.id, parts))
@@ -266,7 +269,9 @@ class Scheduler:
         a.error = error
         job.version += 1
         actions: list = []
-        if kind == KILLED:
+        if kind == KILLED:  # not by us (we forget attempts we kill): run it again, uncounted
+            if task.state != "succeeded" and not task.running():
+                task.state = "pending"
             return actions
         job.failed_attempts.append({"attempt": a.id, "task": task.name, "number": a.number,
                                     "worker": a.worker, "kind": kind, "error": error})

@@ -87,20 +87,20 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _slot_ok(path: str, size: int) -> bool:
+def _slot_ok(path: str, size: int, fill: bool = True) -> bool:
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return False
     # A sparse or short file is not prepared: its unwritten blocks would read as zeros
     # on peers forever (DESIGN §2, invariant 1).
-    return st.st_size == size and st.st_blocks * 512 >= size
+    return st.st_size == size and (st.st_blocks * 512 >= size or not fill)
 
 
-def _write_zeros(path: str, size: int, durable: bool) -> None:
+def _write_zeros(path: str, size: int, durable: bool, fill: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        written = 0
+        written = 0 if fill else size
         while written < size:
             n = min(len(_ZEROS), size - written)
             written += os.pwrite(fd, _ZEROS[:n] if n < len(_ZEROS) else _ZEROS, written)
@@ -111,7 +111,7 @@ def _write_zeros(path: str, size: int, durable: bool) -> None:
         os.close(fd)
 
 
-def check_pool(disk: str) -> Optional[Manifest]:
+def check_pool(disk: str, fill: bool = True) -> Optional[Manifest]:
     """The manifest of a complete pool on our own disk, or None when it needs preparing."""
     try:
         manifest = read_manifest(disk, direct=False)
@@ -120,14 +120,17 @@ def check_pool(disk: str) -> Optional[Manifest]:
     if not manifest.ready:
         return None
     for slot in range(manifest.slot_count):
-        if not _slot_ok(slot_path(disk, slot), manifest.slot_size):
+        if not _slot_ok(slot_path(disk, slot), manifest.slot_size, fill):
             return None
     return manifest
 
 
 def prepare_pool(disk: str, node: str, slot_count: int, slot_size: int,
-                 durable: bool = True) -> tuple[Manifest, bool]:
+                 durable: bool = True, fill: bool = True) -> tuple[Manifest, bool]:
     """Make the pool on our own disk match the configuration. Returns (manifest, changed).
+
+    fill=False (only for --local, where every "disk" is a directory of one kernel and
+    there are no peers with caches of their own) makes sparse slots, which is instant.
 
     Idempotent: a complete pool of the right shape is left alone. Otherwise the MANIFEST
     first says "preparing" with a new generation, every slot is written with zeros (never
@@ -136,7 +139,7 @@ def prepare_pool(disk: str, node: str, slot_count: int, slot_size: int,
     """
     if slot_size % ALIGN or slot_size <= HEADER_SIZE:
         raise StorageError(f"slot size {slot_size} must be a multiple of {ALIGN}")
-    current = check_pool(disk)
+    current = check_pool(disk, fill)
     if (current is not None and current.slot_count == slot_count
             and current.slot_size == slot_size and current.node == node):
         return current, False
@@ -147,8 +150,8 @@ def prepare_pool(disk: str, node: str, slot_count: int, slot_size: int,
                     durable)
     for slot in range(slot_count):
         path = slot_path(disk, slot)
-        if not _slot_ok(path, slot_size):
-            _write_zeros(path, slot_size, durable)
+        if not _slot_ok(path, slot_size, fill):
+            _write_zeros(path, slot_size, durable, fill)
     for extra in sorted(os.listdir(pdir)):
         if extra.startswith("slot-") and int(extra[5:]) >= slot_count:
             os.unlink(os.path.join(pdir, extra))

@@ -67,7 +67,8 @@ class Worker:
         cfg = self.config
         if cfg.prepare_pool:
             self.manifest, changed = storage.prepare_pool(
-                self.disk, self.name, cfg.slot_count, cfg.slot_size, cfg.durable_pool)
+                self.disk, self.name, cfg.slot_count, cfg.slot_size, cfg.durable_pool,
+                cfg.fill_pool)
             if changed:
                 log.info("prepared pool on %s: %d slots of %d bytes, generation %d",
                          self.disk, self.manifest.slot_count, self.manifest.slot_size,

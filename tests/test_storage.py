@@ -67,12 +67,12 @@ def test_prepare_pool_writes_manifest_last(tmp_path, monkeypatch):
     real_write_zeros = storage._write_zeros
     real_rename = os.rename
 
-    def spy_write_zeros(path, size, durable):
+    def spy_write_zeros(path, size, durable, fill=True):
         m = storage.read_manifest(str(tmp_path), direct=False)
         assert not m.ready, "MANIFEST claims a ready pool mid-preparation"
         assert storage.check_pool(str(tmp_path)) is None
         events.append(("slot", os.path.basename(path)))
-        return real_write_zeros(path, size, durable)
+        return real_write_zeros(path, size, durable, fill)
 
     def spy_rename(src, dst, *a, **kw):
         events.append(("rename", os.path.basename(str(dst))))
@@ -185,10 +185,10 @@ def test_generation_after_crash_is_never_reused(tmp_path, monkeypatch):
     class PowerLoss(BaseException):
         pass
 
-    def crash_on_slot_3(path, size, durable):
+    def crash_on_slot_3(path, size, durable, fill=True):
         if path.endswith("slot-00003"):
             raise PowerLoss()  # simulated crash in the middle of the preparation
-        return real_write_zeros(path, size, durable)
+        return real_write_zeros(path, size, durable, fill)
 
     monkeypatch.setattr(storage, "_write_zeros", crash_on_slot_3)
     with pytest.raises(PowerLoss):
