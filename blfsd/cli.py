@@ -12,7 +12,7 @@ import time
 from typing import Any, Optional
 
 from . import auth, config as configmod, rpc
-from .errors import BlfsError, ConfigError, JobDefinitionError, UsageError
+from .errors import BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, UsageError
 from .inputs import expand_inputs, make_splits, parse_size
 from .job import job_attributes, load_job_class
 
@@ -259,6 +259,10 @@ def _master_address(args: argparse.Namespace, cfg: configmod.Config) -> tuple[st
                               else cfg.master_address)
     key = None
     if "/" not in address:
+        if not args.master and not os.path.exists(args.key or cfg.cluster_key):
+            raise ConnectionClosed(f"no master here: {cfg.master_socket} does not exist and "
+                                   "there is no cluster key for TCP (is blfs-master.socket "
+                                   "running? or use --local, or --master ADDRESS)")
         key = auth.load_key(args.key or cfg.cluster_key)
     return address, key
 

@@ -600,3 +600,16 @@ def test_reset_and_resize():
     assert leases.holder == {0: "k/m/0", 1: "k/m/0"} and leases.free_count() == 0
     leases.resize(5)
     assert leases.free_count() == 3 and leases.lease("z/m/0") == 2
+
+
+def test_local_pools_may_be_sparse(tmp_path):
+    """fill=False (only --local: one kernel, no peers) makes sparse slots of the right size,
+    and a ready manifest; the default never accepts such a pool as prepared."""
+    disk = str(tmp_path)
+    m, changed = prepare_pool(disk, "n", 4, SLOT, durable=False, fill=False)
+    assert changed and m.ready and m.slot_count == 4
+    for i in range(4):
+        st = os.stat(slot_path(disk, i))
+        assert st.st_size == SLOT and st.st_blocks * 512 < SLOT
+    assert storage.check_pool(disk, fill=False) == m
+    assert storage.check_pool(disk) is None  # a cluster would re-fill it
