@@ -110,6 +110,8 @@ READERS = {"lines": line_batches, "bytes": byte_batches, "files": file_batches}
 
 def parse_size(text) -> int:
     """'64M', '512K', '1G', '4096' to bytes."""
+    if isinstance(text, bool) or (isinstance(text, int) and text <= 0):
+        raise UsageError(f"size must be positive: {text!r}")
     if isinstance(text, int):
         return text
     s = str(text).strip().upper().removesuffix("B").removesuffix("I")

@@ -16,7 +16,17 @@ def key_bytes(key: Any) -> bytes:
         return key.encode("utf-8", "surrogatepass")
     if isinstance(key, bytes):
         return key
-    return msgpack.packb(key, use_bin_type=True)
+    return msgpack.packb(normalized(key), use_bin_type=True)
+
+
+def normalized(x: Any) -> Any:
+    """Equal values get equal encodings: maps with their items in canonical key order."""
+    if isinstance(x, dict):
+        return [[normalized(k), normalized(v)]
+                for k, v in sorted(x.items(), key=lambda kv: canonical(kv[0]))]
+    if isinstance(x, (list, tuple)):
+        return [normalized(v) for v in x]
+    return x
 
 
 def default_partition(key: Any, n: int) -> int:
@@ -29,21 +39,40 @@ _RANK = {type(None): 0, bool: 1, int: 2, float: 2, str: 3, bytes: 4, list: 5, tu
 
 
 def canonical(key: Any) -> tuple:
-    """A total order over all msgpack values, used when keys are not mutually comparable."""
+    """A total order over all msgpack values: by kind, then by value.
+
+    It agrees with Python's own order wherever every key is a str, every key is bytes, or
+    every key is a number (not a bool); those runs can be sorted and merged natively.
+    """
     rank = _RANK.get(type(key), 7)
-    if rank in (5, 6, 7):
-        return (rank, msgpack.packb(key, use_bin_type=True))
+    if rank == 5:
+        return (5, tuple(canonical(v) for v in key))
+    if rank == 6:
+        return (6, tuple(sorted((canonical(k), canonical(v)) for k, v in key.items())))
+    if rank == 7:
+        return (7, repr(key))
     return (rank, key)
 
 
+_SIMPLE = ({str}, {bytes}, {int}, {float}, {int, float})
+
+
+def natural_is_canonical(keys: Iterable) -> bool:
+    """True when Python's order of these keys is the canonical order."""
+    return set(map(type, keys)) in _SIMPLE
+
+
 def sort_pairs(pairs: list) -> bool:
-    """Sort (key, value) pairs by key in place; True if the canonical order had to be used."""
-    try:
+    """Sort (key, value) pairs by key in place, always in canonical order.
+
+    Returns True when the keys needed the canonical sort key (a flag on the segment),
+    False when Python's own order was the same and faster.
+    """
+    if not pairs or natural_is_canonical(map(first, pairs)):
         pairs.sort(key=first)
         return False
-    except TypeError:
-        pairs.sort(key=lambda p: canonical(p[0]))
-        return True
+    pairs.sort(key=lambda p: canonical(p[0]))
+    return True
 
 
 def encode_pairs(pairs: list) -> bytes:
@@ -60,12 +89,14 @@ def chunk_pairs(pairs: list, limit: int) -> Iterable[bytes]:
     while start < len(pairs):
         data = encode_pairs(pairs[start:start + step])
         if len(data) > limit and step > 1:
-            step = max(1, step // 2)
+            step = max(1, int(step * limit / len(data) * 0.9))
             continue
         if len(data) > limit:
             raise ValueError(f"one record encodes to {len(data)} bytes, over {limit}")
         yield data
         start += step
+        # aim the next chunk at the limit, from this chunk's bytes per record
+        step = max(1, int(step * limit / max(1, len(data)) * 0.9))
 
 
 def format_field(x: Any) -> str:
@@ -77,13 +108,19 @@ def format_field(x: Any) -> str:
         return str(x)
     if isinstance(x, bytes):
         return x.decode("utf-8", "backslashreplace")
-    return json.dumps(x, default=_json_default)
+    return json.dumps(_jsonable(x))
 
 
-def _json_default(x: Any) -> Any:
+def _jsonable(x: Any) -> Any:
+    """What json can write: bytes as text, map keys that are not str as their text."""
     if isinstance(x, bytes):
         return x.decode("utf-8", "backslashreplace")
-    raise TypeError(f"cannot write a {type(x).__name__} to the output")
+    if isinstance(x, dict):
+        return {(k if isinstance(k, str) else format_field(k)): _jsonable(v)
+                for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
 
 
 def format_line(key: Any, value: Any) -> str:

@@ -23,6 +23,7 @@ from .job import Context, Job, has_combiner, has_custom_partition, load_job_clas
 
 REPORT_EVERY = 0.5  # seconds between progress reports (they also prove we are alive)
 _second = itemgetter(1)
+_PAIR = {2}
 
 
 class Channel:
@@ -105,9 +106,8 @@ class MapOutput:
         self.segment_max = min(segment_max, sink.max_payload)
         self.combine = job.combine if has_combiner(job) else None
         self.counting = self.combine is not None
-        self.by_value: dict = {}  # value -> Counter of keys that came with it
-        self.pairs_counted: Counter = Counter()  # (key, value) -> count
-        self.pairs: list = []
+        self.by_value: dict = {}  # (type, value) -> Counter of the keys that came with it
+        self.pairs: list = []  # everything not counted
         self.records = 0
         self.spills = 0
         self._partition = job.partition
@@ -128,8 +128,7 @@ class MapOutput:
             self.spill()
 
     def buffered(self) -> int:
-        return (len(self.pairs) + len(self.pairs_counted)
-                + sum(len(c) for c in self.by_value.values()))
+        return len(self.pairs) + sum(len(c) for c in self.by_value.values())
 
     def _count(self, pairs: list) -> None:
         if not pairs:
@@ -137,43 +136,46 @@ class MapOutput:
         try:
             value = pairs[0][1]
             values = list(map(_second, pairs))
-            if values.count(value) == len(values):
-                target = self.by_value.get(value)
+            if set(map(len, pairs)) != _PAIR:
+                raise ValueError("map must yield (key, value) pairs; got "
+                                 f"{next(p for p in pairs if len(p) != 2)!r}")
+            # equal and of one type: 1, 1.0 and True are equal but must stay themselves
+            uniform = (values.count(value) == len(values)
+                       and set(map(type, values)) == {type(value)})
+            target = None
+            if uniform:
+                slot = (type(value), value)
+                target = self.by_value.get(slot)
                 if target is None:
-                    target = self.by_value[value] = Counter()
-                items: Iterable = map(records.first, pairs)
-            else:
-                target, items = self.pairs_counted, pairs
-        except (TypeError, IndexError):
-            self._stop_counting(pairs, None, None)
+                    target = self.by_value[slot] = Counter()
+        except (TypeError, IndexError):  # an unhashable value, or not pairs
+            uniform = False
+        if not uniform:
+            self.pairs.extend(pairs)
             return
         try:
-            target.update(items)
+            target.update(map(records.first, pairs))
         except TypeError:  # an unhashable key, after some keys were counted
-            self._stop_counting(pairs, target, items)
+            self._stop_counting(pairs, target)
 
-    def _stop_counting(self, pairs: list, target: Optional[Counter], items: Any) -> None:
-        """Undo a partial count of this batch, move everything counted to a list."""
-        if target is not None:
-            uncount = pairs if items is pairs else [p[0] for p in pairs]
-            for item in uncount:
-                try:
-                    hash(item)
-                except TypeError:
-                    break
-                target[item] -= 1
-        for value, keys in self.by_value.items():
+    def _stop_counting(self, pairs: list, target: Counter) -> None:
+        """Undo a partial count of this batch, and keep everything as a list from now on."""
+        for pair in pairs:
+            try:
+                hash(pair[0])
+            except TypeError:
+                break
+            target[pair[0]] -= 1
+        for (_, value), keys in self.by_value.items():
             self.pairs.extend((k, value) for k, c in keys.items() for _ in range(c))
-        self.pairs.extend(pair for pair, c in self.pairs_counted.items() for _ in range(c))
-        self.by_value, self.pairs_counted = {}, Counter()
+        self.by_value = {}
         self.pairs.extend(pairs)
         self.counting = False
 
     def part(self, key: Any) -> int:
-        try:
-            p = self._memo.get(key)
-        except TypeError:
+        if type(key) is not str:  # memoize only str: in a dict, True == 1 == 1.0
             return self._check(self._partition(key, self.reducers))
+        p = self._memo.get(key)
         if p is None:
             p = self._memo[key] = self._check(self._partition(key, self.reducers))
             if len(self._memo) > 1_000_000:
@@ -187,22 +189,26 @@ class MapOutput:
 
     def _grouped(self) -> Iterator[tuple[Any, Iterator]]:
         """(key, values) for everything buffered; values repeat as often as they came."""
-        if self.counting:
+        if self.by_value:
             groups: dict = {}
-            for value, keys in self.by_value.items():
-                for k, c in keys.items():
-                    groups.setdefault(k, []).append((value, c))
-            for (k, value), c in self.pairs_counted.items():
-                groups.setdefault(k, []).append((value, c))
-            for k, vcs in groups.items():
-                if len(vcs) == 1:
-                    yield k, repeat(vcs[0][0], vcs[0][1])
-                else:
-                    yield k, chain.from_iterable(repeat(v, c) for v, c in vcs if c > 0)
-        else:
-            records.sort_pairs(self.pairs)
-            for k, grp in groupby(self.pairs, key=records.first):
-                yield k, (v for _, v in grp)
+            try:
+                for (_, value), keys in self.by_value.items():
+                    for k, c in keys.items():
+                        if c > 0:
+                            groups.setdefault(k, []).append(repeat(value, c))
+                for k, v in self.pairs:
+                    groups.setdefault(k, []).append((v,))
+            except TypeError:  # an unhashable key among the uncounted pairs: sort instead
+                for (_, value), keys in self.by_value.items():
+                    self.pairs.extend((k, value) for k, c in keys.items() for _ in range(c))
+                self.by_value = {}
+            else:
+                for k, parts in groups.items():
+                    yield k, (parts[0] if len(parts) == 1 else chain.from_iterable(parts))
+                return
+        records.sort_pairs(self.pairs)
+        for k, grp in groupby(self.pairs, key=records.first):
+            yield k, (v for _, v in grp)
 
     def spill(self) -> None:
         self.reporter.count("map_output_records", self.records)
@@ -216,7 +222,7 @@ class MapOutput:
         else:
             for k, v in self.pairs:
                 parts[self.part(k)].append((k, v))
-        self.pairs, self.by_value, self.pairs_counted = [], {}, Counter()
+        self.pairs, self.by_value = [], {}
         for p, pairs in enumerate(parts):
             if not pairs:
                 continue

@@ -110,7 +110,7 @@ def check_consistent(s: Scheduler) -> None:
                     assert task.running(), f"{task.name} is running with no running attempt"
                 if task.state == "pending":
                     assert not task.running(), f"{task.name} is pending but has attempts"
-            if job.state in (sch.FAILED, sch.CANCELLED):
+            if job.state in sch.FINISHED or job.state == sch.COMMITTING:
                 assert not task.running(), f"{job.state} job {job.id} still runs {task.name}"
             if task.state == "succeeded":
                 assert task.winner is not None and task.winner.state == "succeeded"
@@ -373,9 +373,6 @@ def test_killed_attempt_report_is_not_a_failure():
     assert s.attempts == {} and s.workers[l.worker].running == set()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: attempt_failed(kind='killed') returns before the "
-                   "task goes back to pending (scheduler.py:266-267 skip line 287-288): the task "
-                   "stays 'running' with no attempt and is never launched again; the job hangs")
 def test_unsolicited_killed_report_requeues_the_task():
     """A worker may report 'killed' for an attempt the master did not kill (its `sync` kills
     every attempt of an earlier master session; the report can race the master's worker_up).
@@ -586,6 +583,48 @@ def test_repeated_fetch_failures_of_one_map_fail_the_job():
     assert ended.state == sch.FAILED
     assert "m-00000" in ended.error and "bad crc" in ended.error
     assert of(acts, Release) == [Release("j", ["w1", "w2", "w3"])]
+
+
+def test_fetch_failure_naming_several_maps_reruns_them_all_at_once():
+    s = cluster("w1", "w2", "w3", parallelism=2, settings_=Settings(speculation=False))
+    _to_reduce_phase(s, maps=3, reducers=1, nodes=["w1", "w2", "w3"])
+    (r,) = of(s.schedule(2), Launch)
+    s.attempt_failed(r.attempt["id"], sch.FETCH, "node w3 unreadable", 3,
+                     {"map_task": 0, "map_tasks": [0, 2], "node": "w3"})
+    job = s.jobs["j"]
+    assert [t.state for t in job.maps] == ["pending", "succeeded", "pending"]
+    again = launched(s.schedule(3))
+    assert set(again) == {"m-00000", "m-00002"}
+    assert again["m-00000"].worker != "w1" and again["m-00002"].worker != "w3"
+
+
+def test_fetch_failure_that_fails_the_job_ends_it_once():
+    s = cluster("w1", "w2", settings_=Settings(max_attempts=1, speculation=False))
+    _to_reduce_phase(s, maps=2, reducers=1)
+    (r,) = of(s.schedule(2), Launch)
+    acts = s.attempt_failed(r.attempt["id"], sch.FETCH, "gone", 3, {"map_tasks": [0, 1]})
+    assert len(of(acts, JobEnded)) == 1 and len(of(acts, Release)) == 1
+    assert s.jobs["j"].state == sch.FAILED
+
+
+def test_max_attempts_of_the_job_overrides_the_default():
+    s = cluster("w1", "w2", settings_=Settings(max_attempts=4))
+    s.submit("j", make_spec(maps=1, reducers=1, max_attempts=1), 0)
+    (l,) = of(s.schedule(0), Launch)
+    (ended,) = of(s.attempt_failed(l.attempt["id"], sch.USER, "boom", 1), JobEnded)
+    assert ended.state == sch.FAILED and "boom" in ended.error
+
+
+def test_attempt_ids_carry_the_master_session():
+    s = Scheduler(Settings(), epoch="e7")
+    s.worker_up("w1", 1)
+    s.submit("j", make_spec(maps=1, reducers=1), 0)
+    (l,) = of(s.schedule(0), Launch)
+    assert l.attempt["id"] == "j/m-00000/0@e7" and l.attempt["attempt"] == 0
+    # a report about the same attempt of another master session is not this one
+    assert s.attempt_succeeded("j/m-00000/0", {"segments": []}, 1) == []
+    assert s.attempt_failed("j/m-00000/0@e6", sch.USER, "old", 1) == []
+    assert s.jobs["j"].maps[0].state == "running"
 
 
 # ------------------------------------------------------------------- speculation
@@ -889,12 +928,9 @@ def test_job_status_counts_and_counters():
     assert st_["state"] == sch.SUCCEEDED and st_["finished"] == 6 and st_["started"] == 0
 
 
-# -------------------------------------------------------------- known bugs (xfail)
-
-
-@pytest.mark.xfail(strict=True, reason="bug: the job commits and ends while a map re-run "
-                   "(after a fetch failure) still runs; no Kill, the attempt outlives its job")
 def test_commit_leaves_no_attempt_running():
+    """A map re-run (after a fetch failure) that nobody needs once every reduce succeeded
+    is killed when the job commits: nothing of a finished job keeps a worker busy."""
     st_ = Settings(speculation_min_seconds=1, speculation_slowdown=1.0, task_timeout=1000)
     s = cluster("w1", "w2", "w3", parallelism=2, settings_=st_)
     _to_reduce_phase(s, maps=2, reducers=2, nodes=["w1", "w2"])
@@ -981,9 +1017,8 @@ def _random_run(rnd: random.Random, steps: int) -> None:
             apply(s.schedule(now))
         elif op < 0.55 and s.attempts:
             aid = rnd.choice(sorted(s.attempts))
-            # (an unsolicited KILLED report strands its task: see the xfail above)
             kind = rnd.choice([sch.USER, sch.CRASHED, sch.TIMEOUT, sch.POOL, sch.LOST,
-                               sch.FETCH])
+                               sch.KILLED, sch.FETCH])
             info = {"map_task": rnd.randint(-1, 5)} if kind == sch.FETCH else None
             apply(s.attempt_failed(aid, kind, "err", now, info))
             apply(s.schedule(now))
