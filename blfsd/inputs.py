@@ -70,19 +70,37 @@ def line_batches(path: str, start: int, end: int,
                 if carry:
                     yield [pos], [_text(carry)], pos + len(carry)
                 return
-            lines = (carry + data).split(b"\n")
-            carry = lines.pop()
-            offsets = list(accumulate((len(x) + 1 for x in lines), initial=pos))
+            buf = carry + data
+            if buf.isascii():  # the common case: decode once, characters are bytes
+                lines = buf.decode("ascii").split("\n")
+                carry = lines.pop().encode("ascii")
+            else:
+                lines = buf.split(b"\n")
+                carry = lines.pop()
+            offsets = list(accumulate(map(len, lines), _next_line, initial=pos))
             n = bisect_left(offsets, end, 0, len(lines))
             if n:
-                yield offsets[:n], [_text(x) for x in lines[:n]], offsets[n]
+                yield offsets[:n], _texts(lines[:n]), offsets[n]
             if n < len(lines):
                 return
             pos = offsets[-1]
 
 
+def _next_line(offset: int, length: int) -> int:
+    return offset + length + 1
+
+
 def _text(line: bytes) -> str:
     return line.decode("utf-8", "replace").removesuffix("\r")
+
+
+def _texts(lines: list) -> list:
+    """Lines as text without a trailing CR; decoded already when the block was ASCII."""
+    if lines and isinstance(lines[0], str):
+        if any("\r" in x for x in lines):
+            return [x.removesuffix("\r") for x in lines]
+        return lines
+    return [_text(x) for x in lines]
 
 
 def byte_batches(path: str, start: int, end: int,

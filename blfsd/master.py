@@ -316,13 +316,13 @@ class Master:
     def _release(self, action: sch.Release) -> None:
         job = self.sched.jobs[action.job]
         tmp = os.path.join(job.spec["output"], "_temporary", job.id)
-        for worker in action.workers:
-            self._spawn(self._send(worker, "release_job", job=job.id, output_tmp=tmp))
-        self._spawn(self._cleanup_tmp(tmp))
+        self._spawn(self._release_everywhere(job.id, action.workers, tmp))
 
-    async def _cleanup_tmp(self, tmp: str) -> None:
-        await asyncio.sleep(0.2)  # after the workers had their turn; harmless if gone
-        shutil.rmtree(tmp, ignore_errors=True)
+    async def _release_everywhere(self, job_id: str, workers: list, tmp: str) -> None:
+        """Workers kill the job's attempts and free its slots; then no one writes to tmp."""
+        await asyncio.gather(*(self._send(w, "release_job", job=job_id, output_tmp=tmp)
+                               for w in workers))
+        shutil.rmtree(tmp, ignore_errors=True)  # what a lost worker could not remove
         try:
             os.rmdir(os.path.dirname(tmp))
         except OSError:

@@ -135,13 +135,12 @@ class MapOutput:
             return
         try:
             value = pairs[0][1]
-            values = list(map(_second, pairs))
             if set(map(len, pairs)) != _PAIR:
                 raise ValueError("map must yield (key, value) pairs; got "
                                  f"{next(p for p in pairs if len(p) != 2)!r}")
-            # equal and of one type: 1, 1.0 and True are equal but must stay themselves
-            uniform = (values.count(value) == len(values)
-                       and set(map(type, values)) == {type(value)})
+            # The very same value object every time (word count's 1): equal values of other
+            # types (1.0, True) must stay themselves, so equality is not enough.
+            uniform = len(set(map(id, map(_second, pairs)))) == 1
             target = None
             if uniform:
                 slot = (type(value), value)
