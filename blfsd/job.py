@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ast
+import dis
+import inspect
 import types
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
@@ -57,12 +59,44 @@ class Job:
         self._status_changed = True
 
 
+_NOT_CONSTANT = object()
+
+
+def constant_value(method: Any) -> Any:
+    """The value object a generator method yields with every pair, if its code proves it.
+
+    True when every `yield` of the method is written `yield <key>, <constant>` with one and
+    the same constant, e.g. word count's `yield word, 1`: then every record is a pair and
+    every value is that very object, and the map's output can be counted by key alone.
+    Anything else (yield from, a computed value, a jump into the tuple, another bytecode
+    version) returns _NOT_CONSTANT, and the output is checked record by record instead.
+    """
+    func = getattr(method, "__func__", method)
+    code = getattr(func, "__code__", None)
+    if code is None or not code.co_flags & inspect.CO_GENERATOR:
+        return _NOT_CONSTANT
+    ins = list(dis.get_instructions(code))
+    if any(i.opname in ("SEND", "GET_YIELD_FROM_ITER", "YIELD_FROM") for i in ins):
+        return _NOT_CONSTANT
+    found: Any = _NOT_CONSTANT
+    for n, i in enumerate(ins):
+        if i.opname != "YIELD_VALUE":
+            continue
+        if n < 3:
+            return _NOT_CONSTANT
+        build, const = ins[n - 1], ins[n - 2]
+        if (build.opname != "BUILD_TUPLE" or build.arg != 2 or const.opname != "LOAD_CONST"
+                or i.is_jump_target or build.is_jump_target):
+            return _NOT_CONSTANT
+        value = code.co_consts[const.arg]
+        if found is not _NOT_CONSTANT and value is not found:
+            return _NOT_CONSTANT
+        found = value
+    return found
+
+
 def has_combiner(job: Job) -> bool:
     return callable(getattr(type(job), "combine", None))
-
-
-def has_custom_partition(job: Job) -> bool:
-    return type(job).partition is not Job.partition
 
 
 def load_job_class(source: str, filename: str, name: Optional[str] = None) -> type:

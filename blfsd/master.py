@@ -296,22 +296,33 @@ class Master:
         done: list = []
         try:
             for worker, attempt, source, target in action.parts:
-                peer = self.peers.get(worker)
-                if peer is not None:
-                    await peer.call("commit", limit=30, attempt=attempt, source=source,
-                                    target=target)
-                else:  # the part is on a file system we share (local mode); move it here
-                    os.rename(source, target)
-                done.append(target)
-            _write_success(output)
+                await self._on_worker(worker, "commit", _rename, source, target,
+                                      attempt=attempt, source=source, target=target)
+                done.append((worker, target))
+            # _SUCCESS by a worker too: the master may run with a read-only view of outputs
+            last = action.parts[-1][0] if action.parts else ""
+            await self._on_worker(last, "success", _write_success, output, output=output)
         except (BlfsError, OSError, asyncio.TimeoutError) as exc:
-            for target in done:
-                _unlink(target)
+            for worker, target in done:
+                try:
+                    await self._on_worker(worker, "uncommit", _unlink, target, target=target)
+                except (BlfsError, OSError, asyncio.TimeoutError):
+                    log.error("could not take back %s after a failed commit", target)
             log.error("commit of job %s failed: %s", action.job, exc,
                       extra={"BLFS_JOB": action.job})
             self.execute(self.sched.commit_failed(action.job, str(exc), time.monotonic()))
             return
         self.execute(self.sched.commit_done(action.job, time.monotonic()))
+
+    async def _on_worker(self, worker: str, op: str, fallback: Any, *args: Any,
+                         **fields: Any) -> None:
+        """An output operation on the worker that holds the file; here, if it is gone
+        and the file system is shared with us (--local, or a shared output directory)."""
+        peer = self.peers.get(worker)
+        if peer is not None:
+            await peer.call(op, limit=30, **fields)
+        else:
+            fallback(*args)
 
     def _release(self, action: sch.Release) -> None:
         job = self.sched.jobs[action.job]
@@ -342,6 +353,7 @@ class Master:
         while not self.stopping.is_set():
             await asyncio.sleep(TICK)
             self.execute(self.sched.tick(time.monotonic()), reschedule=False)
+            self.notifier.status(self.status_line())  # sent only when it changed
             if watchdog and time.monotonic() - last_ping >= watchdog:
                 self.notifier.notify("WATCHDOG=1")
                 last_ping = time.monotonic()
@@ -517,8 +529,12 @@ def _write_success(output: str) -> None:
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except OSError:
+    except FileNotFoundError:
         pass
+
+
+def _rename(source: str, target: str) -> None:
+    os.rename(source, target)
 
 
 async def serve(config: Config, key: Optional[bytes]) -> None:

@@ -83,6 +83,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "launch": {"attempt": dict},
     "kill": {"attempt": str},
     "commit": {"attempt": str, "source": str, "target": str},
+    "uncommit": {"target": str},
+    "success": {"output": str},
     "release_job": {"job": str, "output_tmp?": _OPT_STR},
     "sync": {"held": list, "generation_of": dict},
     # worker -> master

@@ -11,19 +11,18 @@ import os
 import socket
 import time
 import traceback
-from collections import Counter
-from itertools import chain, groupby, repeat
-from operator import itemgetter
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
+from itertools import chain, groupby, repeat, starmap
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import protocol, records, storage
 from .errors import FetchError, PoolExhausted, RemoteError, StorageError
 from .inputs import READERS
-from .job import Context, Job, has_combiner, has_custom_partition, load_job_class
+from .job import (_NOT_CONSTANT, Context, Job, constant_value, has_combiner,
+                  load_job_class)
 
 REPORT_EVERY = 0.5  # seconds between progress reports (they also prove we are alive)
-_second = itemgetter(1)
-_PAIR = {2}
+_NOTHING: dict = {}
 
 
 class Channel:
@@ -106,6 +105,8 @@ class MapOutput:
         self.segment_max = min(segment_max, sink.max_payload)
         self.combine = job.combine if has_combiner(job) else None
         self.counting = self.combine is not None
+        # when the map's code proves every value is one constant, count keys as they stream
+        self.constant = constant_value(job.map) if self.counting else _NOT_CONSTANT
         self.by_value: dict = {}  # (type, value) -> Counter of the keys that came with it
         self.pairs: list = []  # everything not counted
         self.records = 0
@@ -115,6 +116,36 @@ class MapOutput:
 
     def add(self, mapper: Callable, keys: list, values: list) -> None:
         """Run the map over one batch of input records and buffer what it yields."""
+        if self.counting and self.constant is not _NOT_CONSTANT:
+            self._count_stream(mapper, keys, values)
+        else:
+            self._add_checked(mapper, keys, values)
+        if self.buffered() >= self.limit:
+            self.spill()
+
+    def _count_stream(self, mapper: Callable, keys: list, values: list) -> None:
+        """Count the keys straight from the user's generators: no list, no check per record."""
+        saved = {g: dict(names) for g, names in self.job._counters.items()}
+        batch: Counter = Counter()
+        try:
+            _count_elements(batch, map(records.first,
+                                       chain.from_iterable(map(mapper, keys, values))))
+        except TypeError:
+            # An unhashable key (or the user's own TypeError, which the replay raises
+            # again): forget this batch and run it again through the checked path.
+            self.job._counters = saved
+            self.constant = _NOT_CONSTANT
+            self._add_checked(mapper, keys, values)
+            return
+        self.records += sum(batch.values())
+        slot = (type(self.constant), self.constant)
+        target = self.by_value.get(slot)
+        if target is None:
+            self.by_value[slot] = batch
+        else:
+            target.update(batch)
+
+    def _add_checked(self, mapper: Callable, keys: list, values: list) -> None:
         step = self.BATCH
         for i in range(0, len(keys), step):
             pairs = list(chain.from_iterable(map(mapper, keys[i:i + step],
@@ -124,8 +155,6 @@ class MapOutput:
                 self._count(pairs)
             else:
                 self.pairs.extend(pairs)
-        if self.buffered() >= self.limit:
-            self.spill()
 
     def buffered(self) -> int:
         return len(self.pairs) + sum(len(c) for c in self.by_value.values())
@@ -135,12 +164,13 @@ class MapOutput:
             return
         try:
             value = pairs[0][1]
-            if set(map(len, pairs)) != _PAIR:
-                raise ValueError("map must yield (key, value) pairs; got "
-                                 f"{next(p for p in pairs if len(p) != 2)!r}")
-            # The very same value object every time (word count's 1): equal values of other
-            # types (1.0, True) must stay themselves, so equality is not enough.
-            uniform = len(set(map(id, map(_second, pairs)))) == 1
+            # One C pass checks two things. The very same value object every time (word
+            # count's 1): equal values of other types (1.0, True) must stay themselves, so
+            # equality is not enough. And pairs: {}.get(k, v) takes one or two arguments,
+            # so a longer record raises TypeError, and a 1-tuple gives None, which is not
+            # the first pair's value; either way the batch is stored, and the spill's
+            # unpacking reports the bad record.
+            uniform = len(set(map(id, starmap(_NOTHING.get, pairs)))) == 1
             target = None
             if uniform:
                 slot = (type(value), value)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,7 +17,7 @@ from typing import Any, Optional
 from . import auth, protocol, rpc, runtime, storage
 from .config import WORKER_PORT, Config
 from .errors import BlfsError, ConnectionClosed, NotFound, PoolExhausted, ProtocolError
-from .systemd import Notifier, listen_fds
+from .systemd import Notifier, listen_fds, setup_logging
 from .transport import FrameStream, parse_address
 
 log = logging.getLogger("blfs.worker")
@@ -58,6 +60,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self._listen_socks: list = []
         self._view_lock = asyncio.Lock()
+        self._supervisors: set = set()  # asyncio keeps only weak references to tasks
         self._views: dict[str, int] = {}
         self.address = ""
 
@@ -176,6 +179,10 @@ class Worker:
             return {"killed": attempt is not None}
         if op == "commit":
             return await self.commit(msg["source"], msg["target"])
+        if op == "uncommit":
+            return self.uncommit(msg["target"])
+        if op == "success":
+            return self.write_success(msg["output"])
         if op == "release_job":
             return self.release_job(msg["job"], msg.get("output_tmp"))
         raise ProtocolError(f"a worker does not serve {op!r}")
@@ -203,16 +210,20 @@ class Worker:
             raise ProtocolError(f"attempt {spec['id']} is already running here")
         parent, child = socket.socketpair()
         env = self._task_env()
+        gc.freeze()  # the child must not collect (and so finalize) the worker's objects
         pid = os.fork()
         if pid == 0:  # the task process: never returns
             parent.close()
             _task_main(child, spec, env)
+        gc.unfreeze()
         child.close()
         attempt = RunningAttempt(spec, pid, time.monotonic())
         self.attempts[attempt.id] = attempt
         log.info("started %s (%s) as pid %d", attempt.id, spec["kind"], pid,
                  extra={**attempt.fields(), "BLFS_NODE": self.name})
-        asyncio.ensure_future(self._supervise(attempt, parent))
+        task = asyncio.ensure_future(self._supervise(attempt, parent))
+        self._supervisors.add(task)
+        task.add_done_callback(self._supervisors.discard)
         return {"pid": pid}
 
     def _task_env(self) -> dict:
@@ -242,6 +253,31 @@ class Worker:
         except FileNotFoundError:
             raise NotFound(f"nothing to commit at {source}") from None
         return {"committed": target}
+
+    def uncommit(self, target: str) -> dict:
+        """Take back a committed part of a job whose commit failed further on."""
+        if not os.path.basename(target).startswith("part-"):
+            raise ProtocolError("only part files can be taken back")
+        try:
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+        return {"removed": target}
+
+    def write_success(self, output: str) -> dict:
+        """The job's output is complete: _SUCCESS, durable, written last."""
+        path = os.path.join(output, "_SUCCESS")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dfd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return {"written": path}
 
     def release_job(self, job: str, output_tmp: Optional[str]) -> dict:
         for attempt in list(self.attempts.values()):
@@ -373,6 +409,8 @@ def _task_main(sock: socket.socket, spec: dict, env: dict) -> None:
         keep = sock.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, 65536)
+        # the worker's journal connection is closed now: the task logs to stderr
+        setup_logging("blfs-task", logging.WARNING, stream=sys.stderr)
         sock.setblocking(True)
         code = runtime.run_attempt(spec, env, runtime.Channel(sock))
     except BaseException:
