@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any, Optional
 
 from . import auth, config as configmod, rpc

@@ -17,7 +17,7 @@ from .errors import (BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolEr
                      RemoteError)
 from .state import JobStore
 from .systemd import Notifier, listen_fds
-from .transport import FrameStream, parse_address
+from .transport import parse_address
 
 log = logging.getLogger("blfs.master")
 
@@ -362,16 +362,10 @@ class Master:
 
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        stream = FrameStream(reader, writer)
-        try:
-            peer = await rpc.accept(stream, self.key, "master", self.name, self._from_client,
-                                    self.config.group)
-        except (BlfsError, asyncio.TimeoutError, OSError) as exc:
-            log.warning("refused connection from %s: %s", stream.peer_label(),
-                        exc or exc.__class__.__name__)
-            await stream.close()
-            return
-        await peer.serve()
+        peer = await rpc.accept_connection(reader, writer, self.key, "master", self.name,
+                                           self._from_client, self.config.group)
+        if peer is not None:
+            await peer.serve()
 
     async def _from_client(self, peer: rpc.Peer, msg: dict) -> Any:
         op = msg["op"]

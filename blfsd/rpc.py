@@ -168,3 +168,17 @@ async def connect(address: str, key: Optional[bytes], my_role: str, my_name: str
     result = answer.get("result") or {}
     peer = Peer(stream, handler, name=result.get("name", address), role=result.get("role", "?"))
     return peer, result
+
+
+async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            key: Optional[bytes], my_role: str, my_name: str,
+                            handler: Handler, unix_group: str = "blfs") -> Optional[Peer]:
+    """A daemon's new connection: the authenticated Peer, or None (refused and logged)."""
+    stream = FrameStream(reader, writer)
+    try:
+        return await accept(stream, key, my_role, my_name, handler, unix_group)
+    except (BlfsError, asyncio.TimeoutError, OSError) as exc:
+        log.warning("refused connection from %s: %s", stream.peer_label(),
+                    exc or exc.__class__.__name__, extra={"BLFS_NODE": my_name})
+        await stream.close()
+        return None

@@ -13,7 +13,7 @@ import time
 import traceback
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from itertools import chain, groupby, repeat, starmap
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from . import protocol, records, storage
 from .errors import FetchError, PoolExhausted, RemoteError, StorageError

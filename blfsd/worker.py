@@ -142,20 +142,15 @@ class Worker:
 
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        stream = FrameStream(reader, writer)
-        try:
-            peer = await rpc.accept(stream, self.key, "worker", self.name, self._handle,
-                                    self.config.group)
-        except (BlfsError, asyncio.TimeoutError, OSError) as exc:
-            log.warning("refused connection from %s: %s", stream.peer_label(),
-                        exc or exc.__class__.__name__, extra={"BLFS_NODE": self.name})
-            await stream.close()
+        peer = await rpc.accept_connection(reader, writer, self.key, "worker", self.name,
+                                           self._handle, self.config.group)
+        if peer is None:
             return
         if peer.role == "master":
             if self.master is not None:
                 await self.master.close()
             self.master = peer
-            log.info("master %s connected from %s", peer.name, stream.peer_label())
+            log.info("master %s connected from %s", peer.name, peer.stream.peer_label())
         await peer.serve()
         if self.master is peer:
             self.master = None
