@@ -104,6 +104,7 @@ def prepare_submit(args: argparse.Namespace) -> dict:
                          "choose another directory or remove it")
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"output {args.output} exists and is not a directory")
+    _check_output_parent(output, args.output)
     if args.split_size is not None:
         parse_size(args.split_size)  # a bad size is a usage error before anything starts
     if not any(os.path.getsize(f) for f in files) and attrs["input_format"] != "files":
@@ -120,6 +121,17 @@ def prepare_submit(args: argparse.Namespace) -> dict:
         "input_format": attrs["input_format"], "files": files, "output": output,
         "reducers": reducers, "task_timeout": args.task_timeout,
     }
+
+
+def _check_output_parent(output: str, shown: str) -> None:
+    """The output directory must be creatable: its nearest existing ancestor a writable dir."""
+    ancestor = output
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise UsageError(f"output {shown}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"output {shown}: {ancestor} is not writable")
 
 
 MAX_SPLIT = 64 << 20

@@ -53,10 +53,15 @@ class Job:
     def increment_counter(self, group: str, name: str, n: int = 1) -> None:
         g = self._counters.setdefault(str(group), {})
         g[str(name)] = g.get(str(name), 0) + n
+        self._touch()
 
     def set_status(self, text: str) -> None:
         self._status = str(text)
         self._status_changed = True
+        self._touch()
+
+    def _touch(self) -> None:
+        """Replaced in a task process: report that the task is alive (rate-limited)."""
 
 
 _NOT_CONSTANT = object()

@@ -177,6 +177,8 @@ class LocalCluster:
 
     async def _stop(self) -> None:
         if self.master is not None:
+            # interrupted: no job may leave temporary files or half a commit behind
+            self.master.cancel_all("the local cluster is stopping")
             await self.master.stop()
         for proc in self.procs:
             if proc.returncode is None:

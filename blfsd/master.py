@@ -13,8 +13,7 @@ from typing import Any, Optional
 
 from . import rpc, scheduler as sch
 from .config import MASTER_PORT, WORKER_PORT, Config, Node
-from .errors import (BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError,
-                     RemoteError)
+from .errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
 from .state import JobStore
 from .systemd import Notifier, listen_fds
 from .transport import parse_address
@@ -79,6 +78,13 @@ class Master:
             self.tcp_address = f"{host}:{port}"
         self.servers.append(server)
 
+    def cancel_all(self, why: str) -> None:
+        """End every job that is not finished (the embedded cluster is going away)."""
+        for job_id, job in list(self.sched.jobs.items()):
+            if job.state not in sch.FINISHED:
+                log.warning("cancelling job %s: %s", job_id, why, extra={"BLFS_JOB": job_id})
+                self.execute(self.sched.cancel(job_id, time.monotonic()), reschedule=False)
+
     async def stop(self) -> None:
         self.notifier.notify("STOPPING=1")
         self.stopping.set()
@@ -119,7 +125,7 @@ class Master:
                 continue
             log.warning("resuming job %s accepted before a restart", job_id,
                         extra={"BLFS_JOB": job_id})
-            self.sched.submit(job_id, record["spec"], record.get("submitted", time.time()))
+            self.sched.submit(job_id, record["spec"], time.monotonic())
 
     def _persist(self, job_id: str) -> None:
         job = self.sched.jobs[job_id]
@@ -272,11 +278,14 @@ class Master:
             if peer is None:
                 raise ConnectionClosed(f"worker {action.worker} is not connected")
             await peer.call("launch", limit=30, attempt=full)
-        except RemoteError as exc:
-            self.execute(self.sched.attempt_failed(spec["id"], sch.CRASHED,
-                                                   f"worker refused: {exc}", time.monotonic()))
         except (ConnectionClosed, asyncio.TimeoutError) as exc:
+            # it may have started all the same: make sure it does not run beside its retry
+            self._spawn(self._send(action.worker, "kill", attempt=spec["id"]))
             self.execute(self.sched.attempt_failed(spec["id"], sch.LOST,
+                                                   f"launch failed: {exc or 'timeout'}",
+                                                   time.monotonic()))
+        except BlfsError as exc:  # refused by the worker, or too big to send
+            self.execute(self.sched.attempt_failed(spec["id"], sch.CRASHED,
                                                    f"launch failed: {exc}", time.monotonic()))
 
     async def _send(self, worker: str, op: str, **fields: Any) -> Any:
@@ -296,9 +305,9 @@ class Master:
         done: list = []
         try:
             for worker, attempt, source, target in action.parts:
+                done.append((worker, target))  # before: a timed-out rename may have happened
                 await self._on_worker(worker, "commit", _rename, source, target,
                                       attempt=attempt, source=source, target=target)
-                done.append((worker, target))
             # _SUCCESS by a worker too: the master may run with a read-only view of outputs
             last = action.parts[-1][0] if action.parts else ""
             await self._on_worker(last, "success", _write_success, output, output=output)
@@ -331,8 +340,14 @@ class Master:
 
     async def _release_everywhere(self, job_id: str, workers: list, tmp: str) -> None:
         """Workers kill the job's attempts and free its slots; then no one writes to tmp."""
-        await asyncio.gather(*(self._send(w, "release_job", job=job_id, output_tmp=tmp)
-                               for w in workers))
+        results = await asyncio.gather(*(self._send(w, "release_job", job=job_id,
+                                                    output_tmp=tmp) for w in workers))
+        for worker, result in zip(workers, results):
+            peer = self.peers.get(worker)
+            if result is None and peer is not None:
+                # its leases would leak: reconnect, and the sync rebuilds its lease table
+                log.warning("worker %s did not release job %s; reconnecting", worker, job_id)
+                await peer.close()
         shutil.rmtree(tmp, ignore_errors=True)  # what a lost worker could not remove
         try:
             os.rmdir(os.path.dirname(tmp))
@@ -408,6 +423,7 @@ class Master:
             alive = sum(1 for w in self.sched.workers.values() if w.alive)
             spec["reducers"] = self.config.default_reducers or max(1, alive)
         job_id = new_job_id()
+        spec["submitted_at"] = time.time()  # wall clock: survives a restart, orders jobs
         job = self.sched.submit(job_id, spec, time.monotonic())
         self._persist(job_id)
         log.info("accepted job %s (%s): %d maps, %d reduces, output %s", job_id,

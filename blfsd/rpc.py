@@ -17,6 +17,7 @@ from .transport import FrameStream, open_stream
 log = logging.getLogger("blfs.rpc")
 
 Handler = Callable[["Peer", dict], Awaitable[Any]]
+HANDSHAKE_FRAME = 64 << 10  # authentication and hello need far less
 
 
 class Peer:
@@ -120,6 +121,7 @@ class Peer:
 async def accept(stream: FrameStream, key: Optional[bytes], my_role: str, my_name: str,
                  handler: Handler, unix_group: str = "blfs") -> Peer:
     """Server side of a new connection: authenticate, then take the peer's hello."""
+    stream.max_frame = HANDSHAKE_FRAME  # a stranger gets no room until it is known
     if stream.is_unix:
         auth.check_unix_peer(stream.socket, unix_group)
     else:
@@ -135,6 +137,7 @@ async def accept(stream: FrameStream, key: Optional[bytes], my_role: str, my_nam
             msg.get("id", 0), "version",
             f"protocol version {msg['version']} is not {protocol.VERSION}"))
         raise ProtocolError(f"peer speaks protocol version {msg['version']}")
+    stream.max_frame = protocol.MAX_FRAME
     peer = Peer(stream, handler, name=msg["name"], role=msg["role"])
     peer.info = msg.get("info") or {}
     await stream.write(protocol.reply(msg.get("id", 0),

@@ -65,9 +65,11 @@ class Reporter:
         self.job = job
         self.last = 0.0
         self.progress = 0.0
+        job._touch = lambda: self.maybe(self.progress)  # counters and status prove life
 
     def count(self, name: str, n: int) -> None:
-        self.job.increment_counter("blfs", name, n)
+        g = self.job._counters.setdefault("blfs", {})
+        g[name] = g.get(name, 0) + n
 
     def maybe(self, progress: float) -> None:
         self.progress = progress
@@ -339,7 +341,7 @@ def _read_run(reader: storage.SegmentReader, job_id: str, partition: int, locs: 
         yield from records.decode_pairs(payload)
 
 
-def run_reduce(make_job: Callable[[], Job], spec: dict, env: dict, chan: Channel) -> dict:
+def run_reduce(make_job: Callable[[], tuple], spec: dict, env: dict, chan: Channel) -> dict:
     segments = spec["segments"]
     for node, generation in sorted({(s["node"], s["generation"]) for s in segments}):
         if node != env["node"]:
@@ -350,14 +352,14 @@ def run_reduce(make_job: Callable[[], Job], spec: dict, env: dict, chan: Channel
                 raise FetchError(exc.args[0], map_task=failing[0], node=node) from None
     partition = spec["index"]
     target = os.path.join(spec["output"], f"part-{partition:05d}")
+    # named by the attempt id, whose epoch differs between master sessions
     tmpdir = os.path.join(spec["output"], "_temporary", spec["job"],
-                          f"{spec['task']}.{spec['attempt']}")
+                          f"{spec['task']}.{spec['id'].rsplit('/', 1)[-1]}")
     os.makedirs(tmpdir, exist_ok=True)
     path = os.path.join(tmpdir, f"part-{partition:05d}")
     canonical = any(s.get("flags", 0) & storage.FLAG_CANONICAL_ORDER for s in segments)
     while True:
-        job = make_job()
-        reporter = Reporter(chan, job)
+        job, reporter = make_job()
         try:
             _reduce_into(job, spec, env, segments, partition, path, canonical, reporter)
             break
@@ -430,16 +432,16 @@ def run_attempt(spec: dict, env: dict, chan: Channel) -> int:
     try:
         cls = load_job_class(spec["source"], spec["job_file"], spec["class"])
 
-        def make_job() -> Job:
+        def make_job() -> tuple:
             ctx = Context(spec["job"], spec["task"], spec["attempt"], env["node"],
                           spec["index"] if spec["kind"] == "reduce" else None)
             job = cls(spec.get("args", []), ctx)
+            reporter = Reporter(chan, job)  # before setup: its status updates count too
             job.setup()
-            return job
+            return job, reporter
 
         if spec["kind"] == "map":
-            job = make_job()
-            reporter = Reporter(chan, job)
+            job, reporter = make_job()
             result = run_map(job, spec, env, chan, reporter)
             result["counters"] = job._counters
         else:

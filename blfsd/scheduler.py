@@ -196,8 +196,8 @@ class Scheduler:
 
     def cancel(self, job_id: str, now: float) -> list:
         job = self.jobs[job_id]
-        if job.state in FINISHED:
-            return []
+        if job.state in FINISHED or job.state == COMMITTING:
+            return []  # committing: every part is done, it is too late to take it back
         return self._end_job(job, CANCELLED, "cancelled", now)
 
     def _end_job(self, job: JobState, state: str, error: Optional[str], now: float) -> list:
@@ -350,7 +350,7 @@ class Scheduler:
 
     def schedule(self, now: float) -> list:
         actions: list = []
-        for job in sorted(self.jobs.values(), key=lambda j: j.submitted):
+        for job in sorted(self.jobs.values(), key=lambda j: j.spec.get("submitted_at", 0.0)):
             if job.state == QUEUED:
                 job.state, job.started = RUNNING, now
                 job.version += 1

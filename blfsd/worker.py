@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from . import auth, protocol, rpc, runtime, storage
 from .config import WORKER_PORT, Config
-from .errors import BlfsError, ConnectionClosed, NotFound, PoolExhausted, ProtocolError
+from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, PoolExhausted,
+                     ProtocolError)
 from .systemd import Notifier, listen_fds, setup_logging
 from .transport import FrameStream, parse_address
 
@@ -206,10 +207,17 @@ class Worker:
         parent, child = socket.socketpair()
         env = self._task_env()
         gc.freeze()  # the child must not collect (and so finalize) the worker's objects
-        pid = os.fork()
+        worker_pid = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            parent.close()
+            child.close()
+            raise
         if pid == 0:  # the task process: never returns
             parent.close()
-            _task_main(child, spec, env)
+            _task_main(child, spec, env, worker_pid)
         gc.unfreeze()
         child.close()
         attempt = RunningAttempt(spec, pid, time.monotonic())
@@ -232,12 +240,13 @@ class Worker:
         if attempt.finished.is_set():
             return
         attempt.killed = True
-        try:
-            os.killpg(attempt.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(attempt.pid, signal.SIGKILL)
+        # The group may not exist yet (the child calls setsid first thing); the pid is ours
+        # until we reap it, so killing it by pid is always safe.
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(attempt.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     async def commit(self, source: str, target: str) -> dict:
         """Move a finished reduce output into place, atomically."""
@@ -301,6 +310,12 @@ class Worker:
                 await self._from_task(attempt, stream, msg)
         except (ConnectionClosed, ProtocolError):
             pass
+        except Exception:  # a bug of ours: end the attempt, and still reap and report it
+            log.exception("supervising %s failed", attempt.id, extra=fields)
+            if attempt.failure is None:
+                attempt.failure = {"kind": "crashed", "error": "its worker could not serve it"}
+            self._kill(attempt)
+            attempt.killed = False  # report the failure above, not a kill by request
         finally:
             await stream.close()
         status = await _wait_exit(attempt.pid)
@@ -336,7 +351,10 @@ class Worker:
             await stream.write(answer)
         elif op == "ensure_view":
             try:
-                await self._ensure_view(str(msg.get("node")), int(msg.get("generation", -1)))
+                generation = msg.get("generation")
+                if not isinstance(generation, int):
+                    raise ProtocolError("ensure_view needs an integer generation")
+                await self._ensure_view(str(msg.get("node")), generation)
                 answer = protocol.reply(msg["id"], True)
             except BlfsError as exc:
                 answer = protocol.error_reply(msg["id"], exc.code, str(exc))
@@ -359,8 +377,11 @@ class Worker:
             if self._views.get(node) == generation:
                 return
             disk = os.path.join(self.config.disks_root, node)
-            await asyncio.get_running_loop().run_in_executor(
-                None, storage.ensure_generation, disk, generation)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, storage.ensure_generation, disk, generation)
+            except OSError as exc:
+                raise FetchError(f"cannot check the view of {disk}: {exc}") from None
             self._views[node] = generation
 
     async def _tell_master(self, attempt_id: str, state: str, info: dict) -> None:
@@ -389,7 +410,7 @@ def _check_attempt_spec(spec: dict) -> None:
         raise ProtocolError(f"launch: unknown kind {spec['kind']!r}")
 
 
-def _task_main(sock: socket.socket, spec: dict, env: dict) -> None:
+def _task_main(sock: socket.socket, spec: dict, env: dict, worker_pid: int) -> None:
     """Entry of a forked task process. Never returns to the worker's code."""
     code = 1
     try:
@@ -398,6 +419,8 @@ def _task_main(sock: socket.socket, spec: dict, env: dict) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
+        if os.getppid() != worker_pid:  # the worker died before the line above
+            os._exit(1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)

@@ -466,6 +466,16 @@ def test_output_is_a_file(sb):
     sb.assert_clean(res)
 
 
+def test_output_under_a_file_is_refused_before_any_work(sb):
+    """Not after the whole map phase, and not blamed on the user's code."""
+    inp = words_input(sb)
+    target = sb.write("a_file", "precious\n")
+    res = sb.run("submit", WORDCOUNT, "--input", inp, "--output", target / "out", "--local")
+    assert_one_line_error(res, "not a directory")
+    assert target.read_text() == "precious\n"
+    sb.assert_clean(res)
+
+
 # ------------------------------------------------------------------------------ master
 
 def _key(sb: Sandbox) -> Path:

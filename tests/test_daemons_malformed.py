@@ -660,12 +660,20 @@ def test_huge_value_within_frame_limit_gets_error_reply(daemon, msg):
         raw.close()
 
 
-def test_huge_hello_name_within_frame_limit(daemon):
+def test_hello_is_limited_before_the_peer_is_known(daemon):
+    """Until authentication and hello are done, frames are small (64 KiB): a stranger
+    cannot make a daemon hold megabytes per connection. A large but fitting hello works."""
     raw = open_at(daemon, "tcp", "prehello")
     try:
-        answer = raw.call(hello(name="n" * (HUGE - 2000), info={"x": b"y" * 1000}))
+        answer = raw.call(hello(name="n" * 60_000, info={"x": b"y" * 1000}))
         assert answer["result"]["role"] == daemon.kind
         assert "time" in raw.call({"op": "ping", "id": 2})["result"]
+    finally:
+        raw.close()
+    raw = open_at(daemon, "tcp", "prehello")
+    try:
+        with pytest.raises((Dropped, ConnectionError)):  # refused, maybe mid-send
+            raw.call(hello(name="n" * (HUGE - 2000)))
     finally:
         raw.close()
 
