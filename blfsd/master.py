@@ -16,7 +16,7 @@ from .config import MASTER_PORT, WORKER_PORT, Config, Node
 from .errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
 from .state import JobStore
 from .systemd import Notifier, listen_fds
-from .transport import parse_address
+from .transport import format_address, parse_address
 
 log = logging.getLogger("blfs.master")
 
@@ -75,7 +75,7 @@ class Master:
         else:
             server = await asyncio.start_server(self._on_connect, sock=sock)
             host, port = sock.getsockname()[:2]
-            self.tcp_address = f"{host}:{port}"
+            self.tcp_address = format_address(host, port)
         self.servers.append(server)
 
     def cancel_all(self, why: str) -> None:

@@ -68,6 +68,11 @@ class FrameStream:
             pass
 
 
+def format_address(host: str, port: int) -> str:
+    """host:port, with IPv6 hosts in brackets ([::]:7071), as parse_address reads it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
     """'host:port', 'host', '[::1]:7070' or ':7070' to (host, port)."""
     text = text.strip()

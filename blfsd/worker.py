@@ -19,7 +19,7 @@ from .config import WORKER_PORT, Config
 from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, PoolExhausted,
                      ProtocolError)
 from .systemd import Notifier, listen_fds, setup_logging
-from .transport import FrameStream, parse_address
+from .transport import FrameStream, format_address, parse_address
 
 log = logging.getLogger("blfs.worker")
 
@@ -98,7 +98,7 @@ class Worker:
             self.servers.append(server)
             self._listen_socks.append(sock)
         name = socks[0].getsockname()
-        self.address = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+        self.address = format_address(*name[:2]) if isinstance(name, tuple) else str(name)
         log.info("worker %s listening on %s, pool generation %d, %d slots",
                  self.name, self.address, self.manifest.generation, self.manifest.slot_count,
                  extra={"BLFS_NODE": self.name})
