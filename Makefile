@@ -5,7 +5,8 @@ PYTHON  ?= /usr/bin/python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 APT_PKGS := python3-venv python3-msgpack python3-sdnotify python3-systemd python3-pyroute2 \
-            python3-pytest python3-hypothesis python3-setuptools e2fsprogs util-linux
+            python3-pytest python3-hypothesis python3-setuptools e2fsprogs util-linux \
+            tgt libiscsi-bin
 
 .PHONY: all deps venv demo test test-fast bench clean
 

@@ -26,8 +26,8 @@ Two backends, chosen by ``backend="auto"``:
     The userspace target daemon ``tgtd`` (Debian package ``tgt``), driven by ``tgtadm``.
     Used wherever the kernel has no LIO. It needs a running tgtd: on a systemd host
     ``systemctl enable --now tgt``. If none answers, ``export_disk`` fails with one line
-    saying so, unless it is called with ``start_tgtd=True`` (``blfs-iscsi export
-    --start-tgtd``), which runs ``tgtd --iscsi portal=PORTAL`` (it daemonizes itself) and
+    saying so, unless it is called with ``start_tgtd=True`` (for a command-line flag
+    such as ``blfs-iscsi export --start-tgtd``), which runs ``tgtd --iscsi portal=PORTAL`` (it daemonizes itself) and
     waits for its control socket. tgtd keeps its configuration in memory only: after tgtd
     restarts, run ``blfs-iscsi export`` again (it is idempotent), or persist it with
     ``tgt-admin --dump > /etc/tgt/conf.d/blfs.conf``. LUN 0 of every tgt target is tgt's own
@@ -44,8 +44,8 @@ shell-quoted (``shlex.join``), for ``blfs-iscsi export`` to print; read-only que
 Every external command goes through ``_run`` (subprocess with a timeout). The binaries
 come from ``$BLFS_TGTADM``, ``$BLFS_TGTD``, ``$BLFS_TARGETCLI`` when set (tests put
 recording stand-ins there), else from ``PATH``. ``$BLFS_TGT_CONTROL_PORT`` selects which
-tgtd instance to talk to (``tgtadm -C N``, socket ``/run/tgtd/socket.N``; default 0, the
-system daemon), and ``$BLFS_LIO_CONFIGFS`` the configfs root (default
+tgtd instance to talk to (``tgtadm --control-port N``, socket ``/run/tgtd/socket.N``,
+N in 0..32767; default 0, the system daemon), and ``$BLFS_LIO_CONFIGFS`` the configfs root (default
 ``/sys/kernel/config/target``; tests only).
 
 Errors are ``ExportError`` (a ``StorageError``), one line naming the device or target.
@@ -110,8 +110,8 @@ def _control_port() -> int:
         port = int(raw)
     except ValueError:
         raise ExportError(f"BLFS_TGT_CONTROL_PORT={raw!r} is not a number") from None
-    if port < 0:
-        raise ExportError(f"BLFS_TGT_CONTROL_PORT={raw!r} is negative")
+    if not 0 <= port <= 32767:
+        raise ExportError(f"BLFS_TGT_CONTROL_PORT={raw!r} is out of tgtd's range 0..32767")
     return port
 
 
@@ -135,7 +135,8 @@ def _run(argv: list, *, timeout: float = COMMAND_TIMEOUT, check: bool = True,
     except subprocess.TimeoutExpired:
         raise ExportError(f"{prefix}{shlex.join(argv)} timed out after {timeout:g} s") from None
     if check and proc.returncode != 0:
-        detail = _one_line(proc.stderr) or _one_line(proc.stdout) or f"exit status {proc.returncode}"
+        detail = (_one_line(proc.stderr) or _one_line(proc.stdout)
+                  or f"exit status {proc.returncode}")
         raise ExportError(f"{prefix}{shlex.join(argv)} failed: {detail}")
     return proc
 
