@@ -293,12 +293,16 @@ def probe(device: str) -> dict:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
+def _a(word: str) -> str:
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def _describe(found: dict) -> str:
     if "TYPE" in found:
         label = f" (label {found['LABEL']})" if found.get("LABEL") else ""
-        return f"a {found['TYPE']} file system{label}"
+        return f"{_a(found['TYPE'])} file system{label}"
     if "PTTYPE" in found:
-        return f"a {found['PTTYPE']} partition table"
+        return f"{_a(found['PTTYPE'])} partition table"
     return "a signature (" + ", ".join(f"{k}={v}" for k, v in sorted(found.items())) + ")"
 
 
@@ -507,13 +511,20 @@ def ensure_pool(s: Settings, disk: Disk, device: str, force: bool,
     if (current is not None and current.node == disk.node
             and current.slot_count == cfg.slot_count and current.slot_size == cfg.slot_size):
         return current, False
-    if current is not None and not force:
-        # A ready pool changes shape: its slots may hold map output of running jobs.
-        held = leases_held(s)
-        if held:
-            raise DiskError(disk, f"the pool would change ({current.slot_count} -> "
-                                  f"{cfg.slot_count} slots of {_bytes(cfg.slot_size)}) but "
-                                  f"{held}; stop blfs-worker first, or use --force")
+    if current is not None:
+        # A ready pool changes shape. A running worker keeps the old generation (and its
+        # slots may hold map output of running jobs): it must be stopped first.
+        answer = ask_worker(s)
+        if answer is not None:
+            use = worker_usage(s, answer) or "no slots leased"
+            change = (f"the pool would change ({current.slot_count} -> {cfg.slot_count} "
+                      f"slots of {_bytes(cfg.slot_size)})")
+            if not force:
+                raise DiskError(disk, f"{change} while blfs-worker runs ({use}; the worker "
+                                      f"at {answer['address']} says so); stop blfs-worker "
+                                      "first, or use --force")
+            say(f"{disk.node}: warning: {change} under a running blfs-worker ({use}); "
+                "restart blfs-worker so that it uses the new generation")
     needed = space_needed(disk.mount, cfg.slot_count, cfg.slot_size)
     vfs = os.statvfs(disk.mount)
     free = vfs.f_bavail * vfs.f_frsize
@@ -528,7 +539,7 @@ def ensure_pool(s: Settings, disk: Disk, device: str, force: bool,
     # slot whose blocks are only reserved (delayed allocation): st_blocks counts them, so
     # prepare_pool would keep it, and its extents would be allocated later, behind the
     # peers' backs. Writing the whole file system back first makes what is kept real.
-    pass  # syncfs(disk.mount)
+    syncfs(disk.mount)
     try:
         manifest, changed = storage.prepare_pool(disk.mount, disk.node, cfg.slot_count,
                                                  cfg.slot_size, durable=True, fill=True)
@@ -592,36 +603,37 @@ def ask_worker(s: Settings, timeout: float = 2.0) -> Optional[dict]:
         finally:
             await peer.close()
             await asyncio.gather(reader, return_exceptions=True)
-        return dict(answer, address=address)
+        return dict(answer, address=address) if isinstance(answer, dict) else {}
 
     try:
         answer = asyncio.run(asyncio.wait_for(ping(), timeout * 2))
     except (BlfsError, OSError, asyncio.TimeoutError):
         return None
-    return answer if isinstance(answer, dict) else None
+    return answer or None
 
 
-def leases_held(s: Settings) -> str:
-    """Why this node's disk is in use by jobs ("" when no worker says so)."""
-    answer = ask_worker(s)
-    if answer is None:
-        return ""
+def worker_usage(s: Settings, answer: dict) -> str:
+    """What jobs hold on this node according to a worker's ping answer ("" for nothing)."""
     try:
-        manifest = storage.read_manifest(s.own_disk.mount, direct=False)
-        total = manifest.slot_count
+        total = storage.read_manifest(s.own_disk.mount, direct=False).slot_count
     except (OSError, BlfsError):
         total = None
     free = answer.get("free_slots")
     running = answer.get("running") or 0
     held = total - free if isinstance(free, int) and total is not None else 0
-    if held <= 0 and not running:
-        return ""
     parts = []
     if held > 0:
         parts.append(f"{held} of {total} slots are leased")
     if running:
         parts.append(f"{running} attempt{'s' if running != 1 else ''} running")
-    return " and ".join(parts) + f" (the worker at {answer['address']} says so)"
+    return " and ".join(parts)
+
+
+def leases_held(s: Settings) -> str:
+    """Why this node's disk is in use by jobs ("" when no worker says so)."""
+    answer = ask_worker(s)
+    use = worker_usage(s, answer) if answer is not None else ""
+    return f"{use} (the worker at {answer['address']} says so)" if use else ""
 
 
 # ------------------------------------------------------------------------------ commands
@@ -684,7 +696,8 @@ def disk_status(s: Settings, disk: Disk, worker: Optional[dict]) -> dict:
             row.update(generation=manifest.generation, slots=manifest.slot_count,
                        state="ready" if manifest.ready else "preparing")
         except FileNotFoundError:
-            row["state"] = "no pool"
+            # on a peer's view: none when it was mounted (a view does not see later files)
+            row["state"] = "no pool" if disk.own else "none in view"
         except (OSError, BlfsError):
             # e.g. EBADMSG: a view mounted before the peer prepared its pool has stale
             # metadata; a reader remounts it before use (storage.ensure_generation)
@@ -737,16 +750,34 @@ def cmd_status(s: Settings, args: argparse.Namespace, say: Any) -> int:
     if exports is None:
         print(f"export: {why}")
     elif not exports:
-        print("export: none")
+        print("export: none (this node serves no iSCSI target)")
     else:
         for e in exports:
-            print("export: " + "  ".join(f"{k}={_short(v)}" for k, v in e.items()))
+            print(describe_export(e))
     return 0
+
+
+def describe_export(e: dict) -> str:
+    """One line for one target of blfsd.export.export_status()."""
+    luns = []
+    for lun in e.get("luns") or []:
+        if isinstance(lun, dict):
+            size = f" ({_bytes(lun['size'])})" if isinstance(lun.get("size"), int) else ""
+            luns.append(f"LUN {lun.get('lun')} {lun.get('device') or '?'}{size}")
+    parts = [f"export: {e.get('backend', '?')} {e.get('iqn', '?')}"]
+    if luns:
+        parts.append(", ".join(luns))
+    for key, label in (("portals", "on"), ("initiators", "for"), ("sessions", "sessions")):
+        if key in e:
+            parts.append(f"{label} {_short(e[key])}")
+    known = {"backend", "iqn", "luns", "portals", "initiators", "sessions", "tid"}
+    parts += [f"{k}={_short(v)}" for k, v in e.items() if k not in known]
+    return "  ".join(parts)
 
 
 def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value) or "-"
+        return ",".join(str(v) for v in value) or "none"
     return str(value)
 
 
@@ -807,8 +838,11 @@ def cmd_export(s: Settings, args: argparse.Namespace, say: Any) -> int:
         raise BlfsError("export is not available: blfsd.export is not installed") from None
     if not os.path.exists(device):
         raise DiskError(own, f"device {device} does not exist")
+    extra = {"start_tgtd": True} if args.start_tgtd else {}
     ran = export.export_disk(device, iqn, lun=lun, backend=backend, portal=portal,
-                             initiators=s.initiators or None)
+                             initiators=s.initiators or None, **extra)
+    if not ran:
+        say(f"{own.node}: {iqn} LUN {lun} was already exported as configured")
     for command in ran:
         say(command if isinstance(command, str) else shlex.join(command))
     say(f"{own.node}: exported {device} as {iqn} LUN {lun} on {portal}")
@@ -847,7 +881,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--lun", type=int, help="LUN (default: from this node's disk URL)")
     ex.add_argument("--backend", choices=("auto", "lio", "tgt"),
                     help="LIO (targetcli) or tgt (tgtadm); default [iscsi] backend or auto")
-    ex.add_argument("--portal", help="address to listen on (default 0.0.0.0:PORT)")
+    ex.add_argument("--portal", help="address to listen on (default [iscsi] portal or "
+                                     "0.0.0.0:PORT of this node's disk URL)")
+    ex.add_argument("--start-tgtd", action="store_true",
+                    help="tgt: start tgtd if none runs (normally tgt.service does)")
     return p
 
 

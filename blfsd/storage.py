@@ -152,6 +152,13 @@ def prepare_pool(disk: str, node: str, slot_count: int, slot_size: int,
         path = slot_path(disk, slot)
         if not _slot_ok(path, slot_size, fill):
             _write_zeros(path, slot_size, durable, fill)
+        elif durable:
+            # kept from a preparation that was cut short: its blocks may not be on disk yet
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     for extra in sorted(os.listdir(pdir)):
         if extra.startswith("slot-") and int(extra[5:]) >= slot_count:
             os.unlink(os.path.join(pdir, extra))
@@ -454,8 +461,9 @@ def remount(path: str) -> None:
         return
     source, fstype, _ = found
     subprocess.run(["umount", path], check=True, capture_output=True)
-    subprocess.run(["mount", "-t", fstype, "-o", "ro,noload", source, path], check=True,
-                   capture_output=True)
+    # errors=continue: a view can see metadata in flux on the peer; that must not panic us
+    subprocess.run(["mount", "-t", fstype, "-o", "ro,noload,errors=continue", source, path],
+                   check=True, capture_output=True)
 
 
 def ensure_generation(disk: str, generation: int) -> Manifest:
