@@ -40,7 +40,7 @@ JOBS = REPO / "tests" / "jobs"
 TIMEOUT = 120
 LEFTOVER_GRACE = 2.0  # seconds a local worker may take to go after `blfs submit` exits
 
-WORDCOUNT = JOBS / "cli_wordcount.py"
+WORDCOUNT = REPO / "examples" / "wordcount.py"
 TWO_JOBS = JOBS / "cli_two_jobs.py"
 NO_JOB = JOBS / "cli_no_job.py"
 ARGS_JOB = JOBS / "cli_args.py"
