@@ -524,7 +524,8 @@ def ensure_pool(s: Settings, disk: Disk, device: str, force: bool,
                                       f"at {answer['address']} says so); stop blfs-worker "
                                       "first, or use --force")
             say(f"{disk.node}: warning: {change} under a running blfs-worker ({use}); "
-                "restart blfs-worker so that it uses the new generation")
+                "restart blfs-worker (or `systemctl reload blfs-worker`) so that it uses "
+                "the new generation")
     needed = space_needed(disk.mount, cfg.slot_count, cfg.slot_size)
     vfs = os.statvfs(disk.mount)
     free = vfs.f_bavail * vfs.f_frsize

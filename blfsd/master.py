@@ -208,6 +208,13 @@ class Master:
     async def _from_worker(self, peer: rpc.Peer, msg: dict) -> Any:
         if msg["op"] == "ping":
             return {"time": time.time()}
+        if msg["op"] == "pool_changed":
+            worker = self.sched.workers.get(peer.name)
+            if worker is not None:
+                worker.info.update(generation=msg["generation"], slots=msg["slots"])
+            log.warning("worker %s announces pool generation %d (%d slots)", peer.name,
+                        msg["generation"], msg["slots"], extra={"BLFS_NODE": peer.name})
+            return None
         if msg["op"] != "attempt_update":
             raise ProtocolError(f"a master does not take {msg['op']!r} from a worker")
         attempt, state, info = msg["attempt"], msg["state"], msg.get("info") or {}

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import auth, protocol, rpc, runtime, storage
+from . import protocol, rpc, runtime, storage
 from .config import WORKER_PORT, Config
 from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, PoolExhausted,
                      ProtocolError)
@@ -104,6 +104,33 @@ class Worker:
                  extra={"BLFS_NODE": self.name})
         self.notifier.notify("READY=1", f"STATUS={self.status_line()}",
                              f"BLFS_LISTEN={self.address}", f"BLFS_NAME={self.name}")
+
+    async def reload_pool(self) -> None:
+        """SIGHUP: adopt a pool that blfs-iscsi changed, and announce its new generation.
+
+        Segments written under the old generation can no longer be trusted: readers see
+        the generation differ, remount their view, and the maps whose output is gone run
+        again. New attempts lease slots of the new pool.
+        """
+        manifest = storage.check_pool(self.disk, self.config.fill_pool)
+        if manifest is None:
+            log.error("SIGHUP: no complete pool on %s; keeping generation %d", self.disk,
+                      self.manifest.generation, extra={"BLFS_NODE": self.name})
+            return
+        if manifest == self.manifest:
+            log.info("SIGHUP: pool unchanged (generation %d)", manifest.generation)
+            return
+        self.manifest = manifest
+        self.leases.resize(manifest.slot_count)
+        log.warning("pool on %s is now generation %d, %d slots of %d bytes", self.disk,
+                    manifest.generation, manifest.slot_count, manifest.slot_size,
+                    extra={"BLFS_NODE": self.name})
+        if self.master is not None:
+            try:
+                await self.master.notify("pool_changed", generation=manifest.generation,
+                                         slots=manifest.slot_count)
+            except (ConnectionClosed, ProtocolError) as exc:
+                log.warning("could not announce the new pool: %s", exc)
 
     def status_line(self) -> str:
         free = self.leases.free_count() if self.leases else 0
@@ -473,8 +500,5 @@ async def serve(config: Config, key: Optional[bytes]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(worker.reload_pool()))
     await worker.run()
-
-
-def load_key_for(config: Config) -> Optional[bytes]:
-    return auth.load_key(config.cluster_key)
