@@ -126,6 +126,14 @@ class Cluster:
     def status(self, job: str) -> dict:
         return json.loads(self.blfs("status", job, "--json").stdout)
 
+    def wait_finished(self, job: str, timeout: float = 120) -> dict:
+        """The job's status once it has ended, however it ended."""
+        def finished():
+            s = self.status(job)
+            return s if s["state"] in ("succeeded", "failed", "cancelled") else None
+
+        return self.ct.wait_for(finished, timeout, "the job to finish", interval=0.5)
+
     def workers(self) -> list:
         return json.loads(self.blfs("workers", "--json").stdout)
 
@@ -433,11 +441,7 @@ def test_worker_sigkill_during_job(cluster):
     old = cluster.main_pid("blfs-worker")
     ct.run("kill", "-KILL", str(old))
 
-    def finished():
-        s = cluster.status(job)
-        return s if s["state"] in ("succeeded", "failed", "cancelled") else None
-
-    status = ct.wait_for(finished, 120, "the job to finish", interval=0.5)
+    status = cluster.wait_finished(job)
     assert status["state"] == "succeeded", status.get("error")
     assert cluster.read_output(output) == dict(cluster.expected["/srv/in/small.txt"])
     assert any(f["kind"] == "lost" for f in status["failed_attempts"]), status
@@ -474,11 +478,7 @@ def test_stopped_worker_is_started_again_by_the_masters_dial(cluster):
     # an automatic restart would have counted up; a start by the socket resets the count
     assert ct.show("blfs-worker", "NRestarts")["NRestarts"] == "0"
 
-    def finished():
-        s = cluster.status(job)
-        return s if s["state"] in ("succeeded", "failed", "cancelled") else None
-
-    status = ct.wait_for(finished, 120, "the job to finish", interval=0.5)
+    status = cluster.wait_finished(job)
     assert status["state"] == "succeeded", status.get("error")
     assert cluster.read_output(output) == dict(cluster.expected["/srv/in/small.txt"])
     assert any(f["kind"] == "lost" for f in status["failed_attempts"]), status
