@@ -86,11 +86,11 @@ class Reporter:
 class MapOutput:
     """Buffers a map's output, combines it, and spills sorted segments per partition.
 
-    With a combiner, output is counted rather than stored: for each small batch of
-    records whose values are all equal (word count's 1s), the keys are counted in a
-    Counter per value, which runs at the speed of counting plain strings; other batches
-    count (key, value) pairs. Unhashable keys or values switch the buffer to a list.
-    Batches stay small so that their tuples are recycled while still in the CPU cache.
+    With a combiner, output is counted rather than stored, by key, one Counter per value
+    object (word count's 1): as it streams when the map's code proves a constant value,
+    else per small batch whose pairs all carry the very same value; other batches are
+    stored as pairs. Unhashable keys switch the whole buffer to a list. Batches stay small
+    so that their tuples are recycled while still in the CPU cache.
     """
 
     BATCH = 128  # input records per batch
@@ -140,12 +140,15 @@ class MapOutput:
             self._add_checked(mapper, keys, values)
             return
         self.records += sum(batch.values())
-        slot = (type(self.constant), self.constant)
+        self._counter_for(self.constant).update(batch)
+
+    def _counter_for(self, value: Any) -> Counter:
+        """The counter of the keys that came with this value (its type kept: 1 is not 1.0)."""
+        slot = (type(value), value)
         target = self.by_value.get(slot)
         if target is None:
-            self.by_value[slot] = batch
-        else:
-            target.update(batch)
+            target = self.by_value[slot] = Counter()
+        return target
 
     def _add_checked(self, mapper: Callable, keys: list, values: list) -> None:
         step = self.BATCH
@@ -173,15 +176,10 @@ class MapOutput:
             # the first pair's value; either way the batch is stored, and the spill's
             # unpacking reports the bad record.
             uniform = len(set(map(id, starmap(_NOTHING.get, pairs)))) == 1
-            target = None
-            if uniform:
-                slot = (type(value), value)
-                target = self.by_value.get(slot)
-                if target is None:
-                    target = self.by_value[slot] = Counter()
+            target = self._counter_for(value) if uniform else None
         except (TypeError, IndexError):  # an unhashable value, or not pairs
-            uniform = False
-        if not uniform:
+            target = None
+        if target is None:
             self.pairs.extend(pairs)
             return
         try:
@@ -197,11 +195,15 @@ class MapOutput:
             except TypeError:
                 break
             target[pair[0]] -= 1
+        self._uncount_all()
+        self.pairs.extend(pairs)
+        self.counting = False
+
+    def _uncount_all(self) -> None:
+        """Everything counted back into plain pairs."""
         for (_, value), keys in self.by_value.items():
             self.pairs.extend((k, value) for k, c in keys.items() for _ in range(c))
         self.by_value = {}
-        self.pairs.extend(pairs)
-        self.counting = False
 
     def part(self, key: Any) -> int:
         if type(key) is not str:  # memoize only str: in a dict, True == 1 == 1.0
@@ -230,9 +232,7 @@ class MapOutput:
                 for k, v in self.pairs:
                     groups.setdefault(k, []).append((v,))
             except TypeError:  # an unhashable key among the uncounted pairs: sort instead
-                for (_, value), keys in self.by_value.items():
-                    self.pairs.extend((k, value) for k, c in keys.items() for _ in range(c))
-                self.by_value = {}
+                self._uncount_all()
             else:
                 for k, parts in groups.items():
                     yield k, (parts[0] if len(parts) == 1 else chain.from_iterable(parts))
@@ -323,11 +323,22 @@ def _runs(segments: list) -> list:
     return [sorted(locs, key=lambda x: x["seq"]) for _, locs in sorted(by_run.items())]
 
 
+def _segment_reader(env: dict) -> storage.SegmentReader:
+    """O_DIRECT reads of every node's disk as this worker sees it."""
+    return storage.SegmentReader(lambda node: os.path.join(env["disks_root"], node),
+                                 env["allow_buffered"])
+
+
+def _expected(job_id: str, partition: int, loc: dict) -> storage.SegmentId:
+    """What the segment at a location must say it is."""
+    return storage.SegmentId(job_id, loc["map_task"], loc["map_attempt"], partition,
+                             loc["run"], loc["seq"])
+
+
 def _read_run(reader: storage.SegmentReader, job_id: str, partition: int, locs: list,
               reporter: Reporter, total: int) -> Iterator:
     for loc in locs:
-        expect = storage.SegmentId(job_id, loc["map_task"], loc["map_attempt"], partition,
-                                   loc["run"], loc["seq"])
+        expect = _expected(job_id, partition, loc)
         try:
             payload, _ = reader.read(loc, expect)
         except FetchError:
@@ -375,17 +386,14 @@ def run_reduce(make_job: Callable[[], tuple], spec: dict, env: dict, chan: Chann
 
 
 def _unreadable_maps(spec: dict, env: dict, segments: list, partition: int) -> list:
-    reader = storage.SegmentReader(lambda n: os.path.join(env["disks_root"], n),
-                                   env["allow_buffered"])
+    reader = _segment_reader(env)
     bad = set()
     try:
         for loc in segments:
             if loc["map_task"] in bad:
                 continue
-            expect = storage.SegmentId(spec["job"], loc["map_task"], loc["map_attempt"],
-                                       partition, loc["run"], loc["seq"])
             try:
-                reader.read(loc, expect)
+                reader.read(loc, _expected(spec["job"], partition, loc))
             except FetchError:
                 bad.add(loc["map_task"])
     finally:
@@ -395,8 +403,7 @@ def _unreadable_maps(spec: dict, env: dict, segments: list, partition: int) -> l
 
 def _reduce_into(job: Job, spec: dict, env: dict, segments: list, partition: int,
                  path: str, canonical: bool, reporter: Reporter) -> None:
-    reader = storage.SegmentReader(lambda n: os.path.join(env["disks_root"], n),
-                                   env["allow_buffered"])
+    reader = _segment_reader(env)
     runs = [_read_run(reader, spec["job"], partition, locs, reporter, len(segments))
             for locs in _runs(segments)]
     order = (lambda p: records.canonical(p[0])) if canonical else records.first
