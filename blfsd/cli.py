@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
 import os
+import secrets
 import sys
-from typing import Any, Optional
+import zlib
+from typing import Any, Callable, Optional
 
 from . import auth, config as configmod, rpc
-from .errors import BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, UsageError
-from .inputs import expand_inputs, make_splits, parse_size
+from .errors import (BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, StorageError,
+                     UsageError)
+from .catalog import check_name, is_name
+from .datafiles import CHUNK
+from .inputs import (default_split_size, expand_inputs, line_cuts, make_splits,
+                     parse_size)
 from .job import job_attributes, load_job_class
 
 log = logging.getLogger("blfs.cli")
@@ -30,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                        usage="blfs submit JOB.py --input PATH --output DIR [options] "
                              "[-- JOB-ARGS...]")
     s.add_argument("job_file", metavar="JOB.py")
-    s.add_argument("--input", action="append", required=True, metavar="PATH")
-    s.add_argument("--output", required=True, metavar="DIR")
+    s.add_argument("--input", action="append", required=True, metavar="PATH|NAME",
+                   help="a file or directory; on a cluster also a dataset from blfs put")
+    s.add_argument("--output", required=True, metavar="DIR|NAME",
+                   help="a directory; on a cluster a plain NAME is kept on the workers' "
+                        "disks (blfs cat/get NAME)")
     s.add_argument("--job", metavar="NAME", help="which Job class, if the file has several")
     s.add_argument("--reducers", type=int, metavar="R")
     s.add_argument("--split-size", default=None, metavar="SIZE",
@@ -61,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--master", metavar="ADDRESS")
         c.add_argument("--key", metavar="FILE")
         c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    u = sub.add_parser("put", help="store a file in the cluster as a dataset",
+                       usage="blfs put FILE NAME [--split-size SIZE]")
+    u.add_argument("file", metavar="FILE")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("--split-size", metavar="SIZE",
+                   help="bytes per split (default: two waves of maps, at most 64M)")
+    c = sub.add_parser("cat", help="write a cluster output's parts, in order, to stdout")
+    c.add_argument("name", metavar="OUTPUT")
+    g = sub.add_parser("get", help="copy a cluster output to a local directory")
+    g.add_argument("name", metavar="OUTPUT")
+    g.add_argument("directory", metavar="DIR")
+    sub.add_parser("ls", help="list datasets and outputs").add_argument(
+        "--json", action="store_true", help="machine-readable output")
+    sub.add_parser("rm", help="remove a dataset or an output").add_argument("name",
+                                                                           metavar="NAME")
+    for name in ("put", "cat", "get", "ls", "rm"):
+        sub.choices[name].add_argument("--master", metavar="ADDRESS")
+        sub.choices[name].add_argument("--key", metavar="FILE")
 
     m = sub.add_parser("master", help="run the master daemon in the foreground")
     m.add_argument("--verbose", "-v", action="store_true")
@@ -97,17 +126,17 @@ def prepare_submit(args: argparse.Namespace) -> dict:
         raise JobDefinitionError(f"{path} fails to load: {exc.__class__.__name__}: {exc}") \
             from None
     attrs = job_attributes(cls, path)
-    files = expand_inputs(args.input)
-    output = os.path.abspath(args.output)
-    if os.path.exists(os.path.join(output, "_SUCCESS")):
-        raise UsageError(f"output {args.output} already holds a finished job (_SUCCESS); "
-                         "choose another directory or remove it")
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise UsageError(f"output {args.output} exists and is not a directory")
-    _check_output_parent(output, args.output)
+    # on a cluster, a plain name (no '/', not a local file) is cluster storage
+    datasets = [i for i in args.input if not args.local and is_name(i) and not os.path.exists(i)]
+    files = expand_inputs([i for i in args.input if i not in datasets])
+    named_output = not args.local and is_name(args.output)
+    output = args.output if named_output else os.path.abspath(args.output)
+    if not named_output:
+        _check_output_dir(output, args.output)
     if args.split_size is not None:
         parse_size(args.split_size)  # a bad size is a usage error before anything starts
-    if not any(os.path.getsize(f) for f in files) and attrs["input_format"] != "files":
+    if (not datasets and not any(os.path.getsize(f) for f in files)
+            and attrs["input_format"] != "files"):
         raise UsageError("the input is empty")
     reducers = args.reducers if args.reducers is not None else attrs["reducers"]
     if reducers is not None and reducers < 1:
@@ -115,12 +144,24 @@ def prepare_submit(args: argparse.Namespace) -> dict:
     if args.max_attempts is not None and args.max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
     job_args = list(getattr(args, "job_args", []))
-    return {
+    spec = {
         "name": os.path.splitext(os.path.basename(path))[0], "job_file": os.path.basename(path),
         "source": source, "class": attrs["class"], "args": job_args,
-        "input_format": attrs["input_format"], "files": files, "output": output,
-        "reducers": reducers, "task_timeout": args.task_timeout,
+        "input_format": attrs["input_format"], "files": files, "datasets": datasets,
+        "output": output, "reducers": reducers, "task_timeout": args.task_timeout,
     }
+    if named_output:
+        spec["output_name"] = output
+    return spec
+
+
+def _check_output_dir(output: str, shown: str) -> None:
+    if os.path.exists(os.path.join(output, "_SUCCESS")):
+        raise UsageError(f"output {shown} already holds a finished job (_SUCCESS); "
+                         "choose another directory or remove it")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"output {shown} exists and is not a directory")
+    _check_output_parent(output, shown)
 
 
 def _check_output_parent(output: str, shown: str) -> None:
@@ -134,19 +175,14 @@ def _check_output_parent(output: str, shown: str) -> None:
         raise UsageError(f"output {shown}: {ancestor} is not writable")
 
 
-MAX_SPLIT = 64 << 20
-
-
-def add_splits(spec: dict, split_size: Optional[str], capacity: int) -> dict:
-    """Cut the input into splits. Without --split-size, aim at two waves of maps over the
-    cluster's task slots (so a slow map does not leave the others idle), at most 64M each."""
+def add_splits(spec: dict, split_size: Optional[str], capacity: int,
+               stored: Optional[list] = None) -> dict:
+    """Cut the local input files into splits, after the splits of datasets (`stored`)."""
     files = spec.pop("files")
     total = sum(os.path.getsize(f) for f in files)
-    if split_size is not None:
-        size = parse_size(split_size)
-    else:
-        size = min(MAX_SPLIT, max(1 << 20, -(-total // max(1, 2 * capacity))))
-    spec["splits"] = make_splits(files, size, spec["input_format"])
+    size = parse_size(split_size) if split_size is not None else \
+        default_split_size(total, capacity)
+    spec["splits"] = list(stored or []) + make_splits(files, size, spec["input_format"])
     if not spec["splits"]:
         raise UsageError("the input is empty")
     return spec
@@ -207,9 +243,14 @@ async def _follow(peer: rpc.Peer, job_id: str, progress: Progress) -> dict:
             return status
 
 
-def _report_end(status: dict, output: str) -> int:
+def _report_end(status: dict, spec: dict) -> int:
+    output = spec["output"]
+    took = (status.get("finished") or 0) - (status.get("started") or 0)
+    if status["state"] == "succeeded" and spec.get("output_name"):
+        print(f"job {status['job']} succeeded in {took:.2f} s: output {output} "
+              f"(blfs cat {output}, blfs get {output} DIR)", file=sys.stderr)
+        return 0
     if status["state"] == "succeeded" and os.path.exists(os.path.join(output, "_SUCCESS")):
-        took = status["finished"] - status["started"]
         print(f"job {status['job']} succeeded in {took:.2f} s: {output}", file=sys.stderr)
         return 0
     if status["state"] == "succeeded":
@@ -242,13 +283,44 @@ async def submit_local(args: argparse.Namespace, spec: dict) -> int:
 
 async def submit_remote(args: argparse.Namespace, spec: dict, cfg: configmod.Config) -> int:
     peer = await _client(*_master_address(args, cfg))
+    temp: list = []
     try:
-        workers = await peer.call("workers", limit=30)
-        add_splits(spec, args.split_size,
-                   sum(w["parallelism"] for w in workers if w["alive"]) or 1)
-        return await _submit_and_follow(args, peer, spec)
+        capacity = await _capacity(peer)
+        stored = []
+        for name in spec["datasets"]:
+            stored += _dataset_splits(await peer.call("dataset", limit=30, name=name))
+        if spec["files"] and spec.get("output_name"):
+            # a job kept in cluster storage reads cluster storage: put local files first
+            name = f"{spec['output']}.input-{secrets.token_hex(3)}"
+            whole = spec["input_format"] == "files"
+            entry = await put_files(peer, spec.pop("files"), name, args.split_size, capacity,
+                                    whole)
+            temp.append(name)
+            spec["files"], spec["temp_datasets"] = [], [name]
+            stored += _dataset_splits(entry)
+        add_splits(spec, args.split_size, capacity, stored)
+        code = await _submit_and_follow(args, peer, spec)
+        temp.clear()  # the master removes them when the job ends
+        return code
     finally:
+        for name in temp:  # the submission failed: nobody else will
+            try:
+                await peer.call("remove", limit=30, name=name)
+            except (BlfsError, asyncio.TimeoutError):
+                pass
         await peer.close()
+
+
+async def _capacity(peer: rpc.Peer) -> int:
+    """Task attempts the live workers run at once."""
+    workers = await peer.call("workers", limit=30)
+    return sum(w["parallelism"] for w in workers if w["alive"]) or 1
+
+
+def _dataset_splits(entry: dict) -> list:
+    """A dataset's split files as job splits, each to be read where it lives."""
+    return [{"path": f"{s['node']}:{s['file']}", "file": s["file"], "node": s["node"],
+             "start": 0, "end": s["size"], "crc": s["crc"]} for s in entry["splits"]]
 
 
 async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dict) -> int:
@@ -260,7 +332,7 @@ async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dic
         print(job_id)
         return 0
     status = await _follow(peer, job_id, Progress(args.quiet))
-    return _report_end(status, spec["output"])
+    return _report_end(status, spec)
 
 
 # ------------------------------------------------------------------------------ clients
@@ -292,6 +364,158 @@ async def _query(args: argparse.Namespace, cfg: configmod.Config, op: str, **fie
         await peer.close()
 
 
+# ------------------------------------------------------------------------------ storage
+
+PUT_WINDOW = 4  # splits in flight at once: the workers write in parallel
+
+
+async def put_files(peer: rpc.Peer, files: list, name: str, split_size: Optional[str],
+                    capacity: int, whole: bool = False) -> dict:
+    """Store local files as a dataset: cut on line boundaries (or one split per file),
+    sent through the master to the workers it picks; abandoned cleanly on any error."""
+    total = sum(os.path.getsize(f) for f in files)
+    size = parse_size(split_size) if split_size else default_split_size(total, capacity)
+    pieces = [(f, a, b) for f in files
+              for a, b in ([(0, os.path.getsize(f))] if whole else line_cuts(f, size))]
+    if not pieces:
+        raise UsageError("the input is empty")
+    begin = await peer.call("put_begin", limit=30, name=name, splits=len(pieces), size=total)
+    token = begin["put"]
+    window = asyncio.Semaphore(PUT_WINDOW)
+
+    async def send(index: int, path: str, start: int, end: int) -> None:
+        async with window:
+            await _send_piece(peer, token, index, path, start, end)
+
+    tasks = [asyncio.ensure_future(send(i, *piece)) for i, piece in enumerate(pieces)]
+    try:
+        await asyncio.gather(*tasks)
+        return await peer.call("put_end", limit=60, put=token)
+    except BaseException:
+        for task in tasks:  # nothing may still be on its way when the put is abandoned
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(BlfsError, OSError, asyncio.TimeoutError):
+            await peer.call("put_abort", limit=30, put=token)
+        raise
+
+
+async def _send_piece(peer: rpc.Peer, token: str, index: int, path: str, start: int,
+                      end: int) -> None:
+    with open(path, "rb") as f:
+        offset = start
+        while True:
+            data = os.pread(f.fileno(), min(CHUNK, end - offset), offset)
+            last = offset + len(data) >= end or not data
+            await peer.call("put_data", limit=120, put=token, index=index,
+                            offset=offset - start, data=data, last=last)
+            offset += len(data)
+            if last:
+                return
+
+
+async def put(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    check_name(args.name)
+    files = expand_inputs([args.file])
+    if args.split_size is not None:
+        parse_size(args.split_size)
+    peer = await _client(*_master_address(args, cfg))
+    try:
+        entry = await put_files(peer, files, args.name, args.split_size,
+                                await _capacity(peer))
+    finally:
+        await peer.close()
+    nodes = sorted({s["node"] for s in entry["splits"]})
+    print(f"put {args.name}: {len(entry['splits'])} splits, "
+          f"{sum(s['size'] for s in entry['splits'])} bytes on {', '.join(nodes)}")
+    return 0
+
+
+async def read_output(args: argparse.Namespace, cfg: configmod.Config,
+                      write: Callable[[int, dict, bytes], None]) -> dict:
+    """Every part of a cluster output, chunk by chunk, checked against its crc32."""
+    peer = await _client(*_master_address(args, cfg))
+    try:
+        entry = await peer.call("output", limit=30, name=args.name)
+        for index, part in enumerate(entry["parts"]):
+            offset, crc = 0, 0
+            while offset < part["size"]:
+                reply = await peer.call("read", limit=120, name=args.name, part=index,
+                                        offset=offset, length=CHUNK)
+                data = reply["data"]
+                if not data:
+                    raise StorageError(f"part {index} of {args.name} ends early")
+                crc = zlib.crc32(data, crc)
+                write(index, part, data)
+                offset += len(data)
+            if part.get("crc") is not None and crc != part["crc"]:
+                raise StorageError(f"part {index} of {args.name} fails its checksum")
+            write(index, part, b"")  # the part is complete
+        return entry
+    finally:
+        await peer.close()
+
+
+def cat(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    out = sys.stdout.buffer
+
+    def write(index: int, part: dict, data: bytes) -> None:
+        out.write(data)
+
+    try:
+        asyncio.run(read_output(args, cfg, write))
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            out.flush()
+    return 0
+
+
+def get(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    """The output in a local directory, in exactly the --local layout, _SUCCESS last."""
+    target = os.path.abspath(args.directory)
+    _check_output_dir(target, args.directory)
+    os.makedirs(target, exist_ok=True)
+    files: dict = {}
+
+    def write(index: int, part: dict, data: bytes) -> None:
+        if index not in files:
+            files[index] = open(os.path.join(target, f"part-{part['partition']:05d}"), "wb")
+        f = files[index]
+        if data:
+            f.write(data)
+        else:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+
+    try:
+        asyncio.run(read_output(args, cfg, write))
+    finally:
+        for f in files.values():
+            f.close()
+    with open(os.path.join(target, "_SUCCESS"), "wb") as f:
+        os.fsync(f.fileno())
+    print(f"{args.name}: {len(files)} parts in {target}", file=sys.stderr)
+    return 0
+
+
+def _print_listing(rows: list) -> None:
+    print(f"{'KIND':<8} {'NAME':<30} {'FILES':>5} {'SIZE':>10}  NODES")
+    for r in rows:
+        print(f"{r['kind']:<8} {r['name']:<30.30} {r['files']:>5} {_size(r['bytes']):>10}  "
+              f"{', '.join(r['nodes'])}")
+
+
+def _size(n: Optional[int]) -> str:
+    if not isinstance(n, int):
+        return "?"
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return "?"
+
+
 def _print_status(status: dict) -> None:
     m, r = status["maps"], status["reduces"]
     print(f"job {status['job']} ({status.get('name', '')}): {status['state']}")
@@ -320,12 +544,15 @@ def _print_jobs(rows: list) -> None:
 
 
 def _print_workers(rows: list) -> None:
-    print(f"{'WORKER':<16} {'STATE':<6} {'RUNNING':>7} {'SLOTS FREE':>10}  DISK")
+    """Each node's load, pool and disk."""
+    print(f"{'WORKER':<12} {'STATE':<5} {'LOAD':>7} {'POOL FREE':>15} {'DISK FREE':>17}  DISK")
     for w in rows:
         info = w.get("info") or {}
-        print(f"{w['name']:<16} {'up' if w['alive'] else 'down':<6} "
-              f"{w['running']:>3}/{w['parallelism']:<3} "
-              f"{info.get('free_slots', '?'):>5}/{info.get('slots', '?'):<4}  "
+        pool = f"{info.get('free_slots', '?')}/{info.get('slots', '?')}x" \
+               f"{_size(info.get('slot_size'))}"
+        disk = f"{_size(info.get('disk_free'))}/{_size(info.get('disk_bytes'))}"
+        print(f"{w['name']:<12.12} {'up' if w['alive'] else 'down':<5} "
+              f"{w['running']:>3}/{w['parallelism']:<3} {pool:>15} {disk:>17}  "
               f"{info.get('disk', '')}")
 
 
@@ -414,5 +641,24 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "cancel":
         status = asyncio.run(_query(args, cfg, "cancel", job=args.job))
         print(f"job {status['job']}: {status['state']}")
+        return 0
+    if args.command == "put":
+        return asyncio.run(put(args, cfg))
+    if args.command == "cat":
+        return cat(args, cfg)
+    if args.command == "get":
+        return get(args, cfg)
+    if args.command == "ls":
+        rows = asyncio.run(_query(args, cfg, "ls"))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _print_listing(rows)
+        return 0
+    if args.command == "rm":
+        done = asyncio.run(_query(args, cfg, "remove", name=args.name))
+        kind = "dataset" if done["kind"] == "data" else "output"
+        print(f"removed {kind} {done['name']}" + (f" (its files stay on "
+              f"{', '.join(done['left_on'])}, not connected)" if done["left_on"] else ""))
         return 0
     raise UsageError(f"unknown command {args.command}")

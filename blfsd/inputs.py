@@ -49,6 +49,43 @@ def make_splits(files: list, split_size: int, input_format: str) -> list:
     return splits
 
 
+MAX_SPLIT = 64 << 20
+
+
+def default_split_size(total: int, capacity: int) -> int:
+    """Enough splits for two waves of maps over the cluster's task slots (so that a slow
+    map does not leave the others idle), at least 1M and at most 64M each."""
+    return min(MAX_SPLIT, max(1 << 20, -(-total // max(1, 2 * capacity))))
+
+
+def line_cuts(path: str, split_size: int) -> list:
+    """[start, end) ranges of about split_size bytes that hold whole lines (for `put`)."""
+    size = os.path.getsize(path)
+    cuts: list = []
+    with open(path, "rb") as f:
+        start = 0
+        while start < size:
+            end = min(size, start + max(1, split_size))
+            if end < size:
+                end = _after_newline(f, end - 1, size)
+            cuts.append((start, end))
+            start = end
+    return cuts
+
+
+def _after_newline(f, pos: int, size: int) -> int:
+    """The offset just after the first newline at or after pos (or the end of the file)."""
+    f.seek(pos)
+    while True:
+        block = f.read(1 << 16)
+        if not block:
+            return size
+        i = block.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(block)
+
+
 def line_batches(path: str, start: int, end: int,
                  block: int = BLOCK) -> Iterator[tuple[list, list, int]]:
     """(offsets, lines, position) batches for the lines that start in [start, end).

@@ -9,11 +9,14 @@ import shutil
 import signal
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import rpc, scheduler as sch
+from . import catalog as cat, rpc, scheduler as sch
+from .catalog import DATASETS, OUTPUTS, Catalog
 from .config import MASTER_PORT, WORKER_PORT, Config, Node
 from .errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
+from .protocol import SCHEMAS
 from .state import JobStore
 from .systemd import Notifier, listen_fds
 from .transport import format_address, parse_address
@@ -21,6 +24,18 @@ from .transport import format_address, parse_address
 log = logging.getLogger("blfs.master")
 
 TICK = 0.2
+USAGE = ("free_slots", "disk_free", "disk_bytes")  # what a worker's pong refreshes
+STORAGE_OPS = ("put_begin", "put_data", "put_end", "put_abort", "dataset", "output", "read",
+               "ls", "remove")
+
+
+@dataclass
+class Put:
+    """A `blfs put` in progress: where each split goes, and what has been stored."""
+    name: str
+    client: rpc.Peer
+    nodes: list
+    stored: dict = field(default_factory=dict)  # index -> {node, path, size, crc}
 
 
 def new_job_id() -> str:
@@ -38,6 +53,8 @@ class Master:
         self.peers: dict[str, rpc.Peer] = {}
         self.history: dict[str, dict] = {}  # finished jobs from before a restart
         self.store = JobStore(config.state_dir)
+        self.catalog = Catalog(config.state_dir)
+        self.puts: dict[str, Put] = {}
         self.notifier = Notifier()
         self.changed = asyncio.Condition()
         self.stopping = asyncio.Event()
@@ -197,7 +214,7 @@ class Master:
                                        time=time.time())
                 worker = self.sched.workers.get(name)
                 if worker is not None and isinstance(pong, dict):
-                    worker.info["free_slots"] = pong.get("free_slots")
+                    worker.info.update({k: pong[k] for k in USAGE if k in pong})
             except asyncio.TimeoutError:
                 log.warning("worker %s missed its heartbeat", name, extra={"BLFS_NODE": name})
                 await peer.close()
@@ -274,8 +291,10 @@ class Master:
         spec = action.attempt
         job = self.sched.jobs[spec["job"]]
         full = dict(spec)
-        for field in ("source", "job_file", "class", "args", "input_format", "output"):
-            full[field] = job.spec[field]
+        for name in ("source", "job_file", "class", "args", "input_format", "output",
+                     "output_name"):
+            if name in job.spec:
+                full[name] = job.spec[name]
         full["reducers"] = len(job.reduces)
         peer = self.peers.get(action.worker)
         log.info("launching %s on %s", spec["id"], action.worker,
@@ -306,22 +325,28 @@ class Master:
             return None
 
     async def _commit(self, action: sch.Commit) -> None:
-        """Move every part into place, then write _SUCCESS: the job's output is final."""
+        """Move every part into place, then mark the output complete: _SUCCESS, or for a
+        cluster output its record in the catalog."""
         job = self.sched.jobs[action.job]
-        output = job.spec["output"]
+        output, name = job.spec["output"], job.spec.get("output_name")
         done: list = []
         try:
             for worker, attempt, source, target in action.parts:
                 done.append((worker, target))  # before: a timed-out rename may have happened
-                await self._on_worker(worker, "commit", _rename, source, target,
-                                      attempt=attempt, source=source, target=target)
-            # _SUCCESS by a worker too: the master may run with a read-only view of outputs
-            last = action.parts[-1][0] if action.parts else ""
-            await self._on_worker(last, "success", _write_success, output, output=output)
+                await self._on_worker(worker, "commit", None if name else _rename,
+                                      source, target, attempt=attempt, source=source,
+                                      target=target)
+            if name:
+                self._record_output(job, name, action.parts)
+            else:
+                # _SUCCESS by a worker too: the master may have a read-only view of outputs
+                last = action.parts[-1][0] if action.parts else ""
+                await self._on_worker(last, "success", _write_success, output, output=output)
         except (BlfsError, OSError, asyncio.TimeoutError) as exc:
             for worker, target in done:
                 try:
-                    await self._on_worker(worker, "uncommit", _unlink, target, target=target)
+                    await self._on_worker(worker, "uncommit", None if name else _unlink,
+                                          target, target=target)
                 except (BlfsError, OSError, asyncio.TimeoutError):
                     log.error("could not take back %s after a failed commit", target)
             log.error("commit of job %s failed: %s", action.job, exc,
@@ -330,6 +355,16 @@ class Master:
             return
         self.execute(self.sched.commit_done(action.job, time.monotonic()))
 
+    def _record_output(self, job: sch.JobState, name: str, parts: list) -> None:
+        """A cluster output is complete once the catalog says where each part is."""
+        files = []
+        for task, (worker, _, _, _) in zip(job.reduces, parts):
+            result = task.result or {}
+            files.append({"partition": task.index, "node": worker, "file": result.get("file"),
+                          "size": result.get("size", 0), "crc": result.get("crc")})
+        self.catalog.add(OUTPUTS, name, {"job": job.id, "parts": files})
+        log.info("output %s recorded: %d parts", name, len(files), extra={"BLFS_JOB": job.id})
+
     async def _on_worker(self, worker: str, op: str, fallback: Any, *args: Any,
                          **fields: Any) -> None:
         """An output operation on the worker that holds the file; here, if it is gone
@@ -337,24 +372,32 @@ class Master:
         peer = self.peers.get(worker)
         if peer is not None:
             await peer.call(op, limit=30, **fields)
-        else:
+        elif fallback is not None:
             fallback(*args)
+        else:
+            raise ConnectionClosed(f"worker {worker} is not connected")
 
     def _release(self, action: sch.Release) -> None:
         job = self.sched.jobs[action.job]
-        tmp = os.path.join(job.spec["output"], "_temporary", job.id)
-        self._spawn(self._release_everywhere(job.id, action.workers, tmp))
+        name = job.spec.get("output_name")
+        # a cluster output's temporary files are on each worker's own disk: they know where
+        tmp = None if name else os.path.join(job.spec["output"], "_temporary", job.id)
+        self._spawn(self._release_everywhere(job.id, action.workers, tmp, name))
 
-    async def _release_everywhere(self, job_id: str, workers: list, tmp: str) -> None:
+    async def _release_everywhere(self, job_id: str, workers: list, tmp: Optional[str],
+                                  name: Optional[str]) -> None:
         """Workers kill the job's attempts and free its slots; then no one writes to tmp."""
         results = await asyncio.gather(*(self._send(w, "release_job", job=job_id,
-                                                    output_tmp=tmp) for w in workers))
+                                                    output_tmp=tmp, output_name=name)
+                                         for w in workers))
         for worker, result in zip(workers, results):
             peer = self.peers.get(worker)
             if result is None and peer is not None:
                 # its leases would leak: reconnect, and the sync rebuilds its lease table
                 log.warning("worker %s did not release job %s; reconnecting", worker, job_id)
                 await peer.close()
+        if tmp is None:
+            return
         shutil.rmtree(tmp, ignore_errors=True)  # what a lost worker could not remove
         try:
             os.rmdir(os.path.dirname(tmp))
@@ -368,6 +411,9 @@ class Master:
         log.log(level, "job %s %s after %.2f s%s", action.job, action.state, elapsed,
                 f": {action.error}" if action.error else "", extra={"BLFS_JOB": action.job})
         self._persist(action.job)
+        for name in job.spec.get("temp_datasets") or []:  # put by submit for this job only
+            if self.catalog.has(DATASETS, name):
+                self._spawn(self._remove(DATASETS, name))
 
     async def _ticker(self) -> None:
         watchdog = Notifier.watchdog_interval()
@@ -388,6 +434,9 @@ class Master:
                                            self._from_client, self.config.group)
         if peer is not None:
             await peer.serve()
+            for token, put in list(self.puts.items()):
+                if put.client is peer:  # the client went away in the middle of a put
+                    await self.put_abort(peer, token)
 
     async def _from_client(self, peer: rpc.Peer, msg: dict) -> Any:
         op = msg["op"]
@@ -405,12 +454,134 @@ class Master:
             self._job(msg["job"])
             self.execute(self.sched.cancel(msg["job"], time.monotonic()))
             return self.status(msg["job"])
+        if op in STORAGE_OPS:  # fields as the schema names them (validated already)
+            fields = {f.rstrip("?") for f in SCHEMAS[op]}
+            return await getattr(self, op)(peer, **{k: v for k, v in msg.items()
+                                                    if k in fields})
         if op == "wait":
             timeout = msg.get("timeout") or 30
             if not 0 < timeout <= 60:  # also refuses NaN
                 raise ProtocolError("wait: timeout must be in (0, 60]")
             return await self.wait(msg["job"], msg["version"], float(timeout))
         raise ProtocolError(f"a master does not serve {op!r} to clients")
+
+    # ------------------------------------------------------------------ cluster storage
+
+    def _connected(self) -> list:
+        """Connected workers, the roomiest disk first."""
+        names = [n for n in sorted(self.peers) if n in self.sched.workers
+                 and self.sched.workers[n].alive]
+        return sorted(names, key=lambda n: -(self.sched.workers[n].info.get("disk_free") or 0))
+
+    async def put_begin(self, peer: rpc.Peer, name: str, splits: int, size: int) -> dict:
+        """Where each split of a new dataset goes: spread over the workers, roomiest first."""
+        cat.check_name(name)
+        if self.catalog.has(DATASETS, name) or any(p.name == name for p in self.puts.values()):
+            raise Conflict(f"dataset {name!r} already exists (blfs rm {name} first)")
+        if not 1 <= splits <= 100_000:
+            raise ProtocolError("put_begin: splits must be from 1 to 100000")
+        nodes = self._connected()
+        if not nodes:
+            raise ConnectionClosed("no worker is connected to the master")
+        token = secrets.token_hex(8)
+        self.puts[token] = Put(name, peer, [nodes[i % len(nodes)] for i in range(splits)])
+        log.info("put %s: %d splits, %d bytes on %s", name, splits, size,
+                 ", ".join(sorted(set(self.puts[token].nodes))))
+        return {"put": token, "nodes": self.puts[token].nodes}
+
+    def _put(self, peer: rpc.Peer, token: str) -> Put:
+        put = self.puts.get(token)
+        if put is None or put.client is not peer:
+            raise NotFound("no such put in progress on this connection")
+        return put
+
+    async def put_data(self, peer: rpc.Peer, put: str, index: int, offset: int, data: bytes,
+                       last: bool) -> Optional[dict]:
+        session = self._put(peer, put)
+        if not 0 <= index < len(session.nodes):
+            raise ProtocolError(f"put_data: no split {index}")
+        node = session.nodes[index]
+        worker = self.peers.get(node)
+        if worker is None:
+            raise ConnectionClosed(f"worker {node} went away during the put")
+        stored = await worker.call("store", limit=60, name=session.name, index=index,
+                                   offset=offset, data=data, last=last)
+        if self.puts.get(put) is not session:  # abandoned while this chunk was on its way
+            await self._send(node, "abort_put", name=session.name)
+            raise Conflict(f"the put of {session.name} was abandoned")
+        if last:
+            session.stored[index] = dict(stored, node=node)
+        return None
+
+    async def put_end(self, peer: rpc.Peer, put: str) -> dict:
+        session = self._put(peer, put)
+        if len(session.stored) != len(session.nodes):
+            raise ProtocolError(f"put_end: {len(session.nodes) - len(session.stored)} "
+                                "splits are not complete")
+        del self.puts[put]
+        splits = [session.stored[i] for i in range(len(session.nodes))]
+        entry = self.catalog.add(DATASETS, session.name, {"splits": splits})
+        log.info("dataset %s stored: %d splits, %d bytes", session.name, len(splits),
+                 sum(s["size"] for s in splits))
+        return entry
+
+    async def put_abort(self, peer: rpc.Peer, put: str) -> None:
+        session = self._put(peer, put)
+        del self.puts[put]
+        log.warning("put of %s abandoned; removing what was stored", session.name)
+        await asyncio.gather(*(self._send(n, "abort_put", name=session.name)
+                               for n in sorted(set(session.nodes))))
+
+    async def dataset(self, peer: rpc.Peer, name: str) -> dict:
+        return self.catalog.get(DATASETS, name)
+
+    async def output(self, peer: rpc.Peer, name: str) -> dict:
+        return self.catalog.get(OUTPUTS, name)
+
+    async def read(self, peer: rpc.Peer, name: str, part: int, offset: int,
+                   length: int) -> dict:
+        """A chunk of an output's part, from its node, or through a peer's view of its disk
+        when that node is down (the disk outlives its worker)."""
+        parts = self.catalog.get(OUTPUTS, name)["parts"]
+        if not 0 <= part < len(parts):
+            raise NotFound(f"output {name} has no part {part}")
+        f = parts[part]
+        readers = [f["node"]] if f["node"] in self.peers else self._connected()
+        last: Exception = ConnectionClosed("no worker is connected to the master")
+        for node in readers:
+            try:
+                return await self.peers[node].call(
+                    "fetch", limit=60, node=f["node"], file=f["file"], offset=offset,
+                    length=length, size=f["size"], crc=f.get("crc"))
+            except (BlfsError, asyncio.TimeoutError, KeyError) as exc:
+                last = exc
+        raise last if isinstance(last, BlfsError) else ConnectionClosed(str(last))
+
+    async def ls(self, peer: rpc.Peer) -> list:
+        return self.catalog.listing()
+
+    async def remove(self, peer: rpc.Peer, name: str) -> dict:
+        """Forget a dataset or output and delete its files (`blfs rm`)."""
+        kind = DATASETS if self.catalog.has(DATASETS, name) else OUTPUTS
+        entry = self.catalog.get(kind, name)
+        for job in self.sched.jobs.values():
+            if job.state not in sch.FINISHED and name in (job.spec.get("datasets") or []) + \
+                    [job.spec.get("output_name")]:
+                raise Conflict(f"job {job.id} uses {name}")
+        return await self._remove(kind, name, entry)
+
+    async def _remove(self, kind: str, name: str, entry: Optional[dict] = None) -> dict:
+        entry = entry or self.catalog.get(kind, name)
+        self.catalog.remove(kind, name)
+        files = entry.get("splits") or entry.get("parts") or []
+        nodes = sorted({f["node"] for f in files})
+        results = await asyncio.gather(*(self._send(n, "drop", kind=kind, name=name)
+                                         for n in nodes))
+        left = [n for n, r in zip(nodes, results) if r is None]
+        if left:
+            log.warning("%s removed, but its files stay on %s (not connected)", name,
+                        ", ".join(left))
+        return {"name": name, "kind": kind, "nodes": nodes, "left_on": left}
 
     def _job(self, job_id: str) -> sch.JobState:
         job = self.sched.jobs.get(job_id)
@@ -421,7 +592,10 @@ class Master:
     def submit(self, spec: dict) -> dict:
         spec = _check_spec(spec)
         output = spec["output"]
-        if os.path.exists(os.path.join(output, "_SUCCESS")):
+        if spec.get("output_name"):
+            if self.catalog.has(OUTPUTS, output):
+                raise Conflict(f"output {output} already exists (blfs rm {output} first)")
+        elif os.path.exists(os.path.join(output, "_SUCCESS")):
             raise Conflict(f"output {output} already holds a finished job's _SUCCESS")
         for other in self.sched.jobs.values():
             if other.state not in sch.FINISHED and other.spec["output"] == output:
@@ -485,9 +659,9 @@ def _fields(a: sch.Attempt) -> dict:
 def _check_spec(spec: dict) -> dict:
     needed = {"name": str, "job_file": str, "source": str, "class": str, "args": list,
               "input_format": str, "splits": list, "output": str}
-    for field, typ in needed.items():
-        if not isinstance(spec.get(field), typ):
-            raise ProtocolError(f"submit: spec field {field!r} must be {typ.__name__}")
+    for name, typ in needed.items():
+        if not isinstance(spec.get(name), typ):
+            raise ProtocolError(f"submit: spec field {name!r} must be {typ.__name__}")
     if not all(isinstance(a, str) for a in spec["args"]):
         raise ProtocolError("submit: args must be strings")
     for s in spec["splits"]:
@@ -497,8 +671,16 @@ def _check_spec(spec: dict) -> dict:
             raise ProtocolError("submit: each split needs path, start and end")
     if not spec["splits"]:
         raise ProtocolError("submit: the input is empty")
-    if not os.path.isabs(spec["output"]):
-        raise ProtocolError("submit: the output must be an absolute path")
+    name = spec.get("output_name")
+    if name is not None:
+        if not isinstance(name, str) or not cat.is_name(name) or spec["output"] != name:
+            raise ProtocolError("submit: output_name must be a valid name equal to output")
+    elif not os.path.isabs(spec["output"]):
+        raise ProtocolError("submit: the output must be an absolute path or a name")
+    for key in ("datasets", "temp_datasets"):
+        names = spec.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ProtocolError(f"submit: {key} must be a list of names")
     reducers = spec.get("reducers")
     if reducers is not None and (not _is_int(reducers) or not 1 <= reducers <= 10000):
         raise ProtocolError("submit: reducers must be an integer from 1 to 10000")

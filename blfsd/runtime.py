@@ -15,7 +15,7 @@ from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from itertools import chain, groupby, repeat, starmap
 from typing import Any, Callable, Iterator, Optional
 
-from . import protocol, records, storage
+from . import datafiles, protocol, records, storage
 from .errors import FetchError, PoolExhausted, RemoteError, StorageError
 from .inputs import READERS
 from .job import (_NOT_CONSTANT, Context, Job, constant_value, has_combiner,
@@ -267,6 +267,18 @@ class MapOutput:
 def run_map(job: Job, spec: dict, env: dict, chan: Channel, reporter: Reporter) -> dict:
     split = spec["split"]
     start, end = split["start"], split["end"]
+    path = split["path"]
+    if split.get("file"):  # a dataset's split file, on the disk of split["node"]
+        path = datafiles.resolve(env["disks_root"], split["node"], split["file"])
+        if split["node"] != env["node"]:
+            # written after we mounted that disk: our worker checks (and if need be
+            # refreshes) its view first
+            try:
+                chan.call("fresh_file", node=split["node"], file=split["file"], size=end,
+                          crc=split.get("crc"))
+            except RemoteError as exc:
+                raise StorageError(f"split {split['file']} on {split['node']}: {exc}") \
+                    from None
     read = READERS[spec["input_format"]]
 
     def lease() -> int:
@@ -287,7 +299,7 @@ def run_map(job: Job, spec: dict, env: dict, chan: Channel, reporter: Reporter) 
     span = max(1, end - start)
     mapper = job.map
     try:
-        for keys, values, position in read(split["path"], start, end):
+        for keys, values, position in read(path, start, end):
             reporter.count("map_input_records", len(keys))
             out.add(mapper, keys, values)
             reporter.maybe(min(1.0, (position - start) / span))
@@ -382,7 +394,9 @@ def run_reduce(make_job: Callable[[], tuple], spec: dict, env: dict, chan: Chann
             # name every map whose output is bad, so that all of them re-run at once
             exc.map_tasks = _unreadable_maps(spec, env, segments, partition)
             raise
-    return {"path": path, "target": target, "counters": job._counters}
+    size, crc = datafiles.checksum(path)  # recorded with a cluster output, checked by readers
+    return {"path": path, "target": target, "counters": job._counters, "size": size,
+            "crc": crc, "file": os.path.relpath(target, env["disk"])}
 
 
 def _unreadable_maps(spec: dict, env: dict, segments: list, partition: int) -> list:
@@ -461,6 +475,8 @@ def run_attempt(spec: dict, env: dict, chan: Channel) -> int:
             "map_tasks": getattr(exc, "map_tasks", None) or [exc.map_task]})
     except PoolExhausted as exc:
         _report_failure(chan, "pool", f"out of pool slots on {env['node']}: {exc}")
+    except StorageError as exc:
+        _report_failure(chan, "crashed", str(exc))
     except BaseException:
         _report_failure(chan, "user", traceback.format_exc())
     return 1

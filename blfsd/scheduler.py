@@ -357,17 +357,20 @@ class Scheduler:
             if job.state != RUNNING:
                 continue
             phase = job.maps if not job.maps_done() else job.reduces
-            for task in phase:
-                if task.state == "pending":
-                    worker = self._place(task)
-                    if worker is None:
-                        continue
-                    actions.append(self._launch(task, worker, now))
+            # two passes: a worker takes the splits it holds before anyone else's
+            for local_only in (True, False):
+                for task in phase:
+                    if task.state == "pending":
+                        worker = self._place(task, local_only)
+                        if worker is not None:
+                            actions.append(self._launch(task, worker, now))
             if self.settings.speculation:
                 actions += self._speculate(job, phase, now)
         return actions
 
-    def _place(self, task: Task) -> Optional[str]:
+    def _place(self, task: Task, local_only: bool = False) -> Optional[str]:
+        """The worker for a pending task now, if any; with local_only, only the one that
+        holds the task's split."""
         alive = [w for w in self.workers.values() if w.alive]
         ready = [w for w in alive if w.free > 0]
         if not ready:
@@ -381,6 +384,8 @@ class Scheduler:
             local = [w for w in fresh if w.name == task.split["node"]]
             if local:
                 return local[0].name
+        if local_only:
+            return None
         # least loaded first; among equals, the one with most free capacity, then by name
         best = min(fresh, key=lambda w: (len(w.running), -w.free, w.name))
         return best.name

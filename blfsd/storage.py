@@ -8,6 +8,7 @@ a reader uses O_DIRECT so that its own page cache can never serve it stale bytes
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -79,7 +80,7 @@ def slot_path(disk: str, slot: int) -> str:
     return os.path.join(disk, POOL_DIR, f"slot-{slot:05d}")
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -177,7 +178,7 @@ def _write_manifest(pdir: str, manifest: Manifest, durable: bool) -> None:
             os.fsync(f.fileno())
     os.rename(tmp, path)
     if durable:
-        _fsync_dir(pdir)
+        fsync_dir(pdir)
 
 
 def _previous_generation(disk: str) -> int:
@@ -314,6 +315,33 @@ def fsync_device(device: Optional[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+FIFREEZE, FITHAW = 0xC0045877, 0xC0045878
+
+
+def publish_metadata(mount: str, device: Optional[str]) -> None:
+    """Put new files' metadata in place on the device, for peers' ro,noload mounts.
+
+    A peer mounted without journal replay sees only what is in place. fsync(device) writes
+    back the journal's committed buffers, but a buffer that a later transaction touches
+    again (a neighbouring inode's atime, a directory block) is held back until that one
+    commits: a peer could see a directory entry whose inode is not in place yet. Freezing
+    the file system flushes the whole journal in place; it blocks writers for milliseconds.
+    Outside a mount of our own (--local), fsync only.
+    """
+    if device and os.path.ismount(mount):
+        fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.ioctl(fd, FIFREEZE, 0)
+            fcntl.ioctl(fd, FITHAW, 0)
+            return
+        except OSError as exc:  # EBUSY: someone else froze it; EPERM: not allowed here
+            log.warning("cannot freeze %s to flush its journal (%s); fsync only", mount,
+                        exc.strerror)
+        finally:
+            os.close(fd)
+    fsync_device(device)
 
 
 class SegmentSink:
@@ -461,9 +489,26 @@ def remount(path: str) -> None:
         return
     source, fstype, _ = found
     subprocess.run(["umount", path], check=True, capture_output=True)
+    pinned = _still_mounted(source)
     # errors=continue: a view can see metadata in flux on the peer; that must not panic us
     subprocess.run(["mount", "-t", fstype, "-o", "ro,noload,errors=continue", source, path],
                    check=True, capture_output=True)
+    if pinned:
+        raise FetchError(f"{source} is still mounted in another mount namespace, so "
+                         f"remounting {path} keeps its stale caches (a container or "
+                         "`unshare -m` that copied the mount?)")
+
+
+def _still_mounted(device: str) -> bool:
+    """After our umount: does a mount elsewhere still hold the device's superblock (whose
+    caches a new mount would then reuse)? An exclusive open says EBUSY if so."""
+    if not device.startswith("/dev/"):
+        return False
+    try:
+        os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
+        return False
+    except OSError as exc:
+        return exc.errno == errno.EBUSY
 
 
 def ensure_generation(disk: str, generation: int) -> Manifest:

@@ -9,12 +9,13 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import protocol, rpc, runtime, storage
+from . import catalog, datafiles, protocol, rpc, runtime, storage
 from .config import WORKER_PORT, Config
 from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, PoolExhausted,
                      ProtocolError)
@@ -63,6 +64,8 @@ class Worker:
         self._view_lock = asyncio.Lock()
         self._supervisors: set = set()  # asyncio keeps only weak references to tasks
         self._views: dict[str, int] = {}
+        self._verified: set = set()  # (path, size, crc) of files our views show intact
+        self.uploads: Optional[datafiles.Uploads] = None
         self.address = ""
 
     # ------------------------------------------------------------------ start/stop
@@ -83,6 +86,7 @@ class Worker:
                 raise BlfsError(f"no prepared pool on {self.disk} (run blfs-iscsi up)")
         self.leases = storage.SlotLeases(self.manifest.slot_count)
         self.device = storage.block_device_of(self.disk)
+        self.uploads = datafiles.Uploads(self.disk, self.device)
 
     async def start(self) -> None:
         self.open_pool()
@@ -187,8 +191,7 @@ class Worker:
     async def _handle(self, peer: rpc.Peer, msg: dict) -> Any:
         op = msg["op"]
         if op == "ping":
-            return {"time": time.time(), "running": len(self.attempts),
-                    "free_slots": self.leases.free_count()}
+            return {"time": time.time(), **self.usage()}
         if peer is not self.master:
             raise ProtocolError(f"{op} is only for the master")
         if op == "sync":
@@ -207,7 +210,19 @@ class Worker:
         if op == "success":
             return self.write_success(msg["output"])
         if op == "release_job":
-            return self.release_job(msg["job"], msg.get("output_tmp"))
+            return self.release_job(msg["job"], msg.get("output_tmp"), msg.get("output_name"))
+        if op == "store":
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self.uploads.write, catalog.check_name(msg["name"]), msg["index"],
+                msg["offset"], msg["data"], msg["last"])
+        if op == "abort_put":
+            self.uploads.abort(catalog.check_name(msg["name"]))
+            return None
+        if op == "drop":
+            return {"removed": datafiles.drop(self.disk, msg["kind"],
+                                              catalog.check_name(msg["name"]))}
+        if op == "fetch":
+            return await self.fetch(msg)
         raise ProtocolError(f"a worker does not serve {op!r}")
 
     # ------------------------------------------------------------------ operations
@@ -224,11 +239,24 @@ class Worker:
         self.leases.reset(pairs)
         return {"name": self.name, "parallelism": self.config.cpu_parallelism(),
                 "generation": self.manifest.generation, "slots": self.manifest.slot_count,
-                "slot_size": self.manifest.slot_size, "free_slots": self.leases.free_count(),
-                "disk": self.disk}
+                "slot_size": self.manifest.slot_size, "disk": self.disk,
+                "device": self.device or "", **self.usage()}
+
+    def usage(self) -> dict:
+        """What changes while we run: free slots, and room on our disk for datasets."""
+        info: dict = {"free_slots": self.leases.free_count(), "running": len(self.attempts)}
+        try:
+            vfs = os.statvfs(self.disk)
+            info.update(disk_bytes=vfs.f_blocks * vfs.f_frsize,
+                        disk_free=vfs.f_bavail * vfs.f_frsize)
+        except OSError:
+            pass
+        return info
 
     def launch(self, spec: dict) -> dict:
         _check_attempt_spec(spec)
+        if spec.get("output_name"):  # a cluster output: parts go to our own disk
+            spec["output"] = catalog.output_dir(self.disk, catalog.check_name(spec["output_name"]))
         if spec["id"] in self.attempts:
             raise ProtocolError(f"attempt {spec['id']} is already running here")
         parent, child = socket.socketpair()
@@ -283,6 +311,11 @@ class Worker:
             os.rename(source, target)
         except FileNotFoundError:
             raise NotFound(f"nothing to commit at {source}") from None
+        storage.fsync_dir(os.path.dirname(target))
+        if _inside(target, self.disk):
+            # a cluster output part: its metadata in place, for peers' noload mounts
+            await asyncio.get_running_loop().run_in_executor(None, storage.publish_metadata,
+                                                             self.disk, self.device)
         return {"committed": target}
 
     def uncommit(self, target: str) -> dict:
@@ -310,11 +343,15 @@ class Worker:
             os.close(dfd)
         return {"written": path}
 
-    def release_job(self, job: str, output_tmp: Optional[str]) -> dict:
+    def release_job(self, job: str, output_tmp: Optional[str],
+                    output_name: Optional[str] = None) -> dict:
         for attempt in list(self.attempts.values()):
             if attempt.spec["job"] == job:
                 self._kill(attempt)
         slots = self.leases.release_job(job)
+        if output_name:  # a cluster output: its temporary files are on our own disk
+            output_tmp = os.path.join(catalog.output_dir(self.disk, output_name),
+                                      "_temporary", job)
         if output_tmp and os.path.basename(os.path.normpath(output_tmp)) == job:
             shutil.rmtree(output_tmp, ignore_errors=True)
             parent = os.path.dirname(os.path.normpath(output_tmp))
@@ -386,6 +423,14 @@ class Worker:
             except BlfsError as exc:
                 answer = protocol.error_reply(msg["id"], exc.code, str(exc))
             await stream.write(answer)
+        elif op == "fresh_file":
+            try:
+                await self._fresh_file(msg.get("node"), msg.get("file"), msg.get("size"),
+                                       msg.get("crc"))
+                answer = protocol.reply(msg["id"], True)
+            except BlfsError as exc:
+                answer = protocol.error_reply(msg["id"], exc.code, str(exc))
+            await stream.write(answer)
         elif op == "progress":
             await self._tell_master(attempt.id, "running", {
                 "progress": msg.get("progress", 0.0), "status": msg.get("status", ""),
@@ -398,8 +443,7 @@ class Worker:
 
     async def _ensure_view(self, node: str, generation: int) -> None:
         """Remount our view of a peer's disk when its pool generation changed."""
-        if "/" in node or node in ("", ".", ".."):
-            raise ProtocolError(f"bad node name {node!r}")
+        catalog.check_node(node)
         async with self._view_lock:
             if self._views.get(node) == generation:
                 return
@@ -411,6 +455,55 @@ class Worker:
                 raise FetchError(f"cannot check the view of {disk}: {exc}") from None
             self._views[node] = generation
 
+    async def fetch(self, msg: dict) -> dict:
+        """A chunk of a dataset's or output's file on any node, as our view shows it."""
+        path = await self._fresh_file(msg["node"], msg["file"], msg["size"], msg.get("crc"))
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(None, datafiles.read_chunk, path,
+                                              msg["offset"], msg["length"])
+        except OSError as exc:
+            raise FetchError(f"cannot read {path}: {exc.strerror}") from None
+        return {"data": data}
+
+    async def _fresh_file(self, node: str, file: str, size: Any, crc: Any) -> str:
+        """Our path of a file of cluster storage; for a file a peer wrote after we mounted
+        its disk, checked against its record, remounting our view once if need be."""
+        path = datafiles.resolve(self.config.disks_root, node, file)
+        if node == self.name:
+            return path  # our own read-write mount sees what we wrote
+        if not isinstance(size, int) or not (crc is None or isinstance(crc, int)):
+            raise ProtocolError("fresh_file needs an integer size and crc")
+        key = (path, size, crc)
+        if key in self._verified:
+            return path
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, datafiles.mismatch, path, size, crc):
+            await self._remount(node)
+            why = await loop.run_in_executor(None, datafiles.mismatch, path, size, crc)
+            if why:
+                raise FetchError(f"{file} on {node} does not match its record ({size} "
+                                 f"bytes, crc {crc}): our view shows {why}, even after a "
+                                 "remount")
+        self._verified.add(key)
+        return path
+
+    async def _remount(self, node: str, tries: int = 10) -> None:
+        """Remount our view of a peer's disk; busy views (open files) are tried again."""
+        disk = os.path.join(self.config.disks_root, node)
+        loop = asyncio.get_running_loop()
+        async with self._view_lock:
+            for attempt in range(tries):
+                try:
+                    await loop.run_in_executor(None, storage.remount, disk)
+                    log.info("remounted the view of %s to see new files", disk)
+                    return
+                except subprocess.CalledProcessError as exc:
+                    why = exc.stderr.decode(errors="replace").strip()
+                    if attempt == tries - 1:
+                        raise FetchError(f"cannot remount {disk}: {why}") from None
+                await asyncio.sleep(0.3)
+
     async def _tell_master(self, attempt_id: str, state: str, info: dict) -> None:
         master = self.master
         if master is None:
@@ -420,6 +513,10 @@ class Worker:
             await master.notify("attempt_update", attempt=attempt_id, state=state, info=info)
         except (ConnectionClosed, ProtocolError) as exc:
             log.warning("could not report %s %s to the master: %s", attempt_id, state, exc)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
 
 
 def _check_attempt_spec(spec: dict) -> None:

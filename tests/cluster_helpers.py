@@ -78,7 +78,8 @@ class Daemon:
         return self.proc.poll() is None
 
     def log_tail(self, n: int = 3000) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:  # the child writes to the file itself; this is ours
+            self._log_file.flush()
         return _tail(self.log, n)
 
     def stop(self, timeout: float = 8.0) -> None:

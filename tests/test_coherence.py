@@ -17,6 +17,8 @@ import mmap
 import os
 import random
 import re
+import subprocess
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -80,7 +82,7 @@ def write_durable(path: str, data: bytes, offset: int = 0, create: bool = False)
     finally:
         os.close(fd)
     if create:
-        storage._fsync_dir(os.path.dirname(path))
+        storage.fsync_dir(os.path.dirname(path))
 
 
 def buffered_read(path: str, offset: int, length: int) -> bytes:
@@ -318,3 +320,33 @@ def test_ensure_generation_remounts_a_stale_view(views, monkeypatch):
     with pytest.raises(FetchError, match="generation"):
         ensure_generation(views.b, m2.generation + 1000)
     assert read_manifest(views.b) == m2
+
+
+def test_remount_refuses_to_pretend_while_another_namespace_pins_the_view(views):
+    """A view also mounted in another mount namespace keeps its superblock, and with it its
+    stale caches, across our umount and mount: remount says so instead of pretending."""
+    os.makedirs(os.path.join(views.a, "data"))
+    views.flush_a()
+    views.mount_b()
+    os.listdir(views.b)  # B's caches now hold the old root directory
+    # another mount namespace copies B's mount (as a container starting up does)
+    pin = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while views.b not in open(f"/proc/{pin.pid}/mountinfo").read():
+            assert time.monotonic() < deadline, "the namespace did not copy the mount"
+            time.sleep(0.02)
+        new = os.path.join(views.a, "data", "new")
+        write_durable(new, b"x" * 5000, create=True)
+        storage.publish_metadata(views.a, views.dev_a)
+        with pytest.raises(FetchError, match="another mount namespace"):
+            storage.remount(views.b)
+        assert storage.mount_of(views.b)[0] == views.dev_b  # still mounted, read-only
+        with pytest.raises(OSError):  # and still stale: the proof that the warning is due
+            open(os.path.join(views.b, "data", "new"), "rb").read()
+    finally:
+        pin.kill()
+        pin.wait()
+    storage.remount(views.b)  # nobody pins it now: fresh caches, the file is there
+    with open(os.path.join(views.b, "data", "new"), "rb") as f:
+        assert f.read() == b"x" * 5000

@@ -605,6 +605,13 @@ WRONG_TYPES = [
     {"op": "sync", "held": "all", "generation_of": {}},
     {"op": "attempt_update", "attempt": "a", "state": None},
     {"op": "hello", "version": "1", "role": "client", "name": "t"},
+    {"op": "put_begin", "name": 7, "splits": 1, "size": 1},
+    {"op": "put_data", "put": "p", "index": 0, "offset": 0, "data": "text", "last": True},
+    {"op": "put_data", "put": "p", "index": 0, "offset": 0, "data": b"x", "last": 1},
+    {"op": "read", "name": "o", "part": "0", "offset": 0, "length": 10},
+    {"op": "remove", "name": None},
+    {"op": "store", "name": "c", "index": 0, "offset": 0, "data": [], "last": True},
+    {"op": "fetch", "node": "w0", "file": 5, "offset": 0, "length": 1, "size": 1},
 ]
 
 
@@ -768,6 +775,11 @@ MASTER_ONLY = [
     {"op": "kill", "attempt": "j-m0-a0"},
     {"op": "commit", "attempt": "a", "source": "/tmp/x/part", "target": "/tmp/y/part"},
     {"op": "release_job", "job": "j"},
+    {"op": "store", "name": "c", "index": 0, "offset": 0, "data": b"x", "last": True},
+    {"op": "abort_put", "name": "c"},
+    {"op": "drop", "kind": "data", "name": "c"},
+    {"op": "fetch", "node": "w0", "file": "data/c/split-00000", "offset": 0, "length": 1,
+     "size": 1},
 ]
 
 
@@ -814,6 +826,78 @@ def test_worker_refuses_launch_from_non_master_while_a_master_is_connected(worke
     arun(main())
     assert not os.path.exists("/tmp/blfs-pwned")
     worker_alive(w)
+
+
+def test_worker_reads_only_cluster_storage_even_for_the_master(worker_daemon):
+    """fetch, store and drop with names or paths that would leave a disk's data/ and
+    output/ areas are refused; nothing outside them is read, written or removed."""
+    w = worker_daemon
+
+    async def main():
+        host, port = w.tcp
+        master, _, serving = await _rpc_session(f"{host}:{port}", w.key, "master", 7071)
+        try:
+            for node, file in (("w0", "data/../../../../etc/hostname"), ("w0", "/etc/hostname"),
+                               ("w0", "pool/MANIFEST"), ("..", "data/x/y"), ("w0", "data")):
+                with pytest.raises(RemoteError) as err:
+                    await master.call("fetch", limit=TIMEOUT, node=node, file=file, offset=0,
+                                      length=100, size=1, crc=None)
+                assert err.value.code == "bad_request", (node, file, err.value)
+            for name in ("../pool", "..", "a/b", ""):
+                for op, fields in (("store", {"index": 0, "offset": 0, "data": b"x",
+                                              "last": True}),
+                                   ("drop", {"kind": "data"}), ("abort_put", {})):
+                    with pytest.raises(RemoteError) as err:
+                        await master.call(op, limit=TIMEOUT, name=name, **fields)
+                    assert err.value.code in ("usage", "bad_request"), (op, name)
+            with pytest.raises(RemoteError) as err:
+                await master.call("drop", limit=TIMEOUT, kind="pool", name="x")
+            assert err.value.code == "bad_request"
+            # a chunk that does not follow the previous one is refused
+            await master.call("store", limit=TIMEOUT, name="c", index=0, offset=0,
+                              data=b"a\n", last=False)
+            with pytest.raises(RemoteError) as err:
+                await master.call("store", limit=TIMEOUT, name="c", index=0, offset=7,
+                                  data=b"b\n", last=True)
+            assert err.value.code == "bad_request"
+            await master.call("abort_put", limit=TIMEOUT, name="c")
+        finally:
+            await master.close()
+            await serving
+
+    arun(main())
+    disk = os.path.join(os.path.dirname(w.log_path), "disks", "w0")  # --local-root layout
+    assert os.path.exists(os.path.join(disk, "pool", "MANIFEST"))
+    assert not os.path.exists(os.path.join(disk, "data", "c"))
+    worker_alive(w)
+
+
+def test_master_storage_requests_with_bad_values(master_daemon):
+    m = master_daemon
+
+    async def main():
+        client, _, serving = await _rpc_session(m.unix, None, "client", 7070)
+        try:
+            for op, fields, code in (
+                    ("put_data", {"put": "nope", "index": 0, "offset": 0, "data": b"x",
+                                  "last": True}, "not_found"),
+                    ("put_end", {"put": "nope"}, "not_found"),
+                    ("put_begin", {"name": "../x", "splits": 1, "size": 1}, "usage"),
+                    ("put_begin", {"name": "x", "splits": 0, "size": 1}, "bad_request"),
+                    ("read", {"name": "none", "part": 0, "offset": 0, "length": 9},
+                     "not_found"),
+                    ("dataset", {"name": "none"}, "not_found"),
+                    ("remove", {"name": "none"}, "not_found")):
+                with pytest.raises(RemoteError) as err:
+                    await client.call(op, limit=TIMEOUT, **fields)
+                assert err.value.code == code, (op, fields, err.value.code, err.value)
+            assert await client.call("ls", limit=TIMEOUT) == []
+        finally:
+            await client.close()
+            await serving
+
+    arun(main())
+    master_alive(m)
 
 
 # ------------------------------------------------------------------------------ survivors

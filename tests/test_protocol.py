@@ -181,7 +181,8 @@ def test_validate_fuzz_known_ops(op, fields):
 
 # ------------------------------------------------------------------------------ validate
 
-_SAMPLE = {int: 1, str: "s", dict: {}, list: [], (int, float): 1.5, (str, type(None)): None}
+_SAMPLE = {int: 1, str: "s", dict: {}, list: [], bytes: b"x", bool: True, (int, float): 1.5,
+           (str, type(None)): None, (int, type(None)): None}
 
 
 def _valid(op: str, with_optional: bool) -> dict:

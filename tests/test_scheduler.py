@@ -205,6 +205,20 @@ def test_map_locality_puts_a_split_on_its_node():
     check_consistent(s)
 
 
+def test_a_freed_worker_takes_its_own_split_before_anothers():
+    """Splits round-robin over three workers of one slot each: when w2 frees up, it takes
+    the next split it holds (m-00004), not the first pending one (m-00003, on w1)."""
+    s = cluster("w1", "w2", "w3", parallelism=1)
+    s.submit("j", make_spec(maps=6, reducers=1, nodes=["w1", "w2", "w3"] * 2), 0)
+    got = launched(s.schedule(0))
+    assert {n: l.worker for n, l in got.items()} == {
+        "m-00000": "w1", "m-00001": "w2", "m-00002": "w3"}
+    succeed(s, got["m-00001"].attempt["id"], 1)
+    again = launched(s.schedule(1))
+    assert {n: l.worker for n, l in again.items()} == {"m-00004": "w2"}
+    check_consistent(s)
+
+
 def test_locality_yields_to_capacity_and_to_dead_nodes():
     s = cluster("w1", "w2", "w3", parallelism=1)
     s.worker_down("w3", 0)

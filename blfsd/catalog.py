@@ -1,0 +1,127 @@
+"""Cluster storage: named datasets (`blfs put`) and named outputs, and where they live.
+
+A dataset is a list of split files, each a run of whole lines on one worker's own disk; an
+output is a list of part files, each on the worker that wrote it. The files sit on the
+workers' shared disks outside the pool (`DISK/data/NAME/`, `DISK/output/NAME/`), so every
+node finds them at the same path under `disks_root`, and a peer can still read them when
+their owner is down. The master records which file is where (this module's `Catalog`, in
+its StateDirectory); the workers write, read and remove the files (`blfsd.datafiles`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Optional
+
+import msgpack
+
+from .errors import Conflict, NotFound, ProtocolError, UsageError
+
+log = logging.getLogger("blfs.catalog")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+DATASETS, OUTPUTS = "data", "output"
+
+
+def is_name(text: str) -> bool:
+    """A cluster name: letters, digits, '.', '_', '-'; no '/', so never a path."""
+    return bool(_NAME.match(text))
+
+
+def check_name(text: str) -> str:
+    if not is_name(text):
+        raise UsageError(f"{text[:120]!r} is not a valid name (letters, digits, '.', '_', "
+                         "'-', at most 100, starting with a letter or digit)")
+    return text
+
+
+def check_node(node: str) -> str:
+    """A node name from the wire, before it becomes part of a path."""
+    if not isinstance(node, str) or "/" in node or node in ("", ".", ".."):
+        raise ProtocolError(f"bad node name {str(node)[:100]!r}")
+    return node
+
+
+def area(disk: str, kind: str, name: str) -> str:
+    """The directory of a dataset or output on one node's disk."""
+    if kind not in (DATASETS, OUTPUTS):
+        raise ProtocolError(f"no storage area {str(kind)[:40]!r}")
+    return os.path.join(disk, kind, check_name(name))
+
+
+def split_path(disk: str, name: str, index: int) -> str:
+    return os.path.join(area(disk, DATASETS, name), f"split-{index:05d}")
+
+
+def output_dir(disk: str, name: str) -> str:
+    return area(disk, OUTPUTS, name)
+
+
+class Catalog:
+    """The master's record of datasets and outputs: one msgpack file, replaced atomically."""
+
+    def __init__(self, directory: Optional[str]):
+        self.path = os.path.join(directory, "catalog.msgpack") if directory else None
+        self.entries: dict[str, dict] = {DATASETS: {}, OUTPUTS: {}}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path or not os.path.exists(self.path):
+            return
+        try:
+            with open(self.path, "rb") as f:
+                data = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+            for kind in (DATASETS, OUTPUTS):
+                self.entries[kind] = dict(data.get(kind) or {})
+        except (OSError, ValueError, AttributeError, msgpack.UnpackException) as exc:
+            log.error("cannot read the catalog %s (%s): starting with an empty one",
+                      self.path, exc)
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(msgpack.packb(self.entries, use_bin_type=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self.path)
+
+    def get(self, kind: str, name: str) -> dict:
+        entry = self.entries[kind].get(name)
+        if entry is None:
+            what = "dataset" if kind == DATASETS else "output"
+            raise NotFound(f"no {what} named {name[:100]!r} (see blfs ls)")
+        return entry
+
+    def has(self, kind: str, name: str) -> bool:
+        return name in self.entries[kind]
+
+    def add(self, kind: str, name: str, entry: dict) -> dict:
+        if name in self.entries[kind]:
+            raise Conflict(f"{name!r} already exists")
+        entry = dict(entry, name=name, created=time.time())
+        self.entries[kind][name] = entry
+        self._save()
+        return entry
+
+    def remove(self, kind: str, name: str) -> dict:
+        entry = self.get(kind, name)
+        del self.entries[kind][name]
+        self._save()
+        return entry
+
+    def listing(self) -> list:
+        """One row per dataset and output, for `blfs ls`."""
+        rows = []
+        for kind in (DATASETS, OUTPUTS):
+            for name, e in sorted(self.entries[kind].items()):
+                files = e.get("splits") if kind == DATASETS else e.get("parts")
+                rows.append({"kind": "dataset" if kind == DATASETS else "output",
+                             "name": name, "files": len(files or []),
+                             "bytes": sum(f.get("size", 0) for f in files or []),
+                             "nodes": sorted({f["node"] for f in files or []}),
+                             "job": e.get("job"), "created": e.get("created")})
+        return rows
