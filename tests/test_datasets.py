@@ -93,6 +93,16 @@ def job_of_output(cluster: LoopCluster, name: str) -> str:
     return job
 
 
+def counted(cluster: LoopCluster, source: str, corpus: Path, reducers: int = 0) -> str:
+    """Word count of `source` (a dataset or a local path) into the cluster output "counts",
+    checked with `blfs cat` against the reference; returns the job id."""
+    extra = ["--reducers", str(reducers)] if reducers else []
+    cluster.blfs("submit", WORDCOUNT, "--input", source, "--output", "counts", *extra,
+                 "--quiet", timeout=120)
+    assert parse_lines(cluster.blfs("cat", "counts").stdout) == expected_counts(corpus)
+    return job_of_output(cluster, "counts")
+
+
 # ------------------------------------------------------------------------------ tests
 
 def test_put_submit_cat_get(cluster, corpus, tmp_path):
@@ -116,11 +126,8 @@ def test_put_submit_cat_get(cluster, corpus, tmp_path):
     assert split_files(cluster, "corpus") == files
 
     # submit --input NAME --output NAME: maps run where their splits are
-    cluster.blfs("submit", WORDCOUNT, "--input", "corpus", "--output", "counts",
-                 "--reducers", "3", "--quiet", timeout=120)
+    job = counted(cluster, "corpus", corpus, reducers=3)
     want = expected_counts(corpus)
-    assert parse_lines(cluster.blfs("cat", "counts").stdout) == want
-    job = job_of_output(cluster, "counts")
     order = launch_order(cluster, job)
     owner = {f"m-{int(p.name[6:]):05d}": f"w{i}" for i, fs in files.items() for p in fs}
     assert {task for task, _ in order} == set(owner)
@@ -174,16 +181,12 @@ def test_splits_of_a_stopped_worker_are_read_by_its_peers(cluster, corpus):
     w1_splits = [p.name for p in split_files(cluster, "corpus")[1]]
     assert w1_splits
     # as the views were mounted before the put, they cannot be trusted to show the split
-    # files (seen here: missing, or EUCLEAN "Structure needs cleaning" from a stale inode)
+    # files (missing, EBADMSG or EUCLEAN from a stale inode)
     stale = [not shows(cluster.disk(v, 1) / "data" / "corpus" / name,
                        cluster.disk(1, 1) / "data" / "corpus" / name)
              for v in (0, 2) for name in w1_splits]
     cluster.daemons[1].stop()
-    cluster.blfs("submit", WORDCOUNT, "--input", "corpus", "--output", "counts",
-                 "--reducers", "2", "--quiet", timeout=120)
-    want = expected_counts(corpus)
-    assert parse_lines(cluster.blfs("cat", "counts").stdout) == want
-    job = job_of_output(cluster, "counts")
+    job = counted(cluster, "corpus", corpus, reducers=2)
     placed = launches(cluster, job)
     for name in w1_splits:
         assert placed[f"m-{int(name[6:]):05d}"][-1] in ("w0", "w2"), placed
@@ -202,8 +205,7 @@ def shows(view: Path, own: Path) -> bool:
 
 def test_cat_reads_a_part_through_a_peer_when_its_writer_is_down(cluster, corpus):
     cluster.blfs("put", str(corpus), "corpus")
-    cluster.blfs("submit", WORDCOUNT, "--input", "corpus", "--output", "counts",
-                 "--reducers", "3", "--quiet", timeout=120)
+    counted(cluster, "corpus", corpus, reducers=3)
     want = expected_counts(corpus)
     cluster.daemons[2].stop()  # w2 wrote one part; its disk is still there
     deadline = time.monotonic() + 30
@@ -216,9 +218,7 @@ def test_cat_reads_a_part_through_a_peer_when_its_writer_is_down(cluster, corpus
 
 
 def test_local_input_with_a_named_output_is_put_first_and_removed_after(cluster, corpus):
-    cluster.blfs("submit", WORDCOUNT, "--input", str(corpus), "--output", "counts",
-                 "--quiet", timeout=120)
-    assert parse_lines(cluster.blfs("cat", "counts").stdout) == expected_counts(corpus)
+    counted(cluster, str(corpus), corpus)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the master drops the temporary dataset
         rows = json.loads(cluster.blfs("ls", "--json").stdout)
