@@ -18,7 +18,7 @@ from typing import Any, Optional
 from . import catalog, datafiles, protocol, rpc, runtime, storage
 from .config import WORKER_PORT, Config
 from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, PoolExhausted,
-                     ProtocolError)
+                     ProtocolError, StorageError)
 from .systemd import Notifier, listen_fds, setup_logging
 from .transport import FrameStream, format_address, parse_address
 
@@ -212,9 +212,12 @@ class Worker:
         if op == "release_job":
             return self.release_job(msg["job"], msg.get("output_tmp"), msg.get("output_name"))
         if op == "store":
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self.uploads.write, catalog.check_name(msg["name"]), msg["index"],
-                msg["offset"], msg["data"], msg["last"])
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    None, self.uploads.write, catalog.check_name(msg["name"]), msg["index"],
+                    msg["offset"], msg["data"], msg["last"])
+            except OSError as exc:  # a full disk, most likely: one line for the user
+                raise StorageError(f"storing on {self.name}: {exc.strerror}") from None
         if op == "abort_put":
             self.uploads.abort(catalog.check_name(msg["name"]))
             return None

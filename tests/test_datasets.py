@@ -265,13 +265,37 @@ def test_a_put_cut_short_leaves_nothing(cluster, tmp_path):
         time.sleep(0.1)
     assert not any(split_files_any(cluster, "big"))
     assert json.loads(cluster.blfs("ls", "--json").stdout) == []
+    small_job(cluster, tmp_path, "big")  # the name is free again
+
+
+def small_job(cluster: LoopCluster, tmp_path: Path, name: str) -> None:
+    """Put a two-line file as `name` and count its words: the cluster still works."""
     small = tmp_path / "small.txt"
     small.write_text("a b\nb\n")
-    cluster.blfs("put", str(small), "big")
-    cluster.blfs("submit", WORDCOUNT, "--input", "big", "--output", "o", "--quiet")
+    cluster.blfs("put", str(small), name)
+    cluster.blfs("submit", WORDCOUNT, "--input", name, "--output", "o", "--quiet")
     assert parse_lines(cluster.blfs("cat", "o").stdout) == {"a": 1, "b": 2}
 
 
 def split_files_any(cluster: LoopCluster, name: str) -> list:
     """Every file (finished or in progress) of a dataset on any owner's disk."""
     return [p for i in range(cluster.n) for p in (cluster.disk(i, i) / "data" / name).glob("*")]
+
+
+def test_a_put_that_fills_a_disk_fails_in_one_line_and_leaves_nothing(cluster, tmp_path):
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:  # 192 MiB of lines: 64 MiB per worker, more than a disk holds
+        for _ in range(48):
+            f.write((b"x" * 1023 + b"\n") * 4096)
+    res = cluster.blfs("put", str(big), "big", "--split-size", "8M", check=False, timeout=180)
+    assert res.returncode == 1, res.stderr
+    assert "No space left on device" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert json.loads(cluster.blfs("ls", "--json").stdout) == []
+    deadline = time.monotonic() + 15
+    while split_files_any(cluster, "big") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert split_files_any(cluster, "big") == []
+    big.unlink()
+    # the pools were untouched: a job still runs
+    small_job(cluster, tmp_path, "small")
