@@ -207,14 +207,41 @@ class Container:
         os.unlink(os.path.join(self.root, ".blfs-rootfs-complete"))
         write(self.root, "/etc/hostname", self.name + "\n")
 
+    def nspawn_options(self) -> list:
+        """nspawn's options besides the root, --boot and the machine name (a subclass may
+        use a bridge instead, bind devices, set a host name)."""
+        return ["--private-network"]
+
+    def started(self) -> None:
+        """Called once the container's systemd exists, before waiting for multi-user."""
+
     def boot(self, timeout: float = 90) -> None:
+        self.start()
+        self.wait_booted(timeout)
+
+    def start(self, die_with_parent: bool = True) -> None:
+        """Start nspawn in a cgroup of its own. From the main thread if die_with_parent:
+        PR_SET_PDEATHSIG fires when the *thread* that forked nspawn ends."""
         argv = ["systemd-nspawn", "--quiet", "-D", self.root, "--boot", "--register=no",
-                "--keep-unit", f"--machine={self.name}", "--private-network",
+                "--keep-unit", f"--machine={self.name}", *self.nspawn_options(),
                 "--console=pipe", "--link-journal=no"]
-        self._log = open(self.log_path, "wb")
+        self.pid1 = None
+        self.cgroups = cgroup_dirs(f"blfs-{self.name}")
+        for d in self.cgroups:
+            remove_cgroup(d)
+            os.makedirs(d)
+
+        def in_child() -> None:
+            enter_cgroups(self.cgroups)
+            if die_with_parent:
+                _die_with_parent()
+
+        self._log = open(self.log_path, "ab")
         self.nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+                                       preexec_fn=in_child)
+
+    def wait_booted(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while self.pid1 is None:
             if self.nspawn.poll() is not None:
@@ -224,6 +251,7 @@ class Container:
                 if time.monotonic() > deadline:
                     self._boot_failed("no systemd appeared in the container")
                 time.sleep(0.1)
+        self.started()
         state = ""
         while time.monotonic() < deadline:
             done = self.run("systemctl", "is-system-running", check=False, timeout=30)
@@ -284,6 +312,8 @@ class Container:
             if self.nspawn is not None and self.nspawn.poll() is None:
                 raise ContainerError(f"container {self.name} (nspawn {self.nspawn.pid}) "
                                      "would not stop")
+            for d in getattr(self, "cgroups", []):
+                remove_cgroup(d)
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- commands inside
@@ -332,6 +362,55 @@ class Container:
 
 
 PR_SET_PDEATHSIG = 1
+
+
+def cgroup_dirs(name: str) -> list:
+    """A cgroup of its own for one container, below ours, in the hierarchies systemd uses
+    (the named v1 `name=systemd` one and the unified v2 one, whichever are mounted).
+
+    With --keep-unit and no host systemd, nspawn leaves the container in the cgroup of the
+    process that started it, and the container's systemd builds its tree (payload/
+    system.slice/UNIT...) there: two containers started from one process would share every
+    unit's cgroup (seen: units failing with status=219/CGROUP, boots ending degraded)."""
+    ours = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, controllers, path = line.rstrip("\n").split(":", 2)
+            if controllers == "name=systemd":
+                ours["v1"] = path
+            elif hid == "0" and controllers == "":
+                ours["v2"] = path
+    dirs = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mount_point, fstype = fields[4], fields[fields.index("-") + 1]
+            options = fields[-1].split(",")
+            key = ("v1" if fstype == "cgroup" and "name=systemd" in options
+                   else "v2" if fstype == "cgroup2" else None)
+            if key in ours:
+                dirs.append(os.path.join(mount_point, ours.pop(key).lstrip("/"), name))
+    return dirs
+
+
+def enter_cgroups(dirs: list) -> None:
+    """In a child before exec: move this process into the given cgroups."""
+    for d in dirs:
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+
+def remove_cgroup(path: str, timeout: float = 10) -> None:
+    """Remove a cgroup and what the container's systemd made below it (bottom up)."""
+    deadline = time.monotonic() + timeout
+    while os.path.isdir(path):
+        for dirpath, _, _ in os.walk(path, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+        if os.path.isdir(path):
+            if time.monotonic() > deadline:
+                raise ContainerError(f"cannot remove cgroup {path}: still in use")
+            time.sleep(0.1)
 
 
 def _die_with_parent() -> None:
