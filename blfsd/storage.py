@@ -212,15 +212,23 @@ def block_device_of(path: str) -> Optional[str]:
     """The block device node a mount point is on, if the path is a mount of a block device."""
     if not os.path.ismount(path):
         return None
-    st = os.stat(path)
-    sysdir = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    dev = os.stat(path).st_dev
+    candidates = []
     try:
-        with open(os.path.join(sysdir, "uevent")) as f:
-            for line in f:
-                if line.startswith("DEVNAME="):
-                    return "/dev/" + line.strip().split("=", 1)[1]
+        with open(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/uevent") as f:
+            candidates += ["/dev/" + line.strip().split("=", 1)[1] for line in f
+                           if line.startswith("DEVNAME=")]
     except OSError:
-        return None
+        pass
+    found = mount_of(path)  # a container may have the device only under another name
+    if found:
+        candidates.append(found[0])
+    for device in candidates:
+        try:
+            if os.stat(device).st_rdev == dev:
+                return device
+        except OSError:
+            continue
     return None
 
 
