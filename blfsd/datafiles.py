@@ -69,6 +69,13 @@ class Uploads:
         storage.publish_metadata(self.disk, self.device)  # for peers' noload mounts
         return {"file": os.path.relpath(up.final, self.disk), "size": up.size, "crc": up.crc}
 
+    def abort_all(self) -> list:
+        """A new master session knows of no put in progress: drop every one (their names)."""
+        names = sorted({name for name, _ in self.open})
+        for name in names:
+            self.abort(name)
+        return names
+
     def abort(self, name: str) -> None:
         """Forget a put that failed: close its files and remove what it wrote."""
         for key in [k for k in self.open if k[0] == name]:

@@ -240,6 +240,9 @@ class Worker:
                     and isinstance(item[1], str)):
                 pairs.append((item[0], item[1]))
         self.leases.reset(pairs)
+        for name in self.uploads.abort_all():
+            log.warning("dropped dataset %s: its put was cut short by a new master session",
+                        name)
         return {"name": self.name, "parallelism": self.config.cpu_parallelism(),
                 "generation": self.manifest.generation, "slots": self.manifest.slot_count,
                 "slot_size": self.manifest.slot_size, "disk": self.disk,

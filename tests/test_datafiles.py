@@ -78,6 +78,18 @@ def test_abort_removes_everything_of_the_put(tmp_path):
     assert datafiles.drop(disk, DATASETS, "d") is False
 
 
+def test_a_new_master_session_drops_puts_in_progress(tmp_path):
+    disk = str(tmp_path)
+    up = datafiles.Uploads(disk, None)
+    up.write("c", 0, 0, b"a\n", last=True)   # finished, but the put was not
+    up.write("c", 1, 0, b"b", last=False)
+    up.write("d", 0, 0, b"done\n", last=True)  # a dataset that is complete on this disk
+    assert up.abort_all() == ["c"]
+    assert not os.path.exists(os.path.join(disk, "data", "c"))
+    assert os.path.exists(os.path.join(disk, "data", "d", "split-00000"))
+    assert up.abort_all() == []
+
+
 def test_catalog_survives_a_restart_and_refuses_duplicates(tmp_path):
     c = Catalog(str(tmp_path))
     c.add(DATASETS, "c", {"splits": [{"node": "w1", "file": "data/c/split-00000",
