@@ -13,12 +13,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Awaitable, Optional
 
 from . import catalog, datafiles, protocol, rpc, runtime, storage
 from .config import WORKER_PORT, Config
-from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, PoolExhausted,
-                     ProtocolError, StorageError)
+from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, ProtocolError,
+                     StorageError)
 from .systemd import Notifier, listen_fds, setup_logging
 from .transport import FrameStream, format_address, parse_address
 
@@ -413,30 +413,11 @@ class Worker:
     async def _from_task(self, attempt: RunningAttempt, stream: FrameStream, msg: dict) -> None:
         op = msg.get("op")
         if op == "lease":
-            try:
-                result: Any = {"slot": self.leases.lease(attempt.id)}
-                answer = protocol.reply(msg["id"], result)
-            except PoolExhausted as exc:
-                answer = protocol.error_reply(msg["id"], exc.code, str(exc))
-            await stream.write(answer)
+            await self._answer(stream, msg, self._lease(attempt))
         elif op == "ensure_view":
-            try:
-                generation = msg.get("generation")
-                if not isinstance(generation, int):
-                    raise ProtocolError("ensure_view needs an integer generation")
-                await self._ensure_view(str(msg.get("node")), generation)
-                answer = protocol.reply(msg["id"], True)
-            except BlfsError as exc:
-                answer = protocol.error_reply(msg["id"], exc.code, str(exc))
-            await stream.write(answer)
+            await self._answer(stream, msg, self._task_ensure_view(msg))
         elif op == "fresh_file":
-            try:
-                await self._fresh_file(msg.get("node"), msg.get("file"), msg.get("size"),
-                                       msg.get("crc"))
-                answer = protocol.reply(msg["id"], True)
-            except BlfsError as exc:
-                answer = protocol.error_reply(msg["id"], exc.code, str(exc))
-            await stream.write(answer)
+            await self._answer(stream, msg, self._task_fresh_file(msg))
         elif op == "progress":
             await self._tell_master(attempt.id, "running", {
                 "progress": msg.get("progress", 0.0), "status": msg.get("status", ""),
@@ -446,6 +427,30 @@ class Worker:
         elif op == "failed":
             attempt.failure = {"kind": str(msg.get("kind", "user")),
                                "error": str(msg.get("error", "")), "info": msg.get("info", {})}
+
+    @staticmethod
+    async def _answer(stream: FrameStream, msg: dict, work: Awaitable[Any]) -> None:
+        """Reply to a task's request: the result of the work, or its error."""
+        try:
+            answer = protocol.reply(msg["id"], await work)
+        except BlfsError as exc:
+            answer = protocol.error_reply(msg["id"], exc.code, str(exc))
+        await stream.write(answer)
+
+    async def _lease(self, attempt: RunningAttempt) -> dict:
+        return {"slot": self.leases.lease(attempt.id)}
+
+    async def _task_ensure_view(self, msg: dict) -> bool:
+        generation = msg.get("generation")
+        if not isinstance(generation, int):
+            raise ProtocolError("ensure_view needs an integer generation")
+        await self._ensure_view(str(msg.get("node")), generation)
+        return True
+
+    async def _task_fresh_file(self, msg: dict) -> bool:
+        await self._fresh_file(msg.get("node"), msg.get("file"), msg.get("size"),
+                               msg.get("crc"))
+        return True
 
     async def _ensure_view(self, node: str, generation: int) -> None:
         """Remount our view of a peer's disk when its pool generation changed."""
