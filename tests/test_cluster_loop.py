@@ -212,3 +212,25 @@ def test_cluster_on_loop_disks(cluster, tmp_path):
     cluster.wait_workers_up(time.monotonic() + 5)
     print(f"\nwordcount: {wc['crossed']} cross-disk segment reads, {wc['directions']}; "
           f"inverted index: {ii['crossed']}; {time.monotonic() - t0:.1f} s")
+
+
+def test_a_job_whose_map_output_cannot_fit_fails_with_the_pool_named(cluster, tmp_path):
+    """8 slots of 1 MiB per worker cannot hold ~100 MiB of map output: every attempt that
+    runs out of slots fails with a `pool` error, and the job fails naming it, instead of
+    hanging; the slots are all free again afterwards."""
+    corpus = tmp_path / "corpus.txt"
+    write_corpus(corpus, 2 << 20, seed=3)
+    out = tmp_path / "bloat-out"
+    res = cluster.blfs("submit", str(Path(__file__).parent / "jobs" / "bloat.py"), "--input",
+                       str(corpus), "--output", str(out), "--quiet", "--max-attempts", "2",
+                       check=False, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "out of pool slots on w" in res.stderr, res.stderr
+    assert not (out / "_SUCCESS").exists()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = cluster.wait_workers_up(time.monotonic() + 5)
+        if all(r["info"]["free_slots"] == 8 for r in rows):
+            break
+        time.sleep(0.3)
+    assert [r["info"]["free_slots"] for r in rows] == [8, 8, 8]
