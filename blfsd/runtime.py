@@ -394,9 +394,11 @@ def run_reduce(make_job: Callable[[], tuple], spec: dict, env: dict, chan: Chann
             # name every map whose output is bad, so that all of them re-run at once
             exc.map_tasks = _unreadable_maps(spec, env, segments, partition)
             raise
-    size, crc = datafiles.checksum(path)  # recorded with a cluster output, checked by readers
-    return {"path": path, "target": target, "counters": job._counters, "size": size,
-            "crc": crc, "file": os.path.relpath(target, env["disk"])}
+    result = {"path": path, "target": target, "counters": job._counters}
+    if spec.get("output_name"):  # a cluster output: recorded by the master, checked by readers
+        size, crc = datafiles.checksum(path)
+        result.update(size=size, crc=crc, file=os.path.relpath(target, env["disk"]))
+    return result
 
 
 def _unreadable_maps(spec: dict, env: dict, segments: list, partition: int) -> list:
