@@ -13,7 +13,7 @@ import sys
 import zlib
 from typing import Any, Callable, Optional
 
-from . import auth, config as configmod, rpc
+from . import auth, config as configmod, rpc, storage
 from .errors import (BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, StorageError,
                      UsageError)
 from .catalog import check_name, is_name
@@ -493,8 +493,7 @@ def get(args: argparse.Namespace, cfg: configmod.Config) -> int:
     finally:
         for f in files.values():
             f.close()
-    with open(os.path.join(target, "_SUCCESS"), "wb") as f:
-        os.fsync(f.fileno())
+    storage.write_success(target)
     print(f"{args.name}: {len(files)} parts in {target}", file=sys.stderr)
     return 0
 

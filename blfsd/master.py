@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import catalog as cat, rpc, scheduler as sch
+from . import catalog as cat, rpc, scheduler as sch, storage
 from .catalog import DATASETS, OUTPUTS, Catalog
 from .config import MASTER_PORT, WORKER_PORT, Config, Node
 from .errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
@@ -341,7 +341,8 @@ class Master:
             else:
                 # _SUCCESS by a worker too: the master may have a read-only view of outputs
                 last = action.parts[-1][0] if action.parts else ""
-                await self._on_worker(last, "success", _write_success, output, output=output)
+                await self._on_worker(last, "success", storage.write_success, output,
+                                      output=output)
         except (BlfsError, OSError, asyncio.TimeoutError) as exc:
             for worker, target in done:
                 try:
@@ -716,13 +717,6 @@ def _bind_unix(path: str) -> socket.socket:
         os.umask(old)
     sock.listen(64)
     return sock
-
-
-def _write_success(output: str) -> None:
-    path = os.path.join(output, "_SUCCESS")
-    with open(path, "w") as f:
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _unlink(path: str) -> None:

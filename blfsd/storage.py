@@ -80,6 +80,18 @@ def slot_path(disk: str, slot: int) -> str:
     return os.path.join(disk, POOL_DIR, f"slot-{slot:05d}")
 
 
+def write_success(output: str) -> str:
+    """An output is complete: an empty _SUCCESS, durable with its directory, written last."""
+    path = os.path.join(output, "_SUCCESS")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(output)
+    return path
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

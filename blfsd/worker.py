@@ -336,18 +336,7 @@ class Worker:
 
     def write_success(self, output: str) -> dict:
         """The job's output is complete: _SUCCESS, durable, written last."""
-        path = os.path.join(output, "_SUCCESS")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        dfd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        return {"written": path}
+        return {"written": storage.write_success(output)}
 
     def release_job(self, job: str, output_tmp: Optional[str],
                     output_name: Optional[str] = None) -> dict:
