@@ -18,6 +18,7 @@ from typing import Optional
 import msgpack
 
 from .errors import Conflict, NotFound, ProtocolError, UsageError
+from .state import save_msgpack
 
 log = logging.getLogger("blfs.catalog")
 
@@ -80,14 +81,8 @@ class Catalog:
                       self.path, exc)
 
     def _save(self) -> None:
-        if not self.path:
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(msgpack.packb(self.entries, use_bin_type=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.path)
+        if self.path:
+            save_msgpack(self.path, self.entries)
 
     def get(self, kind: str, name: str) -> dict:
         entry = self.entries[kind].get(name)

@@ -9,6 +9,16 @@ import msgpack
 log = logging.getLogger("blfs.state")
 
 
+def save_msgpack(path: str, record: object) -> None:
+    """Replace a record file atomically: a crash leaves the old one or the new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(msgpack.packb(record, use_bin_type=True))
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
 class JobStore:
     """One msgpack file per job: its spec when accepted, its final status when ended."""
 
@@ -23,12 +33,7 @@ class JobStore:
     def save(self, job_id: str, record: dict) -> None:
         if not self.dir:
             return
-        tmp = self._path(job_id) + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(msgpack.packb(record, use_bin_type=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self._path(job_id))
+        save_msgpack(self._path(job_id), record)
 
     def load_all(self) -> list:
         """Every record, oldest first; unreadable files are logged and skipped."""
