@@ -125,14 +125,9 @@ class Resources:
     # -- loop devices ---------------------------------------------------------------------
     def loop(self, image: str, read_only: bool = False) -> str:
         """Attach a new loop device over the image; it is detached by close()."""
-        argv = ["losetup", "-f", "--show"]
-        if read_only:
-            argv.append("-r")
-        device = run(*argv, image).stdout.strip()
-        if not device.startswith("/dev/loop"):
-            raise RuntimeError(f"losetup gave {device!r}")
+        device = attach(image, read_only)
         backing = os.path.realpath(image)
-        self._undo.append((f"detach {device}", lambda: _detach(device, backing)))
+        self._undo.append((f"detach {device}", lambda: detach(device, backing)))
         return device
 
     # -- mounts ---------------------------------------------------------------------------
@@ -179,16 +174,27 @@ def _umount(path: str) -> None:
         run("umount", "-l", path)
 
 
-def _detach(device: str, backing: str) -> None:
+def attach(image: str, read_only: bool = False) -> str:
+    """A new loop device over an image file."""
+    argv = ["losetup", "-f", "--show"]
+    if read_only:
+        argv.append("-r")
+    device = run(*argv, image).stdout.strip()
+    if not device.startswith("/dev/loop"):
+        raise RuntimeError(f"losetup gave {device!r}")
+    return device
+
+
+def detach(device: str, backing: str) -> None:
+    """Detach a loop device of ours: never one that another image backs by now."""
     current = loop_backing_file(device)
     if current is None:
         return  # already detached
-    if os.path.realpath(current.removesuffix(" (deleted)")) != backing:
-        # Someone else's device now: never touch it.
-        return
+    if os.path.realpath(current.removesuffix(" (deleted)")) != os.path.realpath(backing):
+        return  # someone else's device now: never touch it
     for attempt in range(50):
         proc = run("losetup", "-d", device, check=False)
-        if proc.returncode == 0:
+        if proc.returncode == 0 or loop_backing_file(device) is None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"cannot detach {device}: {proc.stderr.strip()}")

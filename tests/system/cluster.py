@@ -54,7 +54,7 @@ from typing import Callable, Iterable, Optional
 
 from container import (PACKAGES, REPO, WORK, Container, ContainerError, remove_cgroup, rootfs,
                        write)
-from loopdev import loop_backing_file
+from loopdev import attach as attach_loop, detach as detach_loop
 
 #: What the root file system needs besides tests/container.py's list: every Depends of the
 #: .deb (check with `dpkg-deb -f blfs_*.deb Depends`) must be installed offline.
@@ -239,28 +239,6 @@ def make_image(path: str, label: str, size: int = IMAGE_SIZE) -> str:
     run("mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", label[:16],
         "-E", "lazy_itable_init=0,lazy_journal_init=0", path)
     return path
-
-
-def attach_loop(image: str) -> str:
-    device = run("losetup", "-f", "--show", image).stdout.strip()
-    if not device.startswith("/dev/loop"):
-        raise RuntimeError(f"losetup gave {device!r}")
-    return device
-
-
-def detach_loop(device: str, backing: str) -> None:
-    """Detach a loop device of ours: never one that another image backs by now."""
-    current = loop_backing_file(device)
-    if current is None:
-        return
-    if os.path.realpath(current.removesuffix(" (deleted)")) != os.path.realpath(backing):
-        return
-    for _ in range(50):
-        done = run("losetup", "-d", device, check=False)
-        if done.returncode == 0 or loop_backing_file(device) is None:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"cannot detach {device}: {done.stderr.strip()}")
 
 
 # ----------------------------------------------------------------------------- state
