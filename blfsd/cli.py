@@ -13,13 +13,12 @@ import sys
 import zlib
 from typing import Any, Callable, Optional
 
-from . import auth, config as configmod, rpc, storage
+from . import auth, config as configmod, inputs, rpc, storage
 from .errors import (BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, StorageError,
                      UsageError)
 from .catalog import check_name, is_name
 from .datafiles import CHUNK
-from .inputs import (default_split_size, expand_inputs, line_cuts, make_splits,
-                     parse_size)
+from .inputs import expand_inputs, line_cuts, make_splits, parse_size
 from .job import job_attributes, load_job_class
 
 log = logging.getLogger("blfs.cli")
@@ -179,9 +178,7 @@ def add_splits(spec: dict, split_size: Optional[str], capacity: int,
                stored: Optional[list] = None) -> dict:
     """Cut the local input files into splits, after the splits of datasets (`stored`)."""
     files = spec.pop("files")
-    total = sum(os.path.getsize(f) for f in files)
-    size = parse_size(split_size) if split_size is not None else \
-        default_split_size(total, capacity)
+    size = inputs.split_size(files, split_size, capacity)
     spec["splits"] = list(stored or []) + make_splits(files, size, spec["input_format"])
     if not spec["splits"]:
         raise UsageError("the input is empty")
@@ -373,13 +370,13 @@ async def put_files(peer: rpc.Peer, files: list, name: str, split_size: Optional
                     capacity: int, whole: bool = False) -> dict:
     """Store local files as a dataset: cut on line boundaries (or one split per file),
     sent through the master to the workers it picks; abandoned cleanly on any error."""
-    total = sum(os.path.getsize(f) for f in files)
-    size = parse_size(split_size) if split_size else default_split_size(total, capacity)
+    size = inputs.split_size(files, split_size, capacity)
     pieces = [(f, a, b) for f in files
               for a, b in ([(0, os.path.getsize(f))] if whole else line_cuts(f, size))]
     if not pieces:
         raise UsageError("the input is empty")
-    begin = await peer.call("put_begin", limit=30, name=name, splits=len(pieces), size=total)
+    begin = await peer.call("put_begin", limit=30, name=name, splits=len(pieces),
+                            size=sum(b - a for _, a, b in pieces))
     token = begin["put"]
     window = asyncio.Semaphore(PUT_WINDOW)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from itertools import accumulate
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .errors import UsageError
 
@@ -52,9 +52,13 @@ def make_splits(files: list, split_size: int, input_format: str) -> list:
 MAX_SPLIT = 64 << 20
 
 
-def default_split_size(total: int, capacity: int) -> int:
-    """Enough splits for two waves of maps over the cluster's task slots (so that a slow
-    map does not leave the others idle), at least 1M and at most 64M each."""
+def split_size(files: list, asked: Optional[str], capacity: int) -> int:
+    """The size asked for (--split-size), or by default enough splits of the files for
+    two waves of maps over the cluster's task slots (so that a slow map does not leave the
+    others idle), at least 1M and at most 64M each."""
+    if asked is not None:
+        return parse_size(asked)
+    total = sum(os.path.getsize(f) for f in files)
     return min(MAX_SPLIT, max(1 << 20, -(-total // max(1, 2 * capacity))))
 
 
