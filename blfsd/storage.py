@@ -502,21 +502,34 @@ class SegmentReader:
 
 # --------------------------------------------------------------------------- peer views
 
-def remount(path: str) -> None:
-    """Drop a peer view's caches by mounting it again with the same source and options."""
+def remount(path: str, tries: int = 1, pause: float = 0.3) -> None:
+    """Drop a peer view's caches by mounting it again with the same source and options.
+    A view that is busy (files open on it) is tried again, up to `tries` times."""
     found = mount_of(path)
     if found is None:
         return
     source, fstype, _ = found
-    subprocess.run(["umount", path], check=True, capture_output=True)
+    for attempt in range(tries):
+        done = subprocess.run(["umount", path], capture_output=True)
+        if done.returncode == 0:
+            break
+        if attempt == tries - 1:
+            raise FetchError(f"cannot remount {path}: {_said(done)}")
+        time.sleep(pause)
     pinned = _still_mounted(source)
     # errors=continue: a view can see metadata in flux on the peer; that must not panic us
-    subprocess.run(["mount", "-t", fstype, "-o", "ro,noload,errors=continue", source, path],
-                   check=True, capture_output=True)
+    done = subprocess.run(["mount", "-t", fstype, "-o", "ro,noload,errors=continue", source,
+                           path], capture_output=True)
+    if done.returncode != 0:
+        raise FetchError(f"cannot remount {path}: {_said(done)}")
     if pinned:
         raise FetchError(f"{source} is still mounted in another mount namespace, so "
                          f"remounting {path} keeps its stale caches (a container or "
                          "`unshare -m` that copied the mount?)")
+
+
+def _said(done: subprocess.CompletedProcess) -> str:
+    return done.stderr.decode(errors="replace").strip()
 
 
 def _still_mounted(device: str) -> bool:
@@ -542,10 +555,7 @@ def ensure_generation(disk: str, generation: int) -> Manifest:
     if os.path.ismount(disk):
         log.info("remounting %s: pool generation %s announced, view has %s", disk,
                  generation, manifest.generation if manifest else "none")
-        try:
-            remount(disk)
-        except subprocess.CalledProcessError as exc:
-            raise FetchError(f"cannot remount {disk}: {exc.stderr.decode().strip()}") from None
+        remount(disk)
         manifest = read_manifest(disk, direct=True)
     if manifest is None or manifest.generation != generation:
         raise FetchError(f"pool on {disk} has generation "

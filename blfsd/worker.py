@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -488,21 +487,12 @@ class Worker:
         self._verified.add(key)
         return path
 
-    async def _remount(self, node: str, tries: int = 10) -> None:
-        """Remount our view of a peer's disk; busy views (open files) are tried again."""
+    async def _remount(self, node: str) -> None:
+        """Remount our view of a peer's disk; a busy view (open files) is tried again."""
         disk = os.path.join(self.config.disks_root, node)
-        loop = asyncio.get_running_loop()
         async with self._view_lock:
-            for attempt in range(tries):
-                try:
-                    await loop.run_in_executor(None, storage.remount, disk)
-                    log.info("remounted the view of %s to see new files", disk)
-                    return
-                except subprocess.CalledProcessError as exc:
-                    why = exc.stderr.decode(errors="replace").strip()
-                    if attempt == tries - 1:
-                        raise FetchError(f"cannot remount {disk}: {why}") from None
-                await asyncio.sleep(0.3)
+            await asyncio.get_running_loop().run_in_executor(None, storage.remount, disk, 10)
+        log.info("remounted the view of %s to see new files", disk)
 
     async def _tell_master(self, attempt_id: str, state: str, info: dict) -> None:
         master = self.master

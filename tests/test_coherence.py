@@ -18,6 +18,7 @@ import os
 import random
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -350,3 +351,25 @@ def test_remount_refuses_to_pretend_while_another_namespace_pins_the_view(views)
     storage.remount(views.b)  # nobody pins it now: fresh caches, the file is there
     with open(os.path.join(views.b, "data", "new"), "rb") as f:
         assert f.read() == b"x" * 5000
+
+
+def test_remount_of_a_busy_view_is_tried_again_then_refused(views):
+    """Something open on a view makes umount fail (busy): remount tries again, and
+    succeeds once it is closed; when it never is, a FetchError says why. The view stays
+    mounted read-only either way."""
+    views.mount_b()
+    held = os.open(views.b, os.O_RDONLY | os.O_DIRECTORY)
+    closer = threading.Timer(0.3, os.close, (held,))
+    try:
+        with pytest.raises(FetchError, match=f"cannot remount {re.escape(views.b)}: .*busy"):
+            storage.remount(views.b, tries=3, pause=0.05)
+        assert storage.mount_of(views.b)[0] == views.dev_b
+        closer.start()
+        storage.remount(views.b, tries=50, pause=0.05)
+    finally:
+        if closer.ident is None:
+            os.close(held)  # the timer never started
+        else:
+            closer.join()
+    assert storage.mount_of(views.b)[0] == views.dev_b
+    assert "ro" in mount_options(views.b).split(",")
