@@ -348,7 +348,8 @@ def _master_address(args: argparse.Namespace, cfg: configmod.Config) -> tuple[st
 
 
 async def _client(address: str, key: Optional[bytes]) -> rpc.Peer:
-    peer, _ = await rpc.connect(address, key, "client", f"{getpass.getuser()}@{os.getpid()}")
+    peer, _ = await rpc.connect(address, key, "client", f"{getpass.getuser()}@{os.getpid()}",
+                                expect_role="master")
     peer.reader_task = asyncio.ensure_future(peer.serve())  # replies arrive through it
     return peer
 

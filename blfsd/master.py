@@ -55,6 +55,7 @@ class Master:
         self.store = JobStore(config.state_dir)
         self.catalog = Catalog(config.state_dir)
         self.puts: dict[str, Put] = {}
+        self.gate = config.gate()
         self.notifier = Notifier()
         self.changed = asyncio.Condition()
         self.stopping = asyncio.Event()
@@ -165,6 +166,7 @@ class Master:
             try:
                 peer, hello = await rpc.connect(node.address, self.key, "master", self.name,
                                                 handler=self._from_worker,
+                                                expect_role="worker", expect_name=node.name,
                                                 default_port=WORKER_PORT)
             except (BlfsError, OSError) as exc:
                 if not said:
@@ -432,7 +434,8 @@ class Master:
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         peer = await rpc.accept_connection(reader, writer, self.key, "master", self.name,
-                                           self._from_client, self.config.group)
+                                           self._from_client, self.config.group,
+                                           roles=("client",), gate=self.gate)
         if peer is not None:
             await peer.serve()
             for token, put in list(self.puts.items()):

@@ -65,6 +65,7 @@ class Worker:
         self._views: dict[str, int] = {}
         self._verified: set = set()  # (path, size, crc) of files our views show intact
         self.uploads: Optional[datafiles.Uploads] = None
+        self.gate = config.gate()
         self.address = ""
 
     # ------------------------------------------------------------------ start/stop
@@ -174,7 +175,8 @@ class Worker:
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         peer = await rpc.accept_connection(reader, writer, self.key, "worker", self.name,
-                                           self._handle, self.config.group)
+                                           self._handle, self.config.group,
+                                           roles=("master", "client"), gate=self.gate)
         if peer is None:
             return
         if peer.role == "master":

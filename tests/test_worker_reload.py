@@ -49,7 +49,7 @@ def test_sighup_adopts_a_new_pool_generation_and_announces_it(tmp_path):
                 announced.append(msg)
 
             peer, _ = await rpc.connect(address, key, "master", "m", handler=handler,
-                                        default_port=7071)
+                                        expect_role="worker", default_port=7071)
             serving = asyncio.ensure_future(peer.serve())
             before = await peer.call("sync", limit=10, held=[], generation_of={})
             old = storage.read_manifest(disk, direct=False)
