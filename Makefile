@@ -25,6 +25,7 @@ deps:
 $(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q mrjob==0.7.4 warcio  # mrjob jobs (optional at run time); tests
 	@touch $@
 
 venv: deps $(VENV)/.installed
