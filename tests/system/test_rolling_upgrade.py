@@ -98,8 +98,9 @@ def test_rolling_upgrade_while_jobs_run(mixed, debs, slow_input, system_clock):
 
     def running_on(node: str):
         """The last job, once it has an attempt running on `node` (any worker, for the
-        master) and a wave of maps still to start, so that it is still running when
-        apt-get has restarted the daemon; a new job when the last one is too far on."""
+        master) and two waves of maps still to start (6 s or more), so that it is still
+        running when apt-get has restarted the daemon; a new job when the last one is too
+        far on."""
         if not jobs:
             submit()
         s = status(jobs[-1][0])
@@ -107,7 +108,7 @@ def test_rolling_upgrade_while_jobs_run(mixed, debs, slow_input, system_clock):
             return None
         maps = s["maps"]
         if s["state"] in ENDED or maps["total"] - maps["done"] - maps["running"] \
-                < SLOTS_IN_ALL:
+                < 2 * SLOTS_IN_ALL:
             submit()
             return None
         if any(a["state"] == "running" and (node == "master" or a["worker"] == node)
