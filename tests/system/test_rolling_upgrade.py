@@ -150,7 +150,8 @@ def test_rolling_upgrade_while_jobs_run(mixed, debs, slow_input, system_clock):
         if name != "master":  # (the master's restart starts the job's record afresh)
             lost = [f for f in mixed.status(jobs[-1][0])["failed_attempts"]
                     if f["worker"] == name]
-            note += f", {len(lost)} running attempts lost and run again elsewhere"
+            note += (f", {len(lost)} running attempt{'' if len(lost) == 1 else 's'} lost "
+                     "and run again elsewhere")
         system_clock["notes"].append(note)
 
     assert {n: version_of(node) for n, node in mixed.nodes.items()} \
