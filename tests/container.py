@@ -10,7 +10,8 @@ files are tried in a Debian 12 container instead:
 
 `rootfs()` builds /var/cache/blfs-test-rootfs/<key>/ when it is missing (about 20-60 s):
 the key is a hash of the suite, the mirror lines and the package list, so changing the list
-builds a new one. Each container boots on its own copy (`cp -a`) of it, which the context
+builds a new one. `rootfs(packages, suite="trixie")` builds a Debian 13 one instead (the
+package names are Debian 12's, mapped by RENAMED where a suite differs). Each container boots on its own copy (`cp -a`) of it, which the context
 manager removes, after stopping the container, even when the test fails.
 
 There is no host systemd or D-Bus, so nspawn runs with `--register=no --keep-unit`, and
@@ -38,7 +39,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default: Debian 12, what the machines and CI run
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "python3", "python3-msgpack", "python3-cryptography",
     "python3-sdnotify",
@@ -49,6 +50,19 @@ MIRRORS = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
+#: The Debian releases a root file system can be built from: suite -> its mirror lines.
+SUITES = {
+    "bookworm": MIRRORS,  # Debian 12
+    "trixie": (  # Debian 13
+        "deb http://deb.debian.org/debian trixie main",
+        "deb http://deb.debian.org/debian trixie-updates main",
+        "deb http://deb.debian.org/debian-security trixie-security main",
+    ),
+}
+#: Package names are Debian 12's (PACKAGES, and what callers add); a suite where one is
+#: called otherwise maps it here. Checked for trixie (2026-12): every name of PACKAGES and
+#: of the system test's list exists there unchanged, so the map is empty.
+RENAMED: dict = {"bookworm": {}, "trixie": {}}
 CACHE = "/var/cache/blfs-test-rootfs"
 WORK = "/var/tmp"  # per-container copies: the same file system as the cache, not tmpfs
 RECIPE = 1  # bump when the way the root file system is built changes
@@ -82,16 +96,27 @@ def ensure_tools() -> None:
 
 # ----------------------------------------------------------------------------- rootfs
 
-def rootfs_key(packages=PACKAGES) -> str:
-    text = "\n".join([f"recipe {RECIPE}", SUITE, *MIRRORS, *sorted(packages)])
+def suite_packages(packages=PACKAGES, suite: str = SUITE) -> tuple:
+    """`packages` (Debian 12 names) as that suite calls them."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}: {', '.join(SUITES)}")
+    return tuple(RENAMED[suite].get(p, p) for p in packages)
+
+
+def rootfs_key(packages=PACKAGES, suite: str = SUITE) -> str:
+    """One cache entry per recipe, suite, mirror list and package list."""
+    text = "\n".join([f"recipe {RECIPE}", suite, *SUITES[suite],
+                      *sorted(suite_packages(packages, suite))])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def rootfs(packages=PACKAGES) -> str:
-    """The cached Debian root file system for `packages`, built when it is missing."""
+def rootfs(packages=PACKAGES, suite: str = SUITE) -> str:
+    """The cached Debian root file system of `suite` (bookworm unless told) for `packages`,
+    built when it is missing."""
     ensure_tools()
     os.makedirs(CACHE, exist_ok=True)
-    key = rootfs_key(packages)
+    mirrors, packages = SUITES[suite], suite_packages(packages, suite)
+    key = rootfs_key(packages, suite)
     path = os.path.join(CACHE, key)
     done = os.path.join(path, ".blfs-rootfs-complete")
     if os.path.exists(done):
@@ -104,7 +129,7 @@ def rootfs(packages=PACKAGES) -> str:
         partial = f"{path}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         argv = ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages),
-                SUITE, partial, *MIRRORS]
+                suite, partial, *mirrors]
         try:
             built = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                                    text=True, timeout=900)

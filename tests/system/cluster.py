@@ -1,7 +1,8 @@
-"""A blfs cluster of booted Debian 12 containers running the packaged product (issue 5).
+"""A blfs cluster of booted Debian containers running the packaged product (issue 5).
 
     debs = build_debs(tmpdir)                       # packaging/build.sh, releases 1 and 2
     cluster = Cluster.up(debs[1], workers=3, extra_debs=[debs[2]])
+    mixed = Cluster.up(debs[1], suites={"master": "bookworm", "w1": "trixie", ...})
     cluster.blfs("workers", "--json")               # in the master container
     cluster.down()                                  # everything below is gone
 
@@ -16,7 +17,9 @@ What `Cluster.up` makes (every name carries a random tag, so two runs never coll
   logins to one LUN would (/work/shared/ENVIRONMENT.md). The master touches no disk;
 - one container per node (`tests/container.py`), booted with `--hostname=NODE` (so each
   worker knows its own name from the shared config), each on its own copy of a cached root
-  file system with every dependency of the .deb baked in: the bridge reaches no registry;
+  file system with every dependency of the .deb baked in: the bridge reaches no registry.
+  Every node runs Debian 12 (bookworm) unless told otherwise: `suites="trixie"` makes an
+  all-Debian-13 cluster, a dict {node: suite} one whose nodes differ (a rolling upgrade);
 - inside: `apt-get install ./blfs_*.deb`, one `/etc/blfs/blfs.toml` and one
   `/etc/blfs/cluster.key` for all, and the units an operator enables: `blfs-master.socket`
   on the master, `blfs-iscsi.service` and `blfs-worker.socket` on the workers (each node
@@ -52,12 +55,13 @@ import sys
 import time
 from typing import Callable, Iterable, Optional
 
-from container import (PACKAGES, REPO, WORK, Container, ContainerError, remove_cgroup, rootfs,
-                       write)
+from container import (PACKAGES, REPO, SUITE, SUITES, WORK, Container, ContainerError,
+                       remove_cgroup, rootfs, write)
 from loopdev import attach as attach_loop, detach as detach_loop
 
 #: What the root file system needs besides tests/container.py's list: every Depends of the
-#: .deb (check with `dpkg-deb -f blfs_*.deb Depends`) must be installed offline.
+#: .deb (check with `dpkg-deb -f blfs_*.deb Depends`) must be installed offline. Debian 12
+#: names; container.rootfs maps them for another suite.
 CLUSTER_PACKAGES = PACKAGES + ("open-iscsi", "iproute2")
 
 STATE_DIR = "/run/blfs-cluster"
@@ -253,7 +257,8 @@ class State:
     subnet: str
     bridge: str
     work_dir: str
-    base: str = ""
+    base: str = ""  # the master's root file system (each node's record names its own)
+    suites: dict = dataclasses.field(default_factory=dict)   # node -> Debian suite
     workers: list = dataclasses.field(default_factory=list)
     bridge_made: bool = False
     images: dict = dataclasses.field(default_factory=dict)   # worker -> image path
@@ -296,8 +301,9 @@ class Node(Container):
     process that started it (tools/devcluster)."""
 
     def __init__(self, base: str, machine: str, hostname: str, address: str, bridge: str,
-                 devices: dict, persistent: bool = False):
+                 devices: dict, persistent: bool = False, suite: str = SUITE):
         super().__init__(base, machine)
+        self.suite = suite  # the Debian release of its root file system
         self.hostname = hostname
         self.address = address  # ip/prefix on host0
         self.bridge = bridge
@@ -315,14 +321,15 @@ class Node(Container):
 
     def record(self) -> dict:
         return {"machine": self.name, "hostname": self.hostname, "address": self.address,
+                "suite": self.suite, "base": self.base,
                 "devices": self.devices, "cgroups": self.cgroups,
                 "nspawn": dataclasses.astuple(self.nspawn_proc) if self.nspawn_proc else None,
                 "pid1": dataclasses.astuple(self.pid1_proc) if self.pid1_proc else None}
 
     @classmethod
     def from_record(cls, base: str, bridge: str, rec: dict, persistent: bool) -> "Node":
-        node = cls(base, rec["machine"], rec["hostname"], rec["address"], bridge,
-                   rec["devices"], persistent)
+        node = cls(rec.get("base") or base, rec["machine"], rec["hostname"], rec["address"],
+                   bridge, rec["devices"], persistent, rec.get("suite", SUITE))
         node.cgroups = rec.get("cgroups") or []
         node.nspawn_proc = Proc(*rec["nspawn"]) if rec.get("nspawn") else None
         node.pid1_proc = Proc(*rec["pid1"]) if rec.get("pid1") else None
@@ -424,6 +431,12 @@ class Node(Container):
                 found[target] = (source, options)
         return found
 
+    def os_release(self) -> dict:
+        """/etc/os-release of the running container (VERSION_CODENAME, VERSION_ID, ...)."""
+        out = self.run("cat", "/etc/os-release").stdout
+        return {k: v.strip('"') for k, _, v in (line.partition("=") for line in
+                                                 out.splitlines()) if v}
+
     def blfs_processes(self) -> list:
         out = self.run("ps", "-eo", "pid=,args=", check=False).stdout
         return [line.strip() for line in out.splitlines() if "/usr/bin/blfs" in line]
@@ -486,9 +499,18 @@ class Cluster:
     @classmethod
     def up(cls, deb: str, workers: int = 3, extra_debs: Iterable[str] = (),
            name: Optional[str] = None, persistent: bool = False, say: Say = _quiet,
-           reboot_workers: bool = True) -> "Cluster":
-        """Build, boot, install and start a cluster. On any failure, everything made so far
-        is removed again before the error propagates."""
+           reboot_workers: bool = True, suites: "str | dict" = SUITE) -> "Cluster":
+        """Build, boot, install and start a cluster. `suites`: the Debian release of every
+        node ("bookworm", "trixie"), or {node: suite} (a node not named runs bookworm). On
+        any failure, everything made so far is removed again before the error propagates."""
+        names = ["master", *(f"w{i}" for i in range(1, workers + 1))]
+        per_node = ({n: suites for n in names} if isinstance(suites, str)
+                    else {n: suites.get(n, SUITE) for n in names})
+        unknown = {s for s in per_node.values() if s not in SUITES}
+        if not isinstance(suites, str):
+            unknown |= set(suites) - set(names)
+        if unknown:
+            raise ValueError(f"unknown suites or nodes: {', '.join(sorted(unknown))}")
         sweep(say)
         rng = random.Random(secrets.randbits(64))
         tag = secrets.token_hex(3)
@@ -497,7 +519,7 @@ class Cluster:
                       owner=None if persistent else dataclasses.astuple(Proc.of(os.getpid())),
                       subnet=str(subnet), bridge=f"blfsbr-{tag}",
                       work_dir=os.path.join(WORK, f"blfs-cluster-{tag}"),
-                      workers=[f"w{i}" for i in range(1, workers + 1)])
+                      workers=names[1:], suites=per_node)
         if os.path.exists(state.path):
             raise RuntimeError(f"{state.path} exists: a cluster named {state.name} is up")
         os.makedirs(state.work_dir)
@@ -516,9 +538,12 @@ class Cluster:
         t0 = time.monotonic()
         self._make_bridge()
         self._make_disks()
-        self.state.base = rootfs(CLUSTER_PACKAGES)
-        self._make_nodes(persistent)
-        self.say(f"bridge, disks and root file systems ready ({time.monotonic() - t0:.1f} s)")
+        bases = {suite: rootfs(CLUSTER_PACKAGES, suite)
+                 for suite in sorted(set(self.state.suites.values()))}
+        self.state.base = bases[self.state.suites["master"]]
+        self._make_nodes(persistent, bases)
+        self.say(f"bridge, disks and root file systems ({', '.join(bases)}) ready "
+                 f"({time.monotonic() - t0:.1f} s)")
         self._prepare(deb, extra_debs)
         self.boot(list(self.nodes))
         self.say(f"{len(self.nodes)} containers booted ({time.monotonic() - t0:.1f} s)")
@@ -552,15 +577,16 @@ class Cluster:
                                          "backing": os.path.realpath(image)})
                 self.state.save()
 
-    def _make_nodes(self, persistent: bool) -> None:
+    def _make_nodes(self, persistent: bool, bases: dict) -> None:
         for i, name in enumerate(["master", *self.state.workers]):
             address = f"{self.subnet.network_address + MASTER_HOST + i}/{self.subnet.prefixlen}"
             devices = {l["disk"]: l["device"] for l in self.state.loops if l["node"] == name}
             # blfs-*: tests/container.py's sweeper may remove what a killed test left;
             # blfsdev-*: a cluster that outlives its process is never swept
             machine = f"{'blfsdev' if persistent else 'blfs'}-{self.state.tag}-{name}"
-            self.nodes[name] = Node(self.state.base, machine, name,
-                                    address, self.state.bridge, devices, persistent)
+            suite = self.state.suites[name]
+            self.nodes[name] = Node(bases[suite], machine, name, address, self.state.bridge,
+                                    devices, persistent, suite)
         self._save_nodes()
 
     def _save_nodes(self) -> None:

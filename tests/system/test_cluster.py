@@ -1,10 +1,12 @@
 """System test of the packaged product (issue 5, point 4): the .deb of this tree installed
-with apt-get on a master and three workers, each a booted Debian 12 container on a private
+with apt-get on a master and three workers, each a booted Debian container on a private
 bridge, each worker with its own disk that every worker sees at /dev/blfs/wN through a loop
 device of its own (tests/system/cluster.py).
 
-One cluster for the whole module; the tests run in file order and build on each other: the
-destructive ones (a worker powered off mid-job, the upgrade, the removal) come last.
+One cluster at a time, for the whole module: every test runs on an all-Debian-12 (bookworm)
+cluster, then on an all-Debian-13 (trixie) one (the `cluster` fixture is parametrized,
+conftest.py). The tests run in file order and build on each other: the destructive ones
+(a worker powered off mid-job, the upgrade, the removal) come last.
 """
 from __future__ import annotations
 
@@ -97,6 +99,7 @@ def test_package_installed_and_configured_on_every_node(cluster):
     config = cluster.config_text()
     keys = set()
     for name, node in cluster.nodes.items():
+        assert node.os_release()["VERSION_CODENAME"] == node.suite, name
         assert node.run("dpkg-query", "-W", "-f", "${Version}", "blfs").stdout \
             == f"{VERSION}-1", name
         assert node.run("stat", "-c", "%U %G %a", "/etc/blfs/cluster.key").stdout.split() \
