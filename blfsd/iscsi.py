@@ -45,6 +45,7 @@ from typing import Any, Optional
 
 from . import config as configmod
 from . import storage
+from .mounts import mount_at, mounts
 from .errors import BlfsError, ConfigError, UsageError
 
 DEFAULT_PORT = 3260
@@ -235,47 +236,6 @@ def _run(argv: list, timeout: Optional[float] = None) -> subprocess.CompletedPro
 def _last_line(proc: subprocess.CompletedProcess) -> str:
     lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
     return lines[-1].strip() if lines else f"exit status {proc.returncode}"
-
-
-@dataclass
-class MountEntry:
-    mount_id: int
-    devno: tuple  # (major, minor)
-    path: str
-    options: str  # per-mount options: rw/ro, noatime...
-    fstype: str
-    source: str
-    super_options: str
-
-    @property
-    def mode(self) -> str:
-        return "rw" if "rw" in self.options.split(",") else "ro"
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
-
-
-def mounts() -> list:
-    """Every mount of this mount namespace, in mount order."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            parts = left.split()
-            fstype, source, sopts = (right.split() + ["", "", ""])[:3]
-            major, _, minor = parts[2].partition(":")
-            found.append(MountEntry(int(parts[0]), (int(major), int(minor)),
-                                    _unescape(parts[4]), parts[5], fstype,
-                                    _unescape(source), sopts))
-    return found
-
-
-def mount_at(path: str) -> Optional[MountEntry]:
-    """The topmost mount at exactly this path, or None."""
-    real = os.path.realpath(path)
-    hits = [m for m in mounts() if m.path == real]
-    return hits[-1] if hits else None
 
 
 def _devno(device: str) -> tuple:

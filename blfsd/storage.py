@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from .errors import FetchError, PoolExhausted, StorageError
+from .mounts import mount_at
 
 log = logging.getLogger("blfs.storage")
 
@@ -232,9 +233,9 @@ def block_device_of(path: str) -> Optional[str]:
                            if line.startswith("DEVNAME=")]
     except OSError:
         pass
-    found = mount_of(path)  # a container may have the device only under another name
-    if found:
-        candidates.append(found[0])
+    found = mount_at(path)  # a container may have the device only under another name
+    if found is not None:
+        candidates.append(found.source)
     for device in candidates:
         try:
             if os.stat(device).st_rdev == dev:
@@ -242,20 +243,6 @@ def block_device_of(path: str) -> Optional[str]:
         except OSError:
             continue
     return None
-
-
-def mount_of(path: str) -> Optional[tuple[str, str, str]]:
-    """(source, fstype, options) of the mount at exactly this path, from mountinfo."""
-    real = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            parts = left.split()
-            if parts[4].replace("\\040", " ") == real:
-                fstype, source, _ = (right.split() + ["", "", ""])[:3]
-                found = (source, fstype, parts[5])
-    return found
 
 
 # ------------------------------------------------------------------------------- segments
@@ -505,10 +492,10 @@ class SegmentReader:
 def remount(path: str, tries: int = 1, pause: float = 0.3) -> None:
     """Drop a peer view's caches by mounting it again with the same source and options.
     A view that is busy (files open on it) is tried again, up to `tries` times."""
-    found = mount_of(path)
+    found = mount_at(path)
     if found is None:
         return
-    source, fstype, _ = found
+    source, fstype = found.source, found.fstype
     for attempt in range(tries):
         done = subprocess.run(["umount", path], capture_output=True)
         if done.returncode == 0:

@@ -29,7 +29,7 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.loopdev import Resources, mount_options, root, run
 
-from blfsd import storage
+from blfsd import mounts, storage
 from blfsd.errors import FetchError
 from blfsd.storage import (ALIGN, HEADER_SIZE, SegmentId, SegmentReader, SegmentSink,
                            encode_header, ensure_generation, fsync_device, prepare_pool,
@@ -302,7 +302,7 @@ def test_ensure_generation_remounts_a_stale_view(views, monkeypatch):
                   if n.startswith("slot-")) == [f"slot-{i:05d}" for i in range(6)]
     options = mount_options(views.b).split(",")
     assert "ro" in options
-    assert storage.mount_of(views.b)[0] == views.dev_b
+    assert mounts.mount_at(views.b).source == views.dev_b
 
     # A segment in a new slot written on A reads back on B.
     sid = SegmentId("gen", 1, 0, 0)
@@ -342,7 +342,7 @@ def test_remount_refuses_to_pretend_while_another_namespace_pins_the_view(views)
         storage.publish_metadata(views.a, views.dev_a)
         with pytest.raises(FetchError, match="another mount namespace"):
             storage.remount(views.b)
-        assert storage.mount_of(views.b)[0] == views.dev_b  # still mounted, read-only
+        assert mounts.mount_at(views.b).source == views.dev_b  # still mounted, read-only
         with pytest.raises(OSError):  # and still stale: the proof that the warning is due
             open(os.path.join(views.b, "data", "new"), "rb").read()
     finally:
@@ -363,7 +363,7 @@ def test_remount_of_a_busy_view_is_tried_again_then_refused(views):
     try:
         with pytest.raises(FetchError, match=f"cannot remount {re.escape(views.b)}: .*busy"):
             storage.remount(views.b, tries=3, pause=0.05)
-        assert storage.mount_of(views.b)[0] == views.dev_b
+        assert mounts.mount_at(views.b).source == views.dev_b
         closer.start()
         storage.remount(views.b, tries=50, pause=0.05)
     finally:
@@ -371,5 +371,5 @@ def test_remount_of_a_busy_view_is_tried_again_then_refused(views):
             os.close(held)  # the timer never started
         else:
             closer.join()
-    assert storage.mount_of(views.b)[0] == views.dev_b
+    assert mounts.mount_at(views.b).source == views.dev_b
     assert "ro" in mount_options(views.b).split(",")
