@@ -64,6 +64,7 @@ import time
 from typing import Optional
 
 from .errors import StorageError
+from .transport import format_address
 
 LIO_CONFIGFS = "/sys/kernel/config/target"
 TGTD_SOCKET_DIR = "/run/tgtd"
@@ -191,10 +192,6 @@ def _split_portal(portal: str) -> tuple:
     return host, port
 
 
-def _portal_text(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _portal_covered(want: tuple, have: list) -> bool:
     """Is portal ``want`` already served, exactly or by a wildcard on the same port?"""
     host, port = want
@@ -298,7 +295,7 @@ def _start_tgtd(portal: str, done: list, what: str) -> None:
     port = _control_port()
     if port:
         argv += ["-C", str(port)]
-    argv += ["--iscsi", f"portal={_portal_text(*_split_portal(portal))}"]
+    argv += ["--iscsi", f"portal={format_address(*_split_portal(portal))}"]
     _change(argv, done, what=what)     # tgtd forks into the background and returns
     deadline = time.monotonic() + TGTD_START_TIMEOUT
     while not _tgtd_answers():
@@ -411,7 +408,7 @@ def _tgt_export(device: str, real: str, iqn: str, lun: int, portal: str, allowed
     want = _split_portal(portal)
     if not _portal_covered(want, _tgt_portals(what)):
         _change(_tgtadm("--op", "new", "--mode", "portal", "--param",
-                        f"portal={_portal_text(*want)}"), done, what=what)
+                        f"portal={format_address(*want)}"), done, what=what)
 
     target = _tgt_find(iqn, what)
     failure = ""
@@ -475,7 +472,7 @@ def _tgt_status() -> list:
     what = "cannot read the tgt exports"
     if not (os.environ.get("BLFS_TGTADM") or shutil.which("tgtadm")) or not _tgtd_answers():
         return []
-    portals = [_portal_text(*p) for p in _tgt_portals(what)]
+    portals = [format_address(*p) for p in _tgt_portals(what)]
     targets = _tgt_targets(what)
     for t in targets:
         t["portals"] = list(portals)
@@ -658,7 +655,7 @@ def _lio_status() -> list:
                             "luns": [{k: e[k] for k in ("lun", "device", "size")}
                                      for e in t["luns"]],
                             "initiators": t["initiators"],
-                            "portals": [_portal_text(*p) for p in t["portals"]]})
+                            "portals": [format_address(*p) for p in t["portals"]]})
     return out
 
 

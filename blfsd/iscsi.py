@@ -39,13 +39,13 @@ import stat
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import config as configmod
 from . import storage
 from .mounts import mount_at, mounts
+from .transport import format_address, parse_address
 from .errors import BlfsError, ConfigError, UsageError
 
 DEFAULT_PORT = 3260
@@ -169,59 +169,63 @@ class Settings:
 
 
 def load_settings(path: Optional[str]) -> Settings:
+    """This node's view of the configuration: its [iscsi] settings and every disk, its own
+    first; ConfigError for anything blfs-iscsi cannot work with."""
     cfg = configmod.load(path)
-    target = path or os.environ.get("BLFS_CONFIG") or configmod.DEFAULT_PATH
-    try:
-        with open(target, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        data = {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config {target}: {exc}") from None
-    s = Settings(cfg, target, cfg.worker_name, [], cfg.disks_root)
-    section = data.get("iscsi", {})
-    for key, value in section.items():
-        kind = _ISCSI_KEYS.get(key)
-        if kind is None:
-            raise ConfigError(f"{target}: [iscsi] has no key {key!r} "
-                              f"(known: {', '.join(sorted(_ISCSI_KEYS))})")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is float and value <= 0):
-            raise ConfigError(f"{target}: [iscsi] {key} has a bad value {value!r}")
-        if kind is list and not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{target}: [iscsi] {key} must be a list of strings")
-        setattr(s, key, value)
+    s = Settings(cfg, cfg.path, cfg.worker_name, [], cfg.disks_root)
+    _apply_iscsi_section(s, cfg.iscsi)
     s.iscsiadm = os.environ.get("BLFS_ISCSIADM") or s.iscsiadm
     s.by_path_dir = os.environ.get("BLFS_ISCSI_BY_PATH") or BY_PATH  # for tests only
     names = [n.name for n in cfg.nodes]
     if cfg.node(s.own) is None:
         raise ConfigError(f"this node is {s.own!r} ([worker] name, by default the host name) "
-                          f"but {target} has no [nodes.{s.own}]"
+                          f"but {s.path} has no [nodes.{s.own}]"
                           + (f" (it names {', '.join(names)})" if names else ""))
     if cfg.slot_size % storage.ALIGN or cfg.slot_size <= storage.HEADER_SIZE:
-        raise ConfigError(f"{target}: [pool] slot_size {cfg.slot_size} must be a multiple of "
+        raise ConfigError(f"{s.path}: [pool] slot_size {cfg.slot_size} must be a multiple of "
                           f"{storage.ALIGN}")
     if cfg.slot_count <= 0:
-        raise ConfigError(f"{target}: [pool] slots must be positive")
-    raw_nodes = data.get("nodes", {})
+        raise ConfigError(f"{s.path}: [pool] slots must be positive")
+    s.disks = _disks(s)
+    return s
+
+
+def _apply_iscsi_section(s: Settings, section: dict) -> None:
+    """[iscsi] key = value onto the settings, each checked against _ISCSI_KEYS."""
+    for key, value in section.items():
+        kind = _ISCSI_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{s.path}: [iscsi] has no key {key!r} "
+                              f"(known: {', '.join(sorted(_ISCSI_KEYS))})")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is float and value <= 0):
+            raise ConfigError(f"{s.path}: [iscsi] {key} has a bad value {value!r}")
+        if kind is list and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{s.path}: [iscsi] {key} must be a list of strings")
+        setattr(s, key, value)
+
+
+def _disks(s: Settings) -> list:
+    """Every node's disk, this node's own first; two nodes may not name one disk."""
+    cfg = s.cfg
     seen: dict = {}
-    ordered = [cfg.node(s.own)] + [n for n in cfg.nodes if n.name != s.own]
-    for node in ordered:
+    disks = []
+    for node in [cfg.node(s.own)] + [n for n in cfg.nodes if n.name != s.own]:
         if not node.disk:
-            raise ConfigError(f"{target}: [nodes.{node.name}] has no disk "
+            raise ConfigError(f"{s.path}: [nodes.{node.name}] has no disk "
                               "(iscsi://HOST[:PORT]/IQN/LUN or block:/dev/PATH)")
         if node.disk in seen:
-            raise ConfigError(f"{target}: nodes {seen[node.disk]} and {node.name} name the "
+            raise ConfigError(f"{s.path}: nodes {seen[node.disk]} and {node.name} name the "
                               f"same disk {node.disk}")
         seen[node.disk] = node.name
         if "/" in node.name or node.name in (".", ".."):
-            raise ConfigError(f"{target}: {node.name!r} cannot be a node name")
+            raise ConfigError(f"{s.path}: {node.name!r} cannot be a node name")
         disk = parse_disk_url(node.name, node.disk, node.name == s.own,
                               os.path.join(s.mount_root, node.name))
-        disk.export_device = str(raw_nodes.get(node.name, {}).get("export_device", ""))
-        s.disks.append(disk)
-    return s
+        disk.export_device = node.export_device
+        disks.append(disk)
+    return disks
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -545,9 +549,12 @@ def ask_worker(s: Settings, timeout: float = 2.0) -> Optional[dict]:
     worker answers (not running, no cluster key, ...)."""
     node = s.cfg.node(s.own)
     address = node.address if node and node.address else s.cfg.worker_listen
-    host, port = address.rsplit(":", 1) if ":" in address else (address, "")
-    if host in ("0.0.0.0", "", "[::]", "::"):
-        address = f"127.0.0.1:{port or configmod.WORKER_PORT}"
+    try:
+        host, port = parse_address(address, configmod.WORKER_PORT)
+    except ValueError:  # not host:port; no worker answers there
+        return None
+    if host in ("0.0.0.0", "", "::"):  # a listening address: reach it on loopback
+        address = format_address("127.0.0.1", port)
     try:
         from . import auth
         key = auth.load_key(s.cfg.cluster_key)
