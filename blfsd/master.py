@@ -16,7 +16,6 @@ from . import catalog as cat, rpc, scheduler as sch, storage
 from .catalog import DATASETS, OUTPUTS, Catalog
 from .config import MASTER_PORT, WORKER_PORT, Config, Node
 from .errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
-from .protocol import SCHEMAS
 from .state import JobStore
 from .systemd import Notifier, listen_fds
 from .transport import format_address, parse_address
@@ -25,8 +24,6 @@ log = logging.getLogger("blfs.master")
 
 TICK = 0.2
 USAGE = ("free_slots", "disk_free", "disk_bytes")  # what a worker's pong refreshes
-STORAGE_OPS = ("put_begin", "put_data", "put_end", "put_abort", "dataset", "output", "read",
-               "ls", "remove")
 
 
 @dataclass
@@ -63,6 +60,14 @@ class Master:
         self.servers: list = []
         self.unix_path: Optional[str] = None
         self.tcp_address: Optional[str] = None
+        self.client_handlers = {
+            "ping": rpc.ping, "submit": self.submit, "status": self.status,
+            "jobs": self.list_jobs, "workers": self.list_workers, "cancel": self.cancel,
+            "wait": self.wait, "put_begin": self.put_begin, "put_data": self.put_data,
+            "put_end": self.put_end, "put_abort": self.put_abort, "dataset": self.dataset,
+            "output": self.output, "read": self.read, "ls": self.ls, "remove": self.remove}
+        self.worker_handlers = {"ping": rpc.ping, "attempt_update": self.attempt_update,
+                                "pool_changed": self.pool_changed}
 
     # ------------------------------------------------------------------ start/stop
 
@@ -164,7 +169,7 @@ class Master:
         while not self.stopping.is_set():
             try:
                 peer, hello = await rpc.connect(node.address, self.key, "master", self.name,
-                                                handler=self._from_worker,
+                                                handler=self.worker_handlers,
                                                 default_port=WORKER_PORT)
             except (BlfsError, OSError) as exc:
                 if not said:
@@ -184,8 +189,7 @@ class Master:
             serving = asyncio.ensure_future(peer.serve())
             try:
                 info = await peer.call("sync", limit=10,
-                                       held=[list(h) for h in self.sched.held_slots(node.name)],
-                                       generation_of={})
+                                       held=[list(h) for h in self.sched.held_slots(node.name)])
             except (BlfsError, asyncio.TimeoutError) as exc:
                 log.warning("worker %s did not sync: %s", node.name, exc)
                 await peer.close()
@@ -222,19 +226,16 @@ class Master:
             except BlfsError:
                 return
 
-    async def _from_worker(self, peer: rpc.Peer, msg: dict) -> Any:
-        if msg["op"] == "ping":
-            return {"time": time.time()}
-        if msg["op"] == "pool_changed":
-            worker = self.sched.workers.get(peer.name)
-            if worker is not None:
-                worker.info.update(generation=msg["generation"], slots=msg["slots"])
-            log.warning("worker %s announces pool generation %d (%d slots)", peer.name,
-                        msg["generation"], msg["slots"], extra={"BLFS_NODE": peer.name})
-            return None
-        if msg["op"] != "attempt_update":
-            raise ProtocolError(f"a master does not take {msg['op']!r} from a worker")
-        attempt, state, info = msg["attempt"], msg["state"], msg.get("info") or {}
+    def pool_changed(self, peer: rpc.Peer, generation: int, slots: int) -> None:
+        worker = self.sched.workers.get(peer.name)
+        if worker is not None:
+            worker.info.update(generation=generation, slots=slots)
+        log.warning("worker %s announces pool generation %d (%d slots)", peer.name,
+                    generation, slots, extra={"BLFS_NODE": peer.name})
+
+    async def attempt_update(self, peer: rpc.Peer, attempt: str, state: str,
+                             info: Optional[dict] = None) -> None:
+        info = info or {}
         a = self.sched.attempts.get(attempt)
         if a is not None and a.worker != peer.name:
             raise ProtocolError(f"{attempt} does not run on {peer.name}")
@@ -260,7 +261,6 @@ class Master:
                                                    info.get("info") or {}))
         else:
             raise ProtocolError(f"unknown attempt state {state!r}")
-        return None
 
     # ------------------------------------------------------------------ actions
 
@@ -331,11 +331,10 @@ class Master:
         output, name = job.spec["output"], job.spec.get("output_name")
         done: list = []
         try:
-            for worker, attempt, source, target in action.parts:
+            for worker, _, source, target in action.parts:
                 done.append((worker, target))  # before: a timed-out rename may have happened
                 await self._on_worker(worker, "commit", None if name else _rename,
-                                      source, target, attempt=attempt, source=source,
-                                      target=target)
+                                      source, target, source=source, target=target)
             if name:
                 self._record_output(job, name, action.parts)
             else:
@@ -432,39 +431,17 @@ class Master:
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         peer = await rpc.accept_connection(reader, writer, self.key, "master", self.name,
-                                           self._from_client, self.config.group)
+                                           self.client_handlers, self.config.group)
         if peer is not None:
             await peer.serve()
             for token, put in list(self.puts.items()):
                 if put.client is peer:  # the client went away in the middle of a put
                     await self.put_abort(peer, token)
 
-    async def _from_client(self, peer: rpc.Peer, msg: dict) -> Any:
-        op = msg["op"]
-        if op == "ping":
-            return {"time": time.time()}
-        if op == "submit":
-            return self.submit(msg["spec"])
-        if op == "status":
-            return self.status(msg.get("job"))
-        if op == "jobs":
-            return self.list_jobs()
-        if op == "workers":
-            return self.list_workers()
-        if op == "cancel":
-            self._job(msg["job"])
-            self.execute(self.sched.cancel(msg["job"], time.monotonic()))
-            return self.status(msg["job"])
-        if op in STORAGE_OPS:  # fields as the schema names them (validated already)
-            fields = {f.rstrip("?") for f in SCHEMAS[op]}
-            return await getattr(self, op)(peer, **{k: v for k, v in msg.items()
-                                                    if k in fields})
-        if op == "wait":
-            timeout = msg.get("timeout") or 30
-            if not 0 < timeout <= 60:  # also refuses NaN
-                raise ProtocolError("wait: timeout must be in (0, 60]")
-            return await self.wait(msg["job"], msg["version"], float(timeout))
-        raise ProtocolError(f"a master does not serve {op!r} to clients")
+    def cancel(self, peer: rpc.Peer, job: str) -> dict:
+        self._job(job)
+        self.execute(self.sched.cancel(job, time.monotonic()))
+        return self.status(peer, job)
 
     # ------------------------------------------------------------------ cluster storage
 
@@ -590,7 +567,7 @@ class Master:
             raise NotFound(f"no job {job_id[:80]}")
         return job
 
-    def submit(self, spec: dict) -> dict:
+    def submit(self, peer: rpc.Peer, spec: dict) -> dict:
         spec = _check_spec(spec)
         output = spec["output"]
         if spec.get("output_name"):
@@ -614,16 +591,17 @@ class Master:
         self.execute([])
         return {"job": job_id, "status": self.sched.job_status(job_id)}
 
-    def status(self, job_id: Optional[str]) -> dict:
+    def status(self, peer: rpc.Peer, job: Optional[str] = None) -> dict:
+        job_id = job
         if job_id is None:
-            return {"status": self.status_line(), "jobs": self.list_jobs(),
-                    "workers": self.list_workers()}
+            return {"status": self.status_line(), "jobs": self.list_jobs(peer),
+                    "workers": self.list_workers(peer)}
         if job_id in self.history and job_id not in self.sched.jobs:
             return self.history[job_id]
         self._job(job_id)
         return self.sched.job_status(job_id)
 
-    def list_jobs(self) -> list:
+    def list_jobs(self, peer: rpc.Peer) -> list:
         rows = [dict(s, counters=None) for s in self.history.values()]
         for job in sorted(self.sched.jobs.values(), key=lambda j: j.submitted):
             s = self.sched.job_status(job.id)
@@ -631,13 +609,18 @@ class Master:
                                            "progress", "error", "output")})
         return rows
 
-    def list_workers(self) -> list:
+    def list_workers(self, peer: rpc.Peer) -> list:
         return [{"name": w.name, "alive": w.alive, "parallelism": w.parallelism,
                  "running": len(w.running), "info": w.info}
                 for w in sorted(self.sched.workers.values(), key=lambda w: w.name)]
 
-    async def wait(self, job_id: str, version: int, timeout: float) -> dict:
+    async def wait(self, peer: rpc.Peer, job: str, version: int,
+                   timeout: Optional[float] = None) -> dict:
         """Long poll: the job's status as soon as it differs from `version`."""
+        timeout = timeout or 30
+        if not 0 < timeout <= 60:  # also refuses NaN
+            raise ProtocolError("wait: timeout must be in (0, 60]")
+        job_id = job
         job = self._job(job_id)
         deadline = time.monotonic() + min(timeout, 60.0)
         async with self.changed:

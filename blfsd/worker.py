@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -12,9 +13,9 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Optional
+from typing import Any, Callable, Optional
 
-from . import catalog, datafiles, protocol, rpc, runtime, storage
+from . import catalog, datafiles, rpc, runtime, storage
 from .config import WORKER_PORT, Config
 from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, ProtocolError,
                      StorageError)
@@ -66,6 +67,10 @@ class Worker:
         self._verified: set = set()  # (path, size, crc) of files our views show intact
         self.uploads: Optional[datafiles.Uploads] = None
         self.address = ""
+        self.handlers = self._handler_table()
+        self.task_handlers = {"lease": self._lease, "ensure_view": self._task_ensure_view,
+                              "fresh_file": self._task_fresh_file, "progress": self._progress,
+                              "done": self._done, "failed": self._failed}
 
     # ------------------------------------------------------------------ start/stop
 
@@ -174,7 +179,7 @@ class Worker:
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         peer = await rpc.accept_connection(reader, writer, self.key, "worker", self.name,
-                                           self._handle, self.config.group)
+                                           self.handlers, self.config.group)
         if peer is None:
             return
         if peer.role == "master":
@@ -187,49 +192,50 @@ class Worker:
             self.master = None
             log.info("master %s disconnected", peer.name)
 
-    async def _handle(self, peer: rpc.Peer, msg: dict) -> Any:
-        op = msg["op"]
-        if op == "ping":
-            return {"time": time.time(), **self.usage()}
-        if peer is not self.master:
-            raise ProtocolError(f"{op} is only for the master")
-        if op == "sync":
-            return self.sync(msg["held"])
-        if op == "launch":
-            return self.launch(msg["attempt"])
-        if op == "kill":
-            attempt = self.attempts.get(msg["attempt"])
-            if attempt:
-                self._kill(attempt)
-            return {"killed": attempt is not None}
-        if op == "commit":
-            return await self.commit(msg["source"], msg["target"])
-        if op == "uncommit":
-            return self.uncommit(msg["target"])
-        if op == "success":
-            return self.write_success(msg["output"])
-        if op == "release_job":
-            return self.release_job(msg["job"], msg.get("output_tmp"), msg.get("output_name"))
-        if op == "store":
-            try:
-                return await asyncio.get_running_loop().run_in_executor(
-                    None, self.uploads.write, catalog.check_name(msg["name"]), msg["index"],
-                    msg["offset"], msg["data"], msg["last"])
-            except OSError as exc:  # a full disk, most likely: one line for the user
-                raise StorageError(f"storing on {self.name}: {exc.strerror}") from None
-        if op == "abort_put":
-            self.uploads.abort(catalog.check_name(msg["name"]))
-            return None
-        if op == "drop":
-            return {"removed": datafiles.drop(self.disk, msg["kind"],
-                                              catalog.check_name(msg["name"]))}
-        if op == "fetch":
-            return await self.fetch(msg)
-        raise ProtocolError(f"a worker does not serve {op!r}")
+    def _handler_table(self) -> dict:
+        """What we serve: ping to anyone, everything else to the current master only."""
+        for_master = {
+            "sync": self.sync, "launch": self.launch, "kill": self.kill,
+            "commit": self.commit, "uncommit": self.uncommit, "success": self.write_success,
+            "release_job": self.release_job, "store": self.store, "abort_put": self.abort_put,
+            "drop": self.drop, "fetch": self.fetch}
+        return {"ping": self.ping,
+                **{op: self._master_only(op, fn) for op, fn in for_master.items()}}
+
+    def _master_only(self, op: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        def guarded(peer: rpc.Peer, **fields: Any) -> Any:
+            if peer is not self.master:
+                raise ProtocolError(f"{op} is only for the master")
+            return handler(peer, **fields)
+        return guarded
+
+    def ping(self, peer: rpc.Peer, time: Optional[float] = None) -> dict:
+        return {**rpc.ping(peer), **self.usage()}
+
+    def kill(self, peer: rpc.Peer, attempt: str) -> dict:
+        running = self.attempts.get(attempt)
+        if running:
+            self._kill(running)
+        return {"killed": running is not None}
+
+    async def store(self, peer: rpc.Peer, name: str, index: int, offset: int, data: bytes,
+                    last: bool) -> Optional[dict]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, self.uploads.write, catalog.check_name(name), index, offset, data, last)
+        except OSError as exc:  # a full disk, most likely: one line for the user
+            raise StorageError(f"storing on {self.name}: {exc.strerror}") from None
+
+    def abort_put(self, peer: rpc.Peer, name: str) -> None:
+        self.uploads.abort(catalog.check_name(name))
+
+    def drop(self, peer: rpc.Peer, kind: str, name: str) -> dict:
+        return {"removed": datafiles.drop(self.disk, kind, catalog.check_name(name))}
 
     # ------------------------------------------------------------------ operations
 
-    def sync(self, held: list) -> dict:
+    def sync(self, peer: rpc.Peer, held: list) -> dict:
         """A (new) master session: forget everything it does not know about."""
         for attempt in list(self.attempts.values()):
             self._kill(attempt)
@@ -258,7 +264,8 @@ class Worker:
             pass
         return info
 
-    def launch(self, spec: dict) -> dict:
+    def launch(self, peer: Optional[rpc.Peer], attempt: dict) -> dict:
+        spec = attempt
         _check_attempt_spec(spec)
         if spec.get("output_name"):  # a cluster output: parts go to our own disk
             spec["output"] = catalog.output_dir(self.disk, catalog.check_name(spec["output_name"]))
@@ -308,7 +315,7 @@ class Worker:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    async def commit(self, source: str, target: str) -> dict:
+    async def commit(self, peer: rpc.Peer, source: str, target: str) -> dict:
         """Move a finished reduce output into place, atomically."""
         if os.path.basename(source) != os.path.basename(target):
             raise ProtocolError("commit source and target must have the same file name")
@@ -323,7 +330,7 @@ class Worker:
                                                              self.disk, self.device)
         return {"committed": target}
 
-    def uncommit(self, target: str) -> dict:
+    def uncommit(self, peer: rpc.Peer, target: str) -> dict:
         """Take back a committed part of a job whose commit failed further on."""
         if not os.path.basename(target).startswith("part-"):
             raise ProtocolError("only part files can be taken back")
@@ -333,11 +340,11 @@ class Worker:
             pass
         return {"removed": target}
 
-    def write_success(self, output: str) -> dict:
+    def write_success(self, peer: rpc.Peer, output: str) -> dict:
         """The job's output is complete: _SUCCESS, durable, written last."""
         return {"written": storage.write_success(output)}
 
-    def release_job(self, job: str, output_tmp: Optional[str],
+    def release_job(self, peer: rpc.Peer, job: str, output_tmp: Optional[str] = None,
                     output_name: Optional[str] = None) -> dict:
         for attempt in list(self.attempts.values()):
             if attempt.spec["job"] == job:
@@ -363,9 +370,11 @@ class Worker:
         reader, writer = await asyncio.open_unix_connection(sock=sock)
         stream = FrameStream(reader, writer)
         try:
-            while True:
-                msg = await stream.read()
-                await self._from_task(attempt, stream, msg)
+            while True:  # in order: a task's reports must reach the master as it sent them
+                answer = await rpc.respond(self.task_handlers, attempt, await stream.read(),
+                                           f"task {attempt.id}")
+                if answer is not None:
+                    await stream.write(answer)
         except (ConnectionClosed, ProtocolError):
             pass
         except Exception:  # a bug of ours: end the attempt, and still reap and report it
@@ -398,47 +407,30 @@ class Worker:
                         extra=fields)
         await self._tell_master(attempt.id, "failed", info)
 
-    async def _from_task(self, attempt: RunningAttempt, stream: FrameStream, msg: dict) -> None:
-        op = msg.get("op")
-        if op == "lease":
-            await self._answer(stream, msg, self._lease(attempt))
-        elif op == "ensure_view":
-            await self._answer(stream, msg, self._task_ensure_view(msg))
-        elif op == "fresh_file":
-            await self._answer(stream, msg, self._task_fresh_file(msg))
-        elif op == "progress":
-            await self._tell_master(attempt.id, "running", {
-                "progress": msg.get("progress", 0.0), "status": msg.get("status", ""),
-                "counters": msg.get("counters", {})})
-        elif op == "done":
-            attempt.done = msg.get("result") or {}
-        elif op == "failed":
-            attempt.failure = {"kind": str(msg.get("kind", "user")),
-                               "error": str(msg.get("error", "")), "info": msg.get("info", {})}
-
-    @staticmethod
-    async def _answer(stream: FrameStream, msg: dict, work: Awaitable[Any]) -> None:
-        """Reply to a task's request: the result of the work, or its error."""
-        try:
-            answer = protocol.reply(msg["id"], await work)
-        except BlfsError as exc:
-            answer = protocol.error_reply(msg["id"], exc.code, str(exc))
-        await stream.write(answer)
-
     async def _lease(self, attempt: RunningAttempt) -> dict:
         return {"slot": self.leases.lease(attempt.id)}
 
-    async def _task_ensure_view(self, msg: dict) -> bool:
-        generation = msg.get("generation")
-        if not isinstance(generation, int):
-            raise ProtocolError("ensure_view needs an integer generation")
-        await self._ensure_view(str(msg.get("node")), generation)
+    async def _task_ensure_view(self, attempt: RunningAttempt, node: str,
+                                generation: int) -> bool:
+        await self._ensure_view(node, generation)
         return True
 
-    async def _task_fresh_file(self, msg: dict) -> bool:
-        await self._fresh_file(msg.get("node"), msg.get("file"), msg.get("size"),
-                               msg.get("crc"))
+    async def _task_fresh_file(self, attempt: RunningAttempt, node: str, file: str, size: int,
+                               crc: Optional[int] = None) -> bool:
+        await self._fresh_file(node, file, size, crc)
         return True
+
+    async def _progress(self, attempt: RunningAttempt, progress: float = 0.0,
+                        status: str = "", counters: Optional[dict] = None) -> None:
+        await self._tell_master(attempt.id, "running", {
+            "progress": progress, "status": status, "counters": counters or {}})
+
+    def _done(self, attempt: RunningAttempt, result: Optional[dict] = None) -> None:
+        attempt.done = result or {}
+
+    def _failed(self, attempt: RunningAttempt, kind: str = "user", error: str = "",
+                info: Optional[dict] = None) -> None:
+        attempt.failure = {"kind": kind, "error": error, "info": info or {}}
 
     async def _ensure_view(self, node: str, generation: int) -> None:
         """Remount our view of a peer's disk when its pool generation changed."""
@@ -454,13 +446,14 @@ class Worker:
                 raise FetchError(f"cannot check the view of {disk}: {exc}") from None
             self._views[node] = generation
 
-    async def fetch(self, msg: dict) -> dict:
+    async def fetch(self, peer: rpc.Peer, node: str, file: str, offset: int, length: int,
+                    size: int, crc: Optional[int] = None) -> dict:
         """A chunk of a dataset's or output's file on any node, as our view shows it."""
-        path = await self._fresh_file(msg["node"], msg["file"], msg["size"], msg.get("crc"))
+        path = await self._fresh_file(node, file, size, crc)
         loop = asyncio.get_running_loop()
         try:
-            data = await loop.run_in_executor(None, datafiles.read_chunk, path,
-                                              msg["offset"], msg["length"])
+            data = await loop.run_in_executor(None, datafiles.read_chunk, path, offset,
+                                              length)
         except OSError as exc:
             raise FetchError(f"cannot read {path}: {exc.strerror}") from None
         return {"data": data}

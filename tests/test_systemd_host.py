@@ -512,7 +512,7 @@ def test_worker_keeps_supervising_an_attempt_across_gc(tmp_path):
     async def go() -> bool:
         w = workermod.Worker(cfg, None)
         w.open_pool()
-        w.launch(spec)
+        w.launch(None, spec)
         await asyncio.sleep(0.3)  # the supervisor waits for the task's first message
         gc.collect()
         deadline = time.monotonic() + 5
