@@ -16,6 +16,8 @@ from . import catalog as cat, rpc, scheduler as sch, storage
 from .catalog import DATASETS, OUTPUTS, Catalog
 from .config import MASTER_PORT, WORKER_PORT, Config, Node
 from .errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
+from .messages import (FINISHED, AttemptState, Failure, FailureKind, JobSpec, JobState,
+                       Progress, Success)
 from .state import JobStore
 from .systemd import Notifier, listen_fds
 from .transport import format_address, parse_address
@@ -103,7 +105,7 @@ class Master:
     def cancel_all(self, why: str) -> None:
         """End every job that is not finished (the embedded cluster is going away)."""
         for job_id, job in list(self.sched.jobs.items()):
-            if job.state not in sch.FINISHED:
+            if job.state not in FINISHED:
                 log.warning("cancelling job %s: %s", job_id, why, extra={"BLFS_JOB": job_id})
                 self.execute(self.sched.cancel(job_id, time.monotonic()), reschedule=False)
 
@@ -130,7 +132,7 @@ class Master:
 
     def status_line(self) -> str:
         alive = sum(1 for w in self.sched.workers.values() if w.alive)
-        running = [j for j in self.sched.jobs.values() if j.state not in sch.FINISHED]
+        running = [j for j in self.sched.jobs.values() if j.state not in FINISHED]
         tasks = [t for j in running for t in j.tasks()]
         done = sum(1 for t in tasks if t.state == "succeeded")
         return (f"{alive} workers, {len(running)} job{'s' if len(running) != 1 else ''} "
@@ -147,14 +149,19 @@ class Master:
                 continue
             log.warning("resuming job %s accepted before a restart", job_id,
                         extra={"BLFS_JOB": job_id})
-            self.sched.submit(job_id, record["spec"], time.monotonic())
+            try:
+                spec = JobSpec.from_wire(record["spec"], f"job record {job_id}")
+            except ProtocolError as exc:
+                log.error("cannot resume job %s: %s", job_id, exc, extra={"BLFS_JOB": job_id})
+                continue
+            self.sched.submit(job_id, spec, time.monotonic())
 
     def _persist(self, job_id: str) -> None:
         job = self.sched.jobs[job_id]
-        record: dict = {"job": job_id, "spec": job.spec, "submitted": job.submitted}
-        if job.state in sch.FINISHED:
+        record: dict = {"job": job_id, "spec": job.spec.to_wire(), "submitted": job.submitted}
+        if job.state in FINISHED:
             record["status"] = self.sched.job_status(job_id)
-            record["spec"] = {k: v for k, v in job.spec.items() if k != "source"}
+            del record["spec"]["source"]
         try:
             self.store.save(job_id, record)
         except OSError as exc:
@@ -233,32 +240,27 @@ class Master:
         log.warning("worker %s announces pool generation %d (%d slots)", peer.name,
                     generation, slots, extra={"BLFS_NODE": peer.name})
 
-    async def attempt_update(self, peer: rpc.Peer, attempt: str, state: str,
+    async def attempt_update(self, peer: rpc.Peer, attempt: str, state: AttemptState,
                              info: Optional[dict] = None) -> None:
         info = info or {}
         a = self.sched.attempts.get(attempt)
         if a is not None and a.worker != peer.name:
             raise ProtocolError(f"{attempt} does not run on {peer.name}")
         now = time.monotonic()
-        if state == "running":
-            counters = info.get("counters")
-            self.sched.attempt_progress(attempt, now, float(info.get("progress", 0) or 0),
-                                        str(info.get("status", "")),
-                                        counters if isinstance(counters, dict) else None)
+        if state == AttemptState.RUNNING:
+            p = Progress.from_wire(info, "attempt_update: info")
+            self.sched.attempt_progress(attempt, now, float(p.progress), p.status, p.counters)
             await self._changed()
-        elif state == "succeeded":
-            result = info.get("result")
-            if not isinstance(result, dict):
-                raise ProtocolError("a succeeded attempt needs a result")
+        elif state == AttemptState.SUCCEEDED:
+            result = Success.from_wire(info, "attempt_update: info").result
             self.execute(self.sched.attempt_succeeded(attempt, result, now))
-        elif state == "failed":
-            kind = str(info.get("kind", sch.CRASHED))
-            error = str(info.get("error", ""))
-            if a is not None and kind != sch.KILLED:
-                log.warning("attempt %s failed on %s (%s): %s", attempt, peer.name, kind,
-                            error, extra=_fields(a))
-            self.execute(self.sched.attempt_failed(attempt, kind, error, now,
-                                                   info.get("info") or {}))
+        elif state == AttemptState.FAILED:
+            failure = Failure.from_wire(info, "attempt_update: info")
+            if a is not None and failure.kind != FailureKind.KILLED:
+                log.warning("attempt %s failed on %s (%s): %s", attempt, peer.name,
+                            failure.kind, failure.error, extra=_fields(a))
+            self.execute(self.sched.attempt_failed(attempt, failure.kind, failure.error, now,
+                                                   failure.info))
         else:
             raise ProtocolError(f"unknown attempt state {state!r}")
 
@@ -289,29 +291,22 @@ class Master:
 
     async def _launch(self, action: sch.Launch) -> None:
         spec = action.attempt
-        job = self.sched.jobs[spec["job"]]
-        full = dict(spec)
-        for name in ("source", "job_file", "class", "args", "input_format", "output",
-                     "output_name"):
-            if name in job.spec:
-                full[name] = job.spec[name]
-        full["reducers"] = len(job.reduces)
         peer = self.peers.get(action.worker)
-        log.info("launching %s on %s", spec["id"], action.worker,
-                 extra={"BLFS_JOB": spec["job"], "BLFS_TASK": spec["task"],
-                        "BLFS_ATTEMPT": spec["attempt"], "BLFS_NODE": action.worker})
+        log.info("launching %s on %s", spec.id, action.worker,
+                 extra={"BLFS_JOB": spec.job, "BLFS_TASK": spec.task,
+                        "BLFS_ATTEMPT": spec.attempt, "BLFS_NODE": action.worker})
         try:
             if peer is None:
                 raise ConnectionClosed(f"worker {action.worker} is not connected")
-            await peer.call("launch", limit=30, attempt=full)
+            await peer.call("launch", limit=30, attempt=spec)
         except (ConnectionClosed, asyncio.TimeoutError) as exc:
             # it may have started all the same: make sure it does not run beside its retry
-            self._spawn(self._send(action.worker, "kill", attempt=spec["id"]))
-            self.execute(self.sched.attempt_failed(spec["id"], sch.LOST,
+            self._spawn(self._send(action.worker, "kill", attempt=spec.id))
+            self.execute(self.sched.attempt_failed(spec.id, FailureKind.LOST,
                                                    f"launch failed: {exc or 'timeout'}",
                                                    time.monotonic()))
         except BlfsError as exc:  # refused by the worker, or too big to send
-            self.execute(self.sched.attempt_failed(spec["id"], sch.CRASHED,
+            self.execute(self.sched.attempt_failed(spec.id, FailureKind.CRASHED,
                                                    f"launch failed: {exc}", time.monotonic()))
 
     async def _send(self, worker: str, op: str, **fields: Any) -> Any:
@@ -328,7 +323,7 @@ class Master:
         """Move every part into place, then mark the output complete: _SUCCESS, or for a
         cluster output its record in the catalog."""
         job = self.sched.jobs[action.job]
-        output, name = job.spec["output"], job.spec.get("output_name")
+        output, name = job.spec.output, job.spec.output_name
         done: list = []
         try:
             for worker, _, source, target in action.parts:
@@ -355,13 +350,13 @@ class Master:
             return
         self.execute(self.sched.commit_done(action.job, time.monotonic()))
 
-    def _record_output(self, job: sch.JobState, name: str, parts: list) -> None:
+    def _record_output(self, job: sch.ScheduledJob, name: str, parts: list) -> None:
         """A cluster output is complete once the catalog says where each part is."""
         files = []
         for task, (worker, _, _, _) in zip(job.reduces, parts):
-            result = task.result or {}
-            files.append({"partition": task.index, "node": worker, "file": result.get("file"),
-                          "size": result.get("size", 0), "crc": result.get("crc")})
+            result = task.result
+            files.append({"partition": task.index, "node": worker, "file": result.file,
+                          "size": result.size or 0, "crc": result.crc})
         self.catalog.add(OUTPUTS, name, {"job": job.id, "parts": files})
         log.info("output %s recorded: %d parts", name, len(files), extra={"BLFS_JOB": job.id})
 
@@ -379,9 +374,9 @@ class Master:
 
     def _release(self, action: sch.Release) -> None:
         job = self.sched.jobs[action.job]
-        name = job.spec.get("output_name")
+        name = job.spec.output_name
         # a cluster output's temporary files are on each worker's own disk: they know where
-        tmp = None if name else os.path.join(job.spec["output"], "_temporary", job.id)
+        tmp = None if name else os.path.join(job.spec.output, "_temporary", job.id)
         self._spawn(self._release_everywhere(job.id, action.workers, tmp, name))
 
     async def _release_everywhere(self, job_id: str, workers: list, tmp: Optional[str],
@@ -407,11 +402,11 @@ class Master:
     def _job_ended(self, action: sch.JobEnded) -> None:
         job = self.sched.jobs[action.job]
         elapsed = (job.finished - job.started) if job.started else 0.0
-        level = logging.INFO if action.state == sch.SUCCEEDED else logging.WARNING
+        level = logging.INFO if action.state == JobState.SUCCEEDED else logging.WARNING
         log.log(level, "job %s %s after %.2f s%s", action.job, action.state, elapsed,
                 f": {action.error}" if action.error else "", extra={"BLFS_JOB": action.job})
         self._persist(action.job)
-        for name in job.spec.get("temp_datasets") or []:  # put by submit for this job only
+        for name in job.spec.temp_datasets:  # put by submit for this job only
             if self.catalog.has(DATASETS, name):
                 self._spawn(self._remove(DATASETS, name))
 
@@ -543,8 +538,8 @@ class Master:
         kind = DATASETS if self.catalog.has(DATASETS, name) else OUTPUTS
         entry = self.catalog.get(kind, name)
         for job in self.sched.jobs.values():
-            if job.state not in sch.FINISHED and name in (job.spec.get("datasets") or []) + \
-                    [job.spec.get("output_name")]:
+            if job.state not in FINISHED and name in job.spec.datasets + \
+                    [job.spec.output_name]:
                 raise Conflict(f"job {job.id} uses {name}")
         return await self._remove(kind, name, entry)
 
@@ -561,32 +556,32 @@ class Master:
                         ", ".join(left))
         return {"name": name, "kind": kind, "nodes": nodes, "left_on": left}
 
-    def _job(self, job_id: str) -> sch.JobState:
+    def _job(self, job_id: str) -> sch.ScheduledJob:
         job = self.sched.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id[:80]}")
         return job
 
-    def submit(self, peer: rpc.Peer, spec: dict) -> dict:
-        spec = _check_spec(spec)
-        output = spec["output"]
-        if spec.get("output_name"):
+    def submit(self, peer: rpc.Peer, spec: JobSpec) -> dict:
+        output = spec.output
+        if spec.output_name:
             if self.catalog.has(OUTPUTS, output):
                 raise Conflict(f"output {output} already exists (blfs rm {output} first)")
         elif os.path.exists(os.path.join(output, "_SUCCESS")):
             raise Conflict(f"output {output} already holds a finished job's _SUCCESS")
         for other in self.sched.jobs.values():
-            if other.state not in sch.FINISHED and other.spec["output"] == output:
+            if other.state not in FINISHED and other.spec.output == output:
                 raise Conflict(f"job {other.id} is already writing to {output}")
-        if not spec.get("reducers"):
+        if not spec.reducers:
             alive = sum(1 for w in self.sched.workers.values() if w.alive)
-            spec["reducers"] = self.config.default_reducers or max(1, alive)
+            spec = spec.replace(reducers=self.config.default_reducers or max(1, alive))
         job_id = new_job_id()
-        spec["submitted_at"] = time.time()  # wall clock: survives a restart, orders jobs
+        # wall clock: survives a restart, orders jobs
+        spec = spec.replace(submitted_at=time.time())
         job = self.sched.submit(job_id, spec, time.monotonic())
         self._persist(job_id)
         log.info("accepted job %s (%s): %d maps, %d reduces, output %s", job_id,
-                 spec.get("name"), len(job.maps), len(job.reduces), output,
+                 spec.name, len(job.maps), len(job.reduces), output,
                  extra={"BLFS_JOB": job_id})
         self.execute([])
         return {"job": job_id, "status": self.sched.job_status(job_id)}
@@ -624,7 +619,7 @@ class Master:
         job = self._job(job_id)
         deadline = time.monotonic() + min(timeout, 60.0)
         async with self.changed:
-            while job.version == version and job.state not in sch.FINISHED:
+            while job.version == version and job.state not in FINISHED:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -638,51 +633,6 @@ class Master:
 def _fields(a: sch.Attempt) -> dict:
     return {"BLFS_JOB": a.task.job.id, "BLFS_TASK": a.task.name, "BLFS_ATTEMPT": a.number,
             "BLFS_NODE": a.worker}
-
-
-def _check_spec(spec: dict) -> dict:
-    needed = {"name": str, "job_file": str, "source": str, "class": str, "args": list,
-              "input_format": str, "splits": list, "output": str}
-    for name, typ in needed.items():
-        if not isinstance(spec.get(name), typ):
-            raise ProtocolError(f"submit: spec field {name!r} must be {typ.__name__}")
-    if not all(isinstance(a, str) for a in spec["args"]):
-        raise ProtocolError("submit: args must be strings")
-    for s in spec["splits"]:
-        if not (isinstance(s, dict) and isinstance(s.get("path"), str)
-                and _is_int(s.get("start")) and _is_int(s.get("end"))
-                and 0 <= s["start"] <= s["end"]):
-            raise ProtocolError("submit: each split needs path, start and end")
-    if not spec["splits"]:
-        raise ProtocolError("submit: the input is empty")
-    name = spec.get("output_name")
-    if name is not None:
-        if not isinstance(name, str) or not cat.is_name(name) or spec["output"] != name:
-            raise ProtocolError("submit: output_name must be a valid name equal to output")
-    elif not os.path.isabs(spec["output"]):
-        raise ProtocolError("submit: the output must be an absolute path or a name")
-    for key in ("datasets", "temp_datasets"):
-        names = spec.get(key, [])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ProtocolError(f"submit: {key} must be a list of names")
-    reducers = spec.get("reducers")
-    if reducers is not None and (not _is_int(reducers) or not 1 <= reducers <= 10000):
-        raise ProtocolError("submit: reducers must be an integer from 1 to 10000")
-    timeout = spec.get("task_timeout")
-    if timeout is not None and (not _is_number(timeout) or not 0 < timeout < 1e9):
-        raise ProtocolError("submit: task_timeout must be a positive number")
-    attempts = spec.get("max_attempts")
-    if attempts is not None and (not _is_int(attempts) or not 1 <= attempts <= 1000):
-        raise ProtocolError("submit: max_attempts must be an integer from 1 to 1000")
-    return dict(spec)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _bind_unix(path: str) -> socket.socket:

@@ -12,7 +12,8 @@ from typing import Any
 import msgpack
 
 from .errors import ProtocolError
-from .messages import Message, check
+from .messages import (AttemptSpec, AttemptState, FailureKind, JobSpec, Message, TaskResult,
+                       check)
 
 VERSION = 1
 LENGTH = struct.Struct(">I")
@@ -86,7 +87,7 @@ PING = {"ping": {"time?": _NUM}}
 
 CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {
     **PING,
-    "submit": {"spec": dict},
+    "submit": {"spec": JobSpec},
     "status": {"job?": _OPT_STR},
     "jobs": {},
     "workers": {},
@@ -105,14 +106,15 @@ CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {
 
 WORKER_TO_MASTER: dict[str, dict[str, Any]] = {
     **PING,
-    "attempt_update": {"attempt": str, "state": str, "info?": dict},
+    # info: a Progress, a Success or a Failure, by state (master.links.WorkerLinks)
+    "attempt_update": {"attempt": str, "state": AttemptState, "info?": dict},
     "pool_changed": {"generation": int, "slots": int},
 }
 
 MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
     **PING,
     "sync": {"held": list},
-    "launch": {"attempt": dict},
+    "launch": {"attempt": AttemptSpec},
     "kill": {"attempt": str},
     "commit": {"source": str, "target": str},
     "uncommit": {"target": str},
@@ -130,9 +132,9 @@ TASK_TO_WORKER: dict[str, dict[str, Any]] = {
     "lease": {},
     "ensure_view": {"node": str, "generation": int},
     "fresh_file": {"node": str, "file": str, "size": int, "crc?": _OPT_INT},
-    "progress": {"progress?": _NUM, "status?": str, "counters?": dict},
-    "done": {"result?": dict},
-    "failed": {"kind?": str, "error?": str, "info?": dict},
+    "progress": {"progress": _NUM, "status": str, "counters": dict},
+    "done": {"result": TaskResult},
+    "failed": {"kind": FailureKind, "error": str, "info?": dict},
 }
 
 DIRECTIONS = {"client->master": CLIENT_TO_MASTER, "worker->master": WORKER_TO_MASTER,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from .errors import FetchError, PoolExhausted, StorageError
+from .messages import SegmentLocation
 from .mounts import mount_at
 
 log = logging.getLogger("blfs.storage")
@@ -368,7 +369,7 @@ class SegmentSink:
         self.device = device
         self.max_payload = slot_size - HEADER_SIZE
         self._writers: list[SlotWriter] = []
-        self.locations: list[dict] = []
+        self.locations: list[SegmentLocation] = []
 
     def write(self, sid: SegmentId, payload: bytes, flags: int = 0) -> None:
         if len(payload) > self.max_payload:
@@ -378,17 +379,16 @@ class SegmentSink:
             writer = SlotWriter(self.disk, self.lease(), self.slot_size)
             self._writers.append(writer)
         offset, length, crc = writer.append(sid, payload, flags)
-        self.locations.append({
-            "node": self.node, "slot": writer.slot, "offset": offset, "length": length,
-            "crc": crc, "generation": self.generation, "partition": sid.partition,
-            "run": sid.run, "seq": sid.seq, "flags": flags,
-        })
+        self.locations.append(SegmentLocation(
+            node=self.node, slot=writer.slot, offset=offset, length=length, crc=crc,
+            generation=self.generation, partition=sid.partition, run=sid.run, seq=sid.seq,
+            flags=flags))
 
     @property
     def slots(self) -> list[int]:
         return [w.slot for w in self._writers]
 
-    def commit(self) -> list[dict]:
+    def commit(self) -> list[SegmentLocation]:
         for writer in self._writers:
             writer.flush()
         if self._writers:
@@ -447,35 +447,33 @@ class SegmentReader:
             self._buf = mmap.mmap(-1, align_up(max(size, 1 << 20)))
         return self._buf
 
-    def read(self, loc: dict, expect: SegmentId) -> tuple[bytes, int]:
+    def read(self, loc: SegmentLocation, expect: SegmentId) -> tuple[bytes, int]:
         """The payload and flags of one segment, or FetchError when it is not intact."""
-        where = f"{loc['node']} slot {loc['slot']} offset {loc['offset']}"
-        if loc["offset"] % ALIGN:
-            raise FetchError(f"unaligned segment at {where}", node=loc["node"])
-        size = align_up(loc["length"])
+        where = f"{loc.node} slot {loc.slot} offset {loc.offset}"
+        if loc.offset % ALIGN:
+            raise FetchError(f"unaligned segment at {where}", node=loc.node)
+        size = align_up(loc.length)
         try:
-            fd = self._fd(loc["node"], loc["slot"])
+            fd = self._fd(loc.node, loc.slot)
             buf = self._buffer(size)
             view = memoryview(buf)[:size]
             try:
-                n = os.preadv(fd, [view], loc["offset"])
+                n = os.preadv(fd, [view], loc.offset)
             finally:
                 view.release()
         except OSError as exc:
-            raise FetchError(f"cannot read {where}: {exc.strerror}", node=loc["node"]) from None
-        if n < loc["length"]:
-            raise FetchError(f"short read at {where}", node=loc["node"])
+            raise FetchError(f"cannot read {where}: {exc.strerror}", node=loc.node) from None
+        if n < loc.length:
+            raise FetchError(f"short read at {where}", node=loc.node)
         try:
             sid, flags, length, crc = decode_header(buf[:HEADER_SIZE])
         except (StorageError, struct.error):
-            raise FetchError(f"no segment header at {where}", node=loc["node"]) from None
-        if (sid != expect or HEADER_SIZE + length != loc["length"]
-                or flags != loc.get("flags", 0)):
-            raise FetchError(f"segment at {where} is {sid}, expected {expect}",
-                             node=loc["node"])
+            raise FetchError(f"no segment header at {where}", node=loc.node) from None
+        if sid != expect or HEADER_SIZE + length != loc.length or flags != loc.flags:
+            raise FetchError(f"segment at {where} is {sid}, expected {expect}", node=loc.node)
         payload = buf[HEADER_SIZE:HEADER_SIZE + length]
-        if zlib.crc32(payload) != crc or crc != loc["crc"]:
-            raise FetchError(f"checksum mismatch at {where}", node=loc["node"])
+        if zlib.crc32(payload) != crc or crc != loc.crc:
+            raise FetchError(f"checksum mismatch at {where}", node=loc.node)
         return payload, flags
 
     def close(self) -> None:

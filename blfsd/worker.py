@@ -19,6 +19,8 @@ from . import catalog, datafiles, rpc, runtime, storage
 from .config import WORKER_PORT, Config
 from .errors import (BlfsError, ConnectionClosed, FetchError, NotFound, ProtocolError,
                      StorageError)
+from .messages import (AttemptSpec, AttemptState, Failure, FailureKind, Message, Progress,
+                       Success, TaskResult)
 from .systemd import Notifier, listen_fds, setup_logging
 from .transport import FrameStream, format_address, parse_address
 
@@ -29,21 +31,21 @@ PR_SET_PDEATHSIG = 1
 
 @dataclass
 class RunningAttempt:
-    spec: dict
+    spec: AttemptSpec
     pid: int
     started: float
-    done: Optional[dict] = None
-    failure: Optional[dict] = None
+    done: Optional[TaskResult] = None
+    failure: Optional[Failure] = None
     killed: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def id(self) -> str:
-        return self.spec["id"]
+        return self.spec.id
 
     def fields(self) -> dict:
-        return {"BLFS_JOB": self.spec["job"], "BLFS_TASK": self.spec["task"],
-                "BLFS_ATTEMPT": self.spec["attempt"]}
+        return {"BLFS_JOB": self.spec.job, "BLFS_TASK": self.spec.task,
+                "BLFS_ATTEMPT": self.spec.attempt}
 
 
 class Worker:
@@ -264,13 +266,13 @@ class Worker:
             pass
         return info
 
-    def launch(self, peer: Optional[rpc.Peer], attempt: dict) -> dict:
+    def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:
         spec = attempt
-        _check_attempt_spec(spec)
-        if spec.get("output_name"):  # a cluster output: parts go to our own disk
-            spec["output"] = catalog.output_dir(self.disk, catalog.check_name(spec["output_name"]))
-        if spec["id"] in self.attempts:
-            raise ProtocolError(f"attempt {spec['id']} is already running here")
+        if spec.output_name:  # a cluster output: parts go to our own disk
+            spec = spec.replace(output=catalog.output_dir(self.disk,
+                                                          catalog.check_name(spec.output_name)))
+        if spec.id in self.attempts:
+            raise ProtocolError(f"attempt {spec.id} is already running here")
         parent, child = socket.socketpair()
         env = self._task_env()
         gc.freeze()  # the child must not collect (and so finalize) the worker's objects
@@ -289,19 +291,20 @@ class Worker:
         child.close()
         attempt = RunningAttempt(spec, pid, time.monotonic())
         self.attempts[attempt.id] = attempt
-        log.info("started %s (%s) as pid %d", attempt.id, spec["kind"], pid,
+        log.info("started %s (%s) as pid %d", attempt.id, spec.kind, pid,
                  extra={**attempt.fields(), "BLFS_NODE": self.name})
         task = asyncio.ensure_future(self._supervise(attempt, parent))
         self._supervisors.add(task)
         task.add_done_callback(self._supervisors.discard)
         return {"pid": pid}
 
-    def _task_env(self) -> dict:
+    def _task_env(self) -> runtime.TaskEnv:
         cfg = self.config
-        return {"node": self.name, "disk": self.disk, "disks_root": cfg.disks_root,
-                "generation": self.manifest.generation, "slot_size": self.manifest.slot_size,
-                "device": self.device, "allow_buffered": cfg.allow_buffered_reads,
-                "spill_records": cfg.spill_records, "segment_max": cfg.segment_max}
+        return runtime.TaskEnv(
+            node=self.name, disk=self.disk, disks_root=cfg.disks_root,
+            generation=self.manifest.generation, slot_size=self.manifest.slot_size,
+            device=self.device, allow_buffered=cfg.allow_buffered_reads,
+            spill_records=cfg.spill_records, segment_max=cfg.segment_max)
 
     def _kill(self, attempt: RunningAttempt) -> None:
         if attempt.finished.is_set():
@@ -347,7 +350,7 @@ class Worker:
     def release_job(self, peer: rpc.Peer, job: str, output_tmp: Optional[str] = None,
                     output_name: Optional[str] = None) -> dict:
         for attempt in list(self.attempts.values()):
-            if attempt.spec["job"] == job:
+            if attempt.spec.job == job:
                 self._kill(attempt)
         slots = self.leases.release_job(job)
         if output_name:  # a cluster output: its temporary files are on our own disk
@@ -380,7 +383,8 @@ class Worker:
         except Exception:  # a bug of ours: end the attempt, and still reap and report it
             log.exception("supervising %s failed", attempt.id, extra=fields)
             if attempt.failure is None:
-                attempt.failure = {"kind": "crashed", "error": "its worker could not serve it"}
+                attempt.failure = Failure(kind=FailureKind.CRASHED,
+                                          error="its worker could not serve it")
             self._kill(attempt)
             attempt.killed = False  # report the failure above, not a kill by request
         finally:
@@ -391,21 +395,22 @@ class Worker:
         if attempt.done is not None and status == 0 and not attempt.killed:
             # its slots stay leased: they hold the output until the job is released
             log.info("%s succeeded", attempt.id, extra=fields)
-            await self._tell_master(attempt.id, "succeeded", {"result": attempt.done})
+            await self._tell_master(attempt.id, AttemptState.SUCCEEDED,
+                                    Success(result=attempt.done))
             return
         self.leases.release_attempt(attempt.id)
         if attempt.killed:
-            info = {"kind": "killed", "error": "killed"}
+            info = Failure(kind=FailureKind.KILLED, error="killed")
         elif attempt.failure is not None:
             info = attempt.failure
         else:
-            info = {"kind": "crashed", "error": f"task process {_describe_status(status)}"}
-        if info["kind"] == "killed":
+            info = Failure(kind=FailureKind.CRASHED,
+                           error=f"task process {_describe_status(status)}")
+        if info.kind == FailureKind.KILLED:
             log.info("%s killed", attempt.id, extra=fields)
         else:
-            log.warning("%s failed (%s): %s", attempt.id, info["kind"], info["error"],
-                        extra=fields)
-        await self._tell_master(attempt.id, "failed", info)
+            log.warning("%s failed (%s): %s", attempt.id, info.kind, info.error, extra=fields)
+        await self._tell_master(attempt.id, AttemptState.FAILED, info)
 
     async def _lease(self, attempt: RunningAttempt) -> dict:
         return {"slot": self.leases.lease(attempt.id)}
@@ -420,17 +425,17 @@ class Worker:
         await self._fresh_file(node, file, size, crc)
         return True
 
-    async def _progress(self, attempt: RunningAttempt, progress: float = 0.0,
-                        status: str = "", counters: Optional[dict] = None) -> None:
-        await self._tell_master(attempt.id, "running", {
-            "progress": progress, "status": status, "counters": counters or {}})
+    async def _progress(self, attempt: RunningAttempt, progress: float, status: str,
+                        counters: dict) -> None:
+        await self._tell_master(attempt.id, AttemptState.RUNNING,
+                                Progress(progress=progress, status=status, counters=counters))
 
-    def _done(self, attempt: RunningAttempt, result: Optional[dict] = None) -> None:
-        attempt.done = result or {}
+    def _done(self, attempt: RunningAttempt, result: TaskResult) -> None:
+        attempt.done = result
 
-    def _failed(self, attempt: RunningAttempt, kind: str = "user", error: str = "",
+    def _failed(self, attempt: RunningAttempt, kind: FailureKind, error: str,
                 info: Optional[dict] = None) -> None:
-        attempt.failure = {"kind": kind, "error": error, "info": info or {}}
+        attempt.failure = Failure(kind=kind, error=error, info=info or {})
 
     async def _ensure_view(self, node: str, generation: int) -> None:
         """Remount our view of a peer's disk when its pool generation changed."""
@@ -487,7 +492,7 @@ class Worker:
             await asyncio.get_running_loop().run_in_executor(None, storage.remount, disk, 10)
         log.info("remounted the view of %s to see new files", disk)
 
-    async def _tell_master(self, attempt_id: str, state: str, info: dict) -> None:
+    async def _tell_master(self, attempt_id: str, state: AttemptState, info: Message) -> None:
         master = self.master
         if master is None:
             log.info("no master to tell that %s is %s", attempt_id, state)
@@ -502,22 +507,8 @@ def _inside(path: str, directory: str) -> bool:
     return os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
 
 
-def _check_attempt_spec(spec: dict) -> None:
-    needed = {"id": str, "job": str, "task": str, "kind": str, "index": int, "attempt": int,
-              "source": str, "job_file": str, "class": str, "reducers": int,
-              "input_format": str, "output": str}
-    for name, typ in needed.items():
-        if not isinstance(spec.get(name), typ):
-            raise ProtocolError(f"launch: attempt field {name!r} must be {typ.__name__}")
-    if spec["kind"] == "map" and not isinstance(spec.get("split"), dict):
-        raise ProtocolError("launch: a map attempt needs a split")
-    if spec["kind"] == "reduce" and not isinstance(spec.get("segments"), list):
-        raise ProtocolError("launch: a reduce attempt needs segments")
-    if spec["kind"] not in ("map", "reduce"):
-        raise ProtocolError(f"launch: unknown kind {spec['kind']!r}")
-
-
-def _task_main(sock: socket.socket, spec: dict, env: dict, worker_pid: int) -> None:
+def _task_main(sock: socket.socket, spec: AttemptSpec, env: runtime.TaskEnv,
+               worker_pid: int) -> None:
     """Entry of a forked task process. Never returns to the worker's code."""
     code = 1
     try:

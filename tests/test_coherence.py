@@ -217,7 +217,7 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
             sink.close()
 
             for loc, (sid, payload) in zip(locations, written):
-                key = (loc["slot"], loc["offset"])
+                key = (loc.slot, loc.offset)
                 places[key] = places.get(key, 0) + 1
                 try:
                     got, _ = reader.read(loc, sid)
@@ -227,8 +227,8 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
                     stale_direct += 1
                 if poison:
                     poisoned_segments += 1
-                    region = buffered_read(slot_path(views.b, loc["slot"]), loc["offset"],
-                                           loc["length"])
+                    region = buffered_read(slot_path(views.b, loc.slot), loc.offset,
+                                           loc.length)
                     if region != encode_header(sid, payload) + payload:
                         stale_buffered += 1
     finally:

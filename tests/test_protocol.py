@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from blfsd import auth, protocol
 from blfsd.errors import AuthError, ConnectionClosed, ProtocolError
+from blfsd.messages import AttemptSpec, AttemptState, FailureKind, JobSpec, TaskResult
 from blfsd.protocol import MAX_FRAME, SCHEMAS, decode, encode, frame_length, validate
 from blfsd.transport import FrameStream
 
@@ -181,8 +182,16 @@ def test_validate_fuzz_known_ops(op, fields):
 
 # ------------------------------------------------------------------------------ validate
 
+_SPLIT = {"path": "/in", "start": 0, "end": 1}
 _SAMPLE = {int: 1, str: "s", dict: {}, list: [], bytes: b"x", bool: True, (int, float): 1.5,
-           (str, type(None)): None, (int, type(None)): None}
+           (str, type(None)): None, (int, type(None)): None,
+           JobSpec: {"name": "n", "job_file": "j.py", "source": "", "class": "J", "args": [],
+                     "input_format": "lines", "splits": [_SPLIT], "output": "/out"},
+           AttemptSpec: {"id": "j/m-00000/0", "job": "j", "task": "m-00000", "kind": "map",
+                         "index": 0, "attempt": 0, "source": "", "job_file": "j.py",
+                         "class": "J", "input_format": "lines", "reducers": 1,
+                         "output": "/out", "split": _SPLIT},
+           TaskResult: {"counters": {}}, AttemptState: "running", FailureKind: "user"}
 
 
 def _valid(op: str, with_optional: bool) -> dict:

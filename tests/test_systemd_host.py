@@ -494,6 +494,7 @@ class Sleepy(Job):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_worker_keeps_supervising_an_attempt_across_gc(tmp_path):
     from blfsd import worker as workermod
+    from blfsd.messages import AttemptSpec
     from blfsd.cli import _daemon_config, build_parser
 
     root = tmp_path / "node"
@@ -512,7 +513,7 @@ def test_worker_keeps_supervising_an_attempt_across_gc(tmp_path):
     async def go() -> bool:
         w = workermod.Worker(cfg, None)
         w.open_pool()
-        w.launch(None, spec)
+        w.launch(None, AttemptSpec.from_wire(spec))
         await asyncio.sleep(0.3)  # the supervisor waits for the task's first message
         gc.collect()
         deadline = time.monotonic() + 5
