@@ -150,6 +150,13 @@ class Scheduler:
         w.alive, w.parallelism, w.info = True, max(1, parallelism), info or {}
         return actions
 
+    def update_worker(self, name: str, info: dict) -> None:
+        """What a worker says about itself between syncs: room on its disk, free slots, a
+        new pool. Placement of puts reads it; nothing here decides on it."""
+        w = self.workers.get(name)
+        if w is not None:
+            w.info.update(info)
+
     def worker_down(self, name: str, now: float) -> list:
         """A worker stopped answering: its running attempts are lost and re-run elsewhere.
 

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import mmap
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -92,6 +93,15 @@ def write_success(output: str) -> str:
         os.close(fd)
     fsync_dir(output)
     return path
+
+
+def remove_job_temporary(tmp: str) -> None:
+    """Remove a job's OUTPUT/_temporary/JOB, and _temporary itself once no job uses it."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(os.path.normpath(tmp)))
+    except OSError:  # another job's attempts still write there
+        pass
 
 
 def fsync_dir(path: str) -> None:

@@ -904,7 +904,7 @@ def test_master_storage_requests_with_bad_values(master_daemon):
 
 def test_master_still_serves_after_everything(master_daemon):
     master_alive(master_daemon)
-    assert master_daemon.master.peers == {}
+    assert master_daemon.master.links.peers == {}
 
 
 def test_worker_still_serves_after_everything(worker_daemon):

@@ -17,7 +17,7 @@ def tables() -> dict:
     master = Master(Config(state_dir="", nodes=[]), None)
     worker = Worker(Config(), None)
     return {"client->master": master.client_handlers,
-            "worker->master": master.worker_handlers,
+            "worker->master": master.links.handlers,
             "master->worker": worker.handlers,
             "task->worker": worker.task_handlers}
 
