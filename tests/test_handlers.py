@@ -19,7 +19,7 @@ def tables() -> dict:
     return {"client->master": master.client_handlers,
             "worker->master": master.links.handlers,
             "master->worker": worker.handlers,
-            "task->worker": worker.task_handlers}
+            "task->worker": worker.attempts.requests.handlers}
 
 
 def test_every_direction_is_covered():
