@@ -1070,3 +1070,45 @@ def _random_run(rnd: random.Random, steps: int) -> None:
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 120))
 def test_random_event_sequences_keep_the_bookkeeping_consistent(seed, steps):
     _random_run(random.Random(seed), steps)
+
+
+# ------------------------------------------------------------------- pure helpers
+
+
+def test_choose_worker_prefers_the_split_holder_then_the_least_loaded():
+    s = cluster("w1", "w2", "w3", parallelism=2)
+    s.submit("j", make_spec(maps=2, reducers=1, nodes=["w3", None]), 0)
+    local, anywhere = s.jobs["j"].maps
+    workers = list(s.workers.values())
+    assert sch.choose_worker(local, workers, local_only=True) == "w3"
+    assert sch.choose_worker(anywhere, workers, local_only=True) is None
+    s.workers["w1"].running.add("x")
+    assert sch.choose_worker(anywhere, workers) == "w2"
+    anywhere.avoid = {"w2"}
+    assert sch.choose_worker(anywhere, workers) == "w3"
+    # failed on every free worker, but w1 (busy) is still fresh: wait for it
+    anywhere.avoid = {"w2", "w3"}
+    s.workers["w1"].running.add("y")
+    assert sch.choose_worker(anywhere, workers) is None
+
+
+def test_straggler_threshold_and_backup_worker():
+    s, got = _straggler_setup()
+    phase = s.jobs["j"].maps
+    st_ = Settings(speculation_min_seconds=2, speculation_slowdown=1.5)
+    assert sch.straggler_threshold(phase, st_) == 15.0  # 1.5 x the median of 10 s
+    assert sch.straggler_threshold(phase, Settings(speculation_min_seconds=20)) == 20
+    phase[0].state = "pending"
+    assert sch.straggler_threshold(phase, st_) is None
+    workers = list(s.workers.values())
+    assert sch.backup_worker(workers, {"w1"}) in {"w2", "w3"}
+    assert sch.backup_worker(workers, {"w1", "w2", "w3"}) is None
+
+
+def test_timed_out_uses_the_job_limit_before_the_masters():
+    s = cluster("w1", parallelism=2, settings_=Settings(task_timeout=100, speculation=False))
+    s.submit("short", make_spec(maps=1, reducers=1, task_timeout=5), 0)
+    s.submit("long", make_spec(maps=1, reducers=1), 0)
+    s.schedule(0)
+    late = sch.timed_out(list(s.attempts.values()), s.settings, 50)
+    assert [(a.task.job.id, limit) for a, limit in late] == [("short", 5)]
