@@ -4,6 +4,8 @@ A Peer owns one authenticated connection. Incoming requests are dispatched throu
 handler table, {op: handler}: `dispatch` checks the op's fields against protocol.SCHEMAS
 and calls `handler(peer, **fields)` (a handler may be a coroutine function); outgoing calls
 wait for the reply with their id. The worker's task connections use `respond` too.
+(A single function handler(peer, msg) for every op, checked the same way, also works:
+small tools and tests use one.)
 """
 from __future__ import annotations
 
@@ -22,14 +24,18 @@ from .transport import FrameStream, open_stream
 log = logging.getLogger("blfs.rpc")
 
 Handlers = Mapping[str, Callable[..., Any]]
-Handler = Handlers  # what accept() and connect() pass on to a Peer: a handler table
+Handler = Any  # what accept() and connect() pass on to a Peer: a table, or one function
 HANDSHAKE_FRAME = 64 << 10  # authentication and hello need far less
 
 
-async def dispatch(handlers: Handlers, context: Any, msg: dict) -> Any:
+async def dispatch(handlers: Handler, context: Any, msg: dict) -> Any:
     """The result of a request's handler, called with its checked fields; ProtocolError
     for an op that is unknown, or not served by this table."""
     op = msg["op"]
+    if not isinstance(handlers, Mapping):  # one function for every op: handler(peer, msg)
+        protocol.validate(msg)
+        result = handlers(context, msg)
+        return await result if inspect.isawaitable(result) else result
     handler = handlers.get(op)
     if handler is None:
         if op in protocol.SCHEMAS:
@@ -39,7 +45,7 @@ async def dispatch(handlers: Handlers, context: Any, msg: dict) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-async def respond(handlers: Handlers, context: Any, msg: dict, who: str) -> Optional[dict]:
+async def respond(handlers: Handler, context: Any, msg: dict, who: str) -> Optional[dict]:
     """The reply frame to a request (None for a notification, id 0): its handler's result,
     or the error a BlfsError names. Any other exception is a bug of ours: it propagates."""
     msg_id = msg.get("id", 0)
@@ -60,10 +66,10 @@ def ping(peer: "Peer", time: Optional[float] = None) -> dict:
 class Peer:
     """One live connection: call() the other side, and serve its requests from a table."""
 
-    def __init__(self, stream: FrameStream, handlers: Optional[Handlers], name: str = "?",
+    def __init__(self, stream: FrameStream, handlers: Optional[Handler], name: str = "?",
                  role: str = "?"):
         self.stream = stream
-        self.handlers: Handlers = handlers or {}
+        self.handlers: Handler = handlers or {}
         self.name = name
         self.role = role
         self.info: dict = {}
