@@ -476,28 +476,8 @@ def ensure_pool(s: Settings, disk: Disk, device: str, force: bool,
             and current.slot_count == cfg.slot_count and current.slot_size == cfg.slot_size):
         return current, False
     if current is not None:
-        # A ready pool changes shape. A running worker keeps the old generation (and its
-        # slots may hold map output of running jobs): it must be stopped first.
-        answer = ask_worker(s)
-        if answer is not None:
-            use = worker_usage(s, answer) or "no slots leased"
-            change = (f"the pool would change ({current.slot_count} -> {cfg.slot_count} "
-                      f"slots of {_bytes(cfg.slot_size)})")
-            if not force:
-                raise DiskError(disk, f"{change} while blfs-worker runs ({use}; the worker "
-                                      f"at {answer['address']} says so); stop blfs-worker "
-                                      "first, or use --force")
-            say(f"{disk.node}: warning: {change} under a running blfs-worker ({use}); "
-                "restart blfs-worker (or `systemctl reload blfs-worker`) so that it uses "
-                "the new generation")
-    needed = space_needed(disk.mount, cfg.slot_count, cfg.slot_size)
-    vfs = os.statvfs(disk.mount)
-    free = vfs.f_bavail * vfs.f_frsize
-    margin = cfg.slot_count * 4096 + (1 << 20)  # extent blocks, MANIFEST, directory
-    if needed + margin > free:
-        raise DiskError(disk, f"pool does not fit: {cfg.slot_count} slots x "
-                              f"{_bytes(cfg.slot_size)} need {_bytes(needed)} more, "
-                              f"{_bytes(free)} free on {disk.mount}")
+        _check_no_worker_uses(s, disk, current, force, say)
+    _check_room(s, disk)
     say(f"{disk.node}: preparing pool: {cfg.slot_count} slots of {_bytes(cfg.slot_size)}"
         + (" (completing an interrupted preparation)" if _preparing(disk.mount) else ""))
     # A preparation killed after writing a slot but before its fsync leaves a full-size
@@ -519,6 +499,38 @@ def ensure_pool(s: Settings, disk: Disk, device: str, force: bool,
     say(f"{disk.node}: pool ready: {manifest.slot_count} slots of "
         f"{_bytes(manifest.slot_size)}, generation {manifest.generation}")
     return manifest, changed
+
+
+def _check_no_worker_uses(s: Settings, disk: Disk, current: storage.Manifest, force: bool,
+                          say: Any) -> None:
+    """A ready pool changes shape. A running worker keeps the old generation (and its
+    slots may hold map output of running jobs): it must be stopped first, or forced."""
+    answer = ask_worker(s)
+    if answer is None:
+        return
+    cfg = s.cfg
+    use = worker_usage(s, answer) or "no slots leased"
+    change = (f"the pool would change ({current.slot_count} -> {cfg.slot_count} "
+              f"slots of {_bytes(cfg.slot_size)})")
+    if not force:
+        raise DiskError(disk, f"{change} while blfs-worker runs ({use}; the worker "
+                              f"at {answer['address']} says so); stop blfs-worker "
+                              "first, or use --force")
+    say(f"{disk.node}: warning: {change} under a running blfs-worker ({use}); "
+        "restart blfs-worker (or `systemctl reload blfs-worker`) so that it uses "
+        "the new generation")
+
+
+def _check_room(s: Settings, disk: Disk) -> None:
+    cfg = s.cfg
+    needed = space_needed(disk.mount, cfg.slot_count, cfg.slot_size)
+    vfs = os.statvfs(disk.mount)
+    free = vfs.f_bavail * vfs.f_frsize
+    margin = cfg.slot_count * 4096 + (1 << 20)  # extent blocks, MANIFEST, directory
+    if needed + margin > free:
+        raise DiskError(disk, f"pool does not fit: {cfg.slot_count} slots x "
+                              f"{_bytes(cfg.slot_size)} need {_bytes(needed)} more, "
+                              f"{_bytes(free)} free on {disk.mount}")
 
 
 def syncfs(path: str) -> None:
