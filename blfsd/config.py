@@ -17,6 +17,7 @@ WORKER_PORT = 7071
 
 @dataclass
 class Node:
+    """A worker of [nodes.NAME]: where the master dials it, and its disk."""
     name: str
     address: str  # where the master reaches the worker, host:port
     disk: str = ""  # iscsi://... or block:/dev/... (blfs-iscsi)
@@ -25,6 +26,7 @@ class Node:
 
 @dataclass
 class Config:
+    """Every setting, with its default; `load` fills it from the file."""
     cluster_key: str = "/etc/blfs/cluster.key"
     group: str = "blfs"
     master_address: str = f"127.0.0.1:{MASTER_PORT}"
@@ -58,6 +60,7 @@ class Config:
     iscsi: dict = field(default_factory=dict)
 
     def cpu_parallelism(self) -> int:
+        """Attempts a worker runs at once: [worker] parallelism, else its CPUs."""
         return self.parallelism or len(os.sched_getaffinity(0))
 
     def node(self, name: str) -> Optional[Node]:
@@ -111,6 +114,7 @@ def load(path: Optional[str] = None) -> Config:
 
 
 def _read(target: str, named: bool) -> dict:
+    """The TOML file as a dict ({} for a missing default file)."""
     try:
         with open(target, "rb") as f:
             return tomllib.load(f)
@@ -123,6 +127,7 @@ def _read(target: str, named: bool) -> dict:
 
 
 def _value(value: object, kind: object, where: str) -> object:
+    """A setting's value as its kind wants it ("size": 64M and such)."""
     try:
         return parse_size(value) if kind == "size" else kind(value)  # type: ignore[operator]
     except (TypeError, ValueError):

@@ -1,4 +1,4 @@
-"""blfs-iscsi: attach every node's disk, mount them, prepare this node's pool (DESIGN §2-3).
+"""blfs-iscsi: attach every node's disk, mount them, prepare this node's pool (docs/OPERATIONS.md).
 
     blfs-iscsi [--config FILE] up | down [--force] | status [--json]
                | format [--force] [--no-mmp] | export [--device DEV] [--backend B] ...

@@ -43,6 +43,7 @@ FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 class TaskState(enum.StrEnum):
+    """A task: pending (to be placed), running (an attempt runs), succeeded."""
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -78,6 +79,7 @@ _COUNTED = frozenset({FailureKind.USER, FailureKind.CRASHED, FailureKind.TIMEOUT
 
 
 class TaskKind(enum.StrEnum):
+    """What a task runs: a map (over a split) or a reduce (of a partition)."""
     MAP = "map"
     REDUCE = "reduce"
 
@@ -114,6 +116,7 @@ def check(value: Any, typ: Any, where: str) -> Any:
 
 
 def _is(value: Any, t: type) -> bool:
+    """isinstance, except that a bool is not a number here (True is not 1 on the wire)."""
     if t is type(None):
         return value is None
     if isinstance(value, bool) and t in (int, float):
@@ -227,6 +230,7 @@ def plain(value: Any) -> Any:
 
 @functools.cache
 def _fields(cls: type) -> tuple:
+    """A message's fields with their wire names, resolved types and whether required."""
     hints = typing.get_type_hints(cls)
     return tuple(_Field(f.name, f.metadata.get("wire", f.name), hints[f.name],
                         f.default is dataclasses.MISSING
@@ -308,6 +312,7 @@ class Failure(Message):
 
 @message
 class Success(Message):
+    """A successful attempt's report (attempt_update, state succeeded)."""
     result: TaskResult
 
 

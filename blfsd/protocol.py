@@ -27,6 +27,7 @@ def encode(msg: dict) -> bytes:
 
 
 def _to_wire(obj: Any) -> Any:
+    """msgpack's hook for what it cannot pack: our messages, as their maps."""
     if isinstance(obj, Message):
         return obj.to_wire()
     raise TypeError(f"cannot encode {type(obj).__name__}")
@@ -60,14 +61,17 @@ def decode(body: bytes) -> dict:
 
 
 def request(op: str, msg_id: int, **fields: Any) -> dict:
+    """A request; msg_id 0 makes it a notification (no reply)."""
     return {"op": op, "id": msg_id, **fields}
 
 
 def reply(msg_id: int, result: Any) -> dict:
+    """A successful reply to the request with this id."""
     return {"id": msg_id, "result": result}
 
 
 def error_reply(msg_id: int, code: str, message: str) -> dict:
+    """An error reply: a code (errors.BlfsError.code) and one line for people."""
     return {"id": msg_id, "error": {"code": code, "message": message}}
 
 

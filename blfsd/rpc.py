@@ -123,6 +123,7 @@ class Peer:
             fut.set_result(msg["result"])
 
     async def _handle(self, msg: dict) -> None:
+        """Serve one request (in a task of its own) and send its reply, if it wants one."""
         msg_id = msg.get("id", 0)
         try:
             answer = await respond(self.handlers, self, msg, f"{self.role} {self.name}")
@@ -145,6 +146,7 @@ class Peer:
             log.debug("reply to %s lost: %s", self.name, exc)
 
     async def close(self) -> None:
+        """Hang up; calls still waiting for a reply fail with ConnectionClosed."""
         if self.closed.is_set():
             return
         self.closed.set()

@@ -69,6 +69,7 @@ class Channel:
         return bytes(buf)
 
     def call(self, op: str, **fields: Any) -> Any:
+        """A request to the worker, and its answer (RemoteError for an error reply)."""
         msg_id, self._next = self._next, self._next + 1
         self.send(protocol.request(op, msg_id, **fields))
         answer = self._read()
@@ -88,10 +89,12 @@ class Reporter:
         job._touch = lambda: self.maybe(self.progress)  # counters and status prove life
 
     def count(self, name: str, n: int) -> None:
+        """A built-in counter of the blfs group (map_input_records, ...)."""
         g = self.job._counters.setdefault("blfs", {})
         g[name] = g.get(name, 0) + n
 
     def maybe(self, progress: float) -> None:
+        """Report progress at most every REPORT_EVERY seconds, or when the status changed."""
         self.progress = progress
         now = time.monotonic()
         if now - self.last >= REPORT_EVERY or self.job._status_changed:
@@ -182,6 +185,7 @@ class MapOutput:
                 self.pairs.extend(pairs)
 
     def buffered(self) -> int:
+        """Entries held: pairs, plus distinct keys counted by value."""
         return len(self.pairs) + sum(len(c) for c in self.by_value.values())
 
     def _count(self, pairs: list) -> None:
@@ -226,6 +230,7 @@ class MapOutput:
         self.by_value = {}
 
     def part(self, key: Any) -> int:
+        """The partition of a key (memoized for str keys), checked."""
         if type(key) is not str:  # memoize only str: in a dict, True == 1 == 1.0
             return self._check(self._partition(key, self.reducers))
         p = self._memo.get(key)
@@ -262,6 +267,8 @@ class MapOutput:
             yield k, (v for _, v in grp)
 
     def spill(self) -> None:
+        """Combine what is buffered, partition and sort it, and write each partition as
+        segments (several when it is larger than segment_max) of one sorted run."""
         self.reporter.count("map_output_records", self.records)
         self.records = 0
         parts: list = [[] for _ in range(self.reducers)]
@@ -302,6 +309,8 @@ def _split_path(spec: AttemptSpec, env: TaskEnv, chan: Channel) -> str:
 
 def run_map(job: Job, spec: AttemptSpec, env: TaskEnv, chan: Channel,
             reporter: Reporter) -> TaskResult:
+    """Run a map attempt over its split: records in, segments out (fsynced, slot
+    then device), and their locations in the result."""
     start, end = spec.split.start, spec.split.end
     path = _split_path(spec, env, chan)
     read = READERS[spec.input_format]
@@ -341,6 +350,7 @@ class _OrderError(Exception):
 
 
 def _ordered(merged: Iterator) -> Iterator:
+    """The merged stream, with a comparison failure told apart from the user's."""
     while True:
         try:
             item = next(merged)
@@ -373,6 +383,8 @@ def _expected(job_id: str, partition: int, loc: SegmentLocation) -> storage.Segm
 
 def _read_run(reader: storage.SegmentReader, job_id: str, partition: int, locs: list,
               reporter: Reporter, total: int) -> Iterator:
+    """The records of one sorted run, segment by segment; a segment that fails
+    its check is read once more with fresh descriptors before it is a fetch failure."""
     for loc in locs:
         expect = _expected(job_id, partition, loc)
         try:
@@ -402,6 +414,8 @@ def _ensure_views(segments: list[SegmentLocation], env: TaskEnv, chan: Channel) 
 
 def run_reduce(make_job: Callable[[], tuple], spec: AttemptSpec, env: TaskEnv,
                chan: Channel) -> TaskResult:
+    """Run a reduce attempt: merge its partition's runs from every map, reduce,
+    and write the part under OUTPUT/_temporary/JOB/ (moved into place by the commit)."""
     segments = spec.segments
     _ensure_views(segments, env, chan)
     partition = spec.index
@@ -434,6 +448,7 @@ def run_reduce(make_job: Callable[[], tuple], spec: AttemptSpec, env: TaskEnv,
 
 def _unreadable_maps(spec: AttemptSpec, env: TaskEnv, segments: list,
                      partition: int) -> list:
+    """Every map whose segments this attempt cannot read (all re-run at once)."""
     reader = _segment_reader(env)
     bad = set()
     try:
@@ -451,6 +466,7 @@ def _unreadable_maps(spec: AttemptSpec, env: TaskEnv, segments: list,
 
 def _reduce_into(job: Job, spec: AttemptSpec, env: TaskEnv, segments: list, partition: int,
                  path: str, canonical: bool, reporter: Reporter) -> None:
+    """Merge the runs, group by key, reduce, and write the part file (fsynced)."""
     reader = _segment_reader(env)
     runs = [_read_run(reader, spec.job, partition, locs, reporter, len(segments))
             for locs in _runs(segments)]
@@ -517,6 +533,7 @@ def run_attempt(spec: AttemptSpec, env: TaskEnv, chan: Channel) -> int:
 
 def _report_failure(chan: Channel, kind: FailureKind, error: str,
                     info: Optional[dict] = None) -> None:
+    """Tell the worker why the attempt failed (if the worker is still there)."""
     try:
         chan.notify("failed", kind=kind, error=error, info=info or {})
     except OSError:

@@ -17,30 +17,35 @@ from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, JobSpec
 
 @dataclass
 class Launch:
+    """Start this attempt on that worker."""
     worker: str
     attempt: AttemptSpec
 
 
 @dataclass
 class Kill:
+    """Kill that attempt (the master no longer counts on it)."""
     worker: str
     attempt: str
 
 
 @dataclass
 class Commit:
+    """Every reduce has a winner: move their parts into place, in this order."""
     job: str
     parts: list  # [(worker, attempt id, source path, target path)]
 
 
 @dataclass
 class Release:
+    """The job ended: these workers free its slots and temporary output."""
     job: str
     workers: list
 
 
 @dataclass
 class JobEnded:
+    """The job reached a final state (record it; remove its temporary datasets)."""
     job: str
     state: JobState
     error: Optional[str]
@@ -48,6 +53,7 @@ class JobEnded:
 
 @dataclass
 class WorkerState:
+    """A worker as the scheduler sees it: up or not, its capacity and what runs there."""
     name: str
     parallelism: int
     alive: bool = True
@@ -56,6 +62,7 @@ class WorkerState:
 
     @property
     def free(self) -> int:
+        """Attempts it can still take now (none while it is down)."""
         return self.parallelism - len(self.running) if self.alive else 0
 
 
@@ -163,6 +170,7 @@ class ScheduledJob:
         return self.maps + self.reduces
 
     def maps_done(self) -> bool:
+        """Whether the reduce phase may start."""
         return all(t.state == TaskState.SUCCEEDED for t in self.maps)
 
 
@@ -209,9 +217,7 @@ class Scheduler:
 
     def worker_down(self, name: str, now: float) -> list:
         """A worker stopped answering: its running attempts are lost and re-run elsewhere.
-
-        Its finished map outputs stay valid: the disk is served by the kernel, not by blfs.
-        """
+        Its finished map outputs stay valid: the disk is served by the kernel, not by blfs."""
         w = self.workers.get(name)
         if w is None or not w.alive:
             return []
@@ -219,11 +225,9 @@ class Scheduler:
         return self._lose_attempts_on(w, now)
 
     def _lose_attempts_on(self, w: WorkerState, now: float = 0.0) -> list:
-        actions: list = []
-        for attempt_id in list(w.running):
-            actions += self.attempt_failed(attempt_id, FailureKind.LOST,
-                                           f"worker {w.name} was lost", now)
-        return actions
+        """Every attempt running on a worker is lost with it (counted apart)."""
+        return [action for attempt_id in list(w.running) for action in self.attempt_failed(
+            attempt_id, FailureKind.LOST, f"worker {w.name} was lost", now)]
 
     def held_slots(self, node: str) -> list:
         """(slot, attempt id) of every map output on a node that a live job still needs."""
@@ -237,9 +241,10 @@ class Scheduler:
         return job
 
     def cancel(self, job_id: str, now: float) -> list:
+        """`blfs cancel`: end the job, unless it is committing (too late) or ended."""
         job = self.jobs[job_id]
         if job.state in FINISHED or job.state == JobState.COMMITTING:
-            return []  # committing: every part is done, it is too late to take it back
+            return []
         return self._end_job(job, JobState.CANCELLED, "cancelled", now)
 
     def _end_job(self, job: ScheduledJob, state: JobState, error: Optional[str],
@@ -251,6 +256,7 @@ class Scheduler:
         return actions + [Release(job.id, sorted(self.workers)), JobEnded(job.id, state, error)]
 
     def _stop_attempt(self, a: Attempt, state: AttemptState, now: float) -> list:
+        """Forget an attempt that ended; a kill of it goes to its worker."""
         a.state, a.finished = state, now
         self.attempts.pop(a.id, None)
         w = self.workers.get(a.worker)
@@ -267,6 +273,7 @@ class Scheduler:
 
     def attempt_progress(self, attempt_id: str, now: float, progress: float = 0.0,
                          status: str = "", counters: Optional[dict] = None) -> None:
+        """A progress report; it also proves the attempt is alive (task_timeout)."""
         a = self.attempts.get(attempt_id)
         if a is not None:
             a.report(now, progress, status, counters)
@@ -294,6 +301,8 @@ class Scheduler:
 
     def attempt_failed(self, attempt_id: str, kind: FailureKind, error: str, now: float,
                        info: Optional[dict] = None) -> list:
+        """An attempt ended badly. Whose fault it was (its kind) decides what
+        counts (see _charge); a killed attempt, killed by someone else, just runs again."""
         a = self.attempts.get(attempt_id)
         if a is None or a.state != AttemptState.RUNNING:
             return []
@@ -352,15 +361,14 @@ class Scheduler:
         return []
 
     def commit_done(self, job_id: str, now: float) -> list:
+        """Every part is in place and the output complete: the job succeeded."""
         job = self.jobs[job_id]
         if job.state != JobState.COMMITTING:
             return []
-        job.state, job.finished = JobState.SUCCEEDED, now
-        job.version += 1
-        return [Release(job.id, sorted(self.workers)),
-                JobEnded(job.id, JobState.SUCCEEDED, None)]
+        return self._end_job(job, JobState.SUCCEEDED, None, now)  # nothing runs any more
 
     def commit_failed(self, job_id: str, error: str, now: float) -> list:
+        """The commit failed (its moved parts were taken back): the job fails."""
         job = self.jobs[job_id]
         if job.state != JobState.COMMITTING:
             return []

@@ -1,6 +1,6 @@
 """The shared-disk data path: pools of pre-allocated slots, segment writes, O_DIRECT reads.
 
-Why it looks like this (DESIGN §2): two hosts mounting one block device share no cache.
+Why it looks like this (docs/ARCHITECTURE.md, Storage rules): two hosts mounting one block device share no cache.
 So a pool is written full of zeros once, before any peer mounts it; afterwards only bytes
 inside slot files change; a writer fsyncs the slot and the block device before reporting;
 a reader uses O_DIRECT so that its own page cache can never serve it stale bytes.
@@ -41,6 +41,7 @@ FLAG_CANONICAL_ORDER = 1  # keys were not mutually comparable; sorted by canonic
 
 
 def align_up(n: int, to: int = ALIGN) -> int:
+    """n rounded up to a multiple of `to`."""
     return (n + to - 1) // to * to
 
 
@@ -48,6 +49,7 @@ def align_up(n: int, to: int = ALIGN) -> int:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A pool's MANIFEST: whose, which generation, its shape, and whether it is ready."""
     node: str
     generation: int
     slot_size: int
@@ -105,6 +107,7 @@ def remove_job_temporary(tmp: str) -> None:
 
 
 def fsync_dir(path: str) -> None:
+    """Make a directory's entries durable (after a create or rename in it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -118,11 +121,12 @@ def _slot_ok(path: str, size: int, fill: bool = True) -> bool:
     except FileNotFoundError:
         return False
     # A sparse or short file is not prepared: its unwritten blocks would read as zeros
-    # on peers forever (DESIGN §2, invariant 1).
+    # on peers forever (storage rule 1).
     return st.st_size == size and (st.st_blocks * 512 >= size or not fill)
 
 
 def _write_zeros(path: str, size: int, durable: bool, fill: bool = True) -> None:
+    """A slot full of zeros, by writing (fill=False: sparse, for --local only)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         written = 0 if fill else size
@@ -193,6 +197,7 @@ def prepare_pool(disk: str, node: str, slot_count: int, slot_size: int,
 
 
 def _write_manifest(pdir: str, manifest: Manifest, durable: bool) -> None:
+    """Replace the MANIFEST atomically (and durably unless told not to)."""
     path = os.path.join(pdir, MANIFEST)
     tmp = path + ".new"
     with open(tmp, "wb") as f:
@@ -270,6 +275,7 @@ class SegmentId:
 
 
 def encode_header(sid: SegmentId, payload: bytes, flags: int = 0) -> bytes:
+    """The 128-byte header of a segment with this payload."""
     job = sid.job.encode()
     if len(job) > 32:
         raise StorageError(f"job id {sid.job!r} is too long for a segment header")
@@ -299,6 +305,7 @@ class SlotWriter:
         self.fd = os.open(slot_path(disk, slot), os.O_WRONLY)  # never O_TRUNC, never create
 
     def fits(self, payload_len: int) -> bool:
+        """Whether a segment with this payload still fits in the slot."""
         return self.offset + HEADER_SIZE + payload_len <= self.slot_size
 
     def append(self, sid: SegmentId, payload: bytes, flags: int = 0) -> tuple[int, int, int]:
@@ -316,6 +323,7 @@ class SlotWriter:
         return offset, total, zlib.crc32(payload)
 
     def flush(self) -> None:
+        """fsync the slot (the device is fsynced by the sink, once for all slots)."""
         os.fsync(self.fd)
 
     def close(self) -> None:
@@ -382,6 +390,7 @@ class SegmentSink:
         self.locations: list[SegmentLocation] = []
 
     def write(self, sid: SegmentId, payload: bytes, flags: int = 0) -> None:
+        """Append a segment, leasing a new slot when the current one is full."""
         if len(payload) > self.max_payload:
             raise StorageError(f"segment payload {len(payload)} exceeds slot capacity")
         writer = self._writers[-1] if self._writers else None
@@ -399,6 +408,7 @@ class SegmentSink:
         return [w.slot for w in self._writers]
 
     def commit(self) -> list[SegmentLocation]:
+        """Make every segment durable (each slot, then the device); their locations."""
         for writer in self._writers:
             writer.flush()
         if self._writers:
@@ -540,7 +550,7 @@ def _still_mounted(device: str) -> bool:
 
 
 def ensure_generation(disk: str, generation: int) -> Manifest:
-    """Make our view of a peer's disk current for a generation (DESIGN §2, invariant 5)."""
+    """Make our view of a peer's disk current for a generation (storage rule 5)."""
     try:
         manifest = read_manifest(disk, direct=True)
     except OSError:
@@ -568,9 +578,11 @@ class SlotLeases:
         self.holder: dict[int, str] = {}
 
     def free_count(self) -> int:
+        """Slots no attempt holds."""
         return self.slot_count - len(self.holder)
 
     def lease(self, attempt: str) -> int:
+        """The lowest free slot, now held by `attempt`; PoolExhausted when none is free."""
         for slot in range(self.slot_count):
             if slot not in self.holder:
                 self.holder[slot] = attempt
@@ -578,12 +590,14 @@ class SlotLeases:
         raise PoolExhausted(f"all {self.slot_count} slots are leased")
 
     def release_attempt(self, attempt: str) -> list[int]:
+        """Free a failed or killed attempt's slots."""
         slots = [s for s, a in self.holder.items() if a == attempt]
         for s in slots:
             del self.holder[s]
         return slots
 
     def release_job(self, job: str) -> list[int]:
+        """Free every slot of a job (attempt ids start with JOB/)."""
         slots = [s for s, a in self.holder.items() if a.split("/", 1)[0] == job]
         for s in slots:
             del self.holder[s]
@@ -594,5 +608,6 @@ class SlotLeases:
         self.holder = {s: a for s, a in held if 0 <= s < self.slot_count}
 
     def resize(self, slot_count: int) -> None:
+        """A new pool shape (SIGHUP): leases of slots that are gone are dropped."""
         self.slot_count = slot_count
         self.holder = {s: a for s, a in self.holder.items() if s < slot_count}

@@ -1,4 +1,4 @@
-"""Two hosts on one disk, without cache coherence: why the storage rules exist (DESIGN §2).
+"""Two hosts on one disk, without cache coherence: why the storage rules exist (docs/ARCHITECTURE.md, Storage rules).
 
 One ext4 image file, two loop devices over it. View A (loop A, mounted read-write) is the
 disk's owner; view B (loop B, mounted ``ro,noload``) is a peer. Each loop device has its own
@@ -174,7 +174,7 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
     manifest, changed = prepare_pool(views.a, NODE, slot_count, SLOT)
     assert changed
     views.flush_a()
-    views.mount_b()  # B mounts only after preparation (DESIGN §2 invariant 1)
+    views.mount_b()  # B mounts only after preparation (storage rule 1)
     assert read_manifest(views.b) == manifest
     assert storage.block_device_of(views.a) == views.dev_a
 

@@ -1,4 +1,4 @@
-"""Malformed input against real daemons over real sockets (DESIGN §4).
+"""Malformed input against real daemons over real sockets (docs/ARCHITECTURE.md, Wire protocol).
 
 "Malformed input of any kind (bad length, bad msgpack, unknown op, wrong types, huge values)
 gets an error reply or a dropped connection, a log line, and nothing else: the daemon stays up."

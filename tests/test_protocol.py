@@ -1,4 +1,4 @@
-"""The wire protocol in isolation (DESIGN §4): framing, decoding, validation, FrameStream, auth.
+"""The wire protocol in isolation (docs/ARCHITECTURE.md, Wire protocol): framing, decoding, validation, FrameStream, auth.
 
 No daemons here (see test_daemons_malformed.py); FrameStream and the handshakes run over real
 socket pairs and real loopback TCP with asyncio streams.

@@ -1,4 +1,4 @@
-"""The master's decisions (blfsd.scheduler), driven with explicit clocks: DESIGN §7.
+"""The master's decisions (blfsd.scheduler), driven with explicit clocks (docs/ARCHITECTURE.md, Scheduling).
 
 The Scheduler is pure: events go in (worker_up/down, attempt_succeeded/failed, tick, ...),
 actions come out (Launch, Kill, Commit, Release, JobEnded). Every test here feeds events

@@ -1,4 +1,4 @@
-"""blfsd.storage without root: pools, segment format, sink/reader, leases (DESIGN §2).
+"""blfsd.storage without root: pools, segment format, sink/reader, leases (docs/ARCHITECTURE.md, Storage rules).
 
 Everything here runs in tmp_path directories. Reads use allow_buffered=True so the tests
 also pass where the temporary directory is tmpfs (which refuses O_DIRECT); the O_DIRECT

@@ -74,6 +74,7 @@ class Master:
         await self.jobs.wake()
 
     def _job_ended(self, action: JobEnded) -> None:
+        """A job ended: its final record, and the datasets submit put for it only."""
         self.jobs.ended(action)
         self.datasets.remove_temporary(self.sched.jobs[action.job].spec.temp_datasets)
 
@@ -99,6 +100,7 @@ class Master:
         self.notifier.notify("READY=1", f"STATUS={status_line(self.sched)}")
 
     async def _serve_socket(self, sock: socket.socket) -> None:
+        """Serve clients on a socket (ours, or one systemd passed)."""
         sock.setblocking(False)
         if sock.family == socket.AF_UNIX:
             server = await asyncio.start_unix_server(self._on_connect, sock=sock)
@@ -117,6 +119,7 @@ class Master:
                 self.execute(self.sched.cancel(job_id, time.monotonic()), reschedule=False)
 
     async def stop(self) -> None:
+        """Stop serving, let requests in flight reach the workers, then hang up on all."""
         self.notifier.notify("STOPPING=1")
         self.stopping.set()
         for server in self.servers:
@@ -144,6 +147,7 @@ class Master:
 
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        """A client connection, served until it ends."""
         peer = await rpc.accept_connection(reader, writer, self.key, "master", self.name,
                                            self.client_handlers, self.config.group)
         if peer is not None:

@@ -67,6 +67,7 @@ class Datasets:
         return {"put": token, "nodes": nodes}
 
     def _put(self, peer: rpc.Peer, token: str) -> Put:
+        """The client's own put in progress with this token, or NotFound."""
         put = self.puts.get(token)
         if put is None or put.client is not peer:
             raise NotFound("no such put in progress on this connection")
@@ -125,6 +126,7 @@ class Datasets:
         return self.catalog.get(OUTPUTS, name)
 
     def ls(self, peer: rpc.Peer) -> list:
+        """`blfs ls`: one row per dataset and output."""
         return self.catalog.listing()
 
     async def read(self, peer: rpc.Peer, name: str, part: int, offset: int,
@@ -163,6 +165,7 @@ class Datasets:
                 self.tasks.spawn(self._drop(DATASETS, name, self.catalog.get(DATASETS, name)))
 
     async def _drop(self, kind: str, name: str, entry: dict) -> dict:
+        """Forget a dataset or output, and have every node that holds files drop them."""
         self.catalog.remove(kind, name)
         files = entry.get("splits") or entry.get("parts") or []
         nodes = sorted({f["node"] for f in files})

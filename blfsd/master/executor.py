@@ -60,6 +60,8 @@ class Executor:
             self.tasks.spawn(self.changed())
 
     async def _launch(self, action: Launch) -> None:
+        """Send an attempt to its worker. A launch that may have happened (a timeout, a
+        lost connection) is killed there too and counts as lost; a refused one as crashed."""
         spec = action.attempt
         log.info("launching %s on %s", spec.id, action.worker,
                  extra={"BLFS_JOB": spec.job, "BLFS_TASK": spec.task,
@@ -108,6 +110,7 @@ class Executor:
                               output=output)
 
     async def _take_back(self, job: ScheduledJob, moved: list) -> None:
+        """Undo the renames of a failed commit (a failure here is only logged)."""
         for worker, target in moved:
             try:
                 await self._on_worker(job, worker, "uncommit", _unlink, target, target=target)

@@ -89,6 +89,7 @@ class Jobs:
                       extra={"BLFS_JOB": job_id})
 
     def ended(self, action: JobEnded) -> None:
+        """Log how the job ended and record its final status."""
         job = self.sched.jobs[action.job]
         elapsed = (job.finished - job.started) if job.started else 0.0
         level = logging.INFO if action.state == JobState.SUCCEEDED else logging.WARNING
@@ -104,6 +105,7 @@ class Jobs:
     # ------------------------------------------------------------------ requests
 
     def job(self, job_id: str) -> ScheduledJob:
+        """A job of this session, or NotFound."""
         job = self.sched.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id[:80]}")
@@ -141,6 +143,7 @@ class Jobs:
         return self.sched.job_status(job)
 
     def list_jobs(self, peer: rpc.Peer) -> list:
+        """`blfs jobs`: finished jobs from before a restart, then this session's."""
         rows = [dict(s, counters=None) for s in self.history.values()]
         for job in sorted(self.sched.jobs.values(), key=lambda j: j.submitted):
             status = self.sched.job_status(job.id)
@@ -148,11 +151,13 @@ class Jobs:
         return rows
 
     def list_workers(self, peer: rpc.Peer) -> list:
+        """`blfs workers`: each worker's state, capacity and what it last said."""
         return [{"name": w.name, "alive": w.alive, "parallelism": w.parallelism,
                  "running": len(w.running), "info": w.info}
                 for w in sorted(self.sched.workers.values(), key=lambda w: w.name)]
 
     def cancel(self, peer: rpc.Peer, job: str) -> dict:
+        """`blfs cancel`: end the job (kills its attempts, releases it); its status."""
         self.job(job)
         self.execute(self.sched.cancel(job, time.monotonic()))
         return self.status(peer, job)

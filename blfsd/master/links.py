@@ -82,12 +82,14 @@ class WorkerLinks:
             await peer.close()
 
     async def close_all(self) -> None:
+        """Hang up on every worker (the master is stopping)."""
         for peer in list(self.peers.values()):
             await peer.close()
 
     # ------------------------------------------------------------------ the links
 
     def start(self, tasks: TaskSet) -> None:
+        """One link per configured worker, for the master's whole life."""
         for node in self.config.nodes:
             tasks.spawn(self.keep(node))
 
@@ -167,6 +169,7 @@ class WorkerLinks:
     # ------------------------------------------------------------------ from the workers
 
     def pool_changed(self, peer: rpc.Peer, generation: int, slots: int) -> None:
+        """A worker adopted a new pool (SIGHUP): its generation and slots."""
         self.sched.update_worker(peer.name, {"generation": generation, "slots": slots})
         log.warning("worker %s announces pool generation %d (%d slots)", peer.name,
                     generation, slots, extra={"BLFS_NODE": peer.name})

@@ -69,16 +69,19 @@ class TaskRequests:
         return {"slot": self.disk.leases.lease(attempt.id)}
 
     async def ensure_view(self, attempt: RunningAttempt, node: str, generation: int) -> bool:
+        """Our view of `node` made current for a pool generation (remounted if not)."""
         await self.views.ensure(node, generation)
         return True
 
     async def fresh_file(self, attempt: RunningAttempt, node: str, file: str, size: int,
                          crc: Optional[int] = None) -> bool:
+        """A dataset's split file on `node` checked on our view (remounted once if stale)."""
         await self.views.fresh_file(node, file, size, crc)
         return True
 
     async def progress(self, attempt: RunningAttempt, progress: float, status: str,
                        counters: dict) -> None:
+        """Forwarded to the master as it comes (attempt_update running)."""
         await self.tell(attempt.id, AttemptState.RUNNING,
                         Progress(progress=progress, status=status, counters=counters))
 
@@ -119,6 +122,7 @@ class Attempts:
         return {"pid": pid}
 
     def _task_env(self) -> runtime.TaskEnv:
+        """What the task process gets of its worker, at fork."""
         cfg, m = self.config, self.disk.manifest
         return runtime.TaskEnv(
             node=self.disk.name, disk=self.disk.path, disks_root=cfg.disks_root,
@@ -127,6 +131,7 @@ class Attempts:
             segment_max=cfg.segment_max)
 
     def kill(self, peer: Optional[rpc.Peer], attempt: str) -> dict:
+        """The master kills an attempt (it is reported killed once reaped)."""
         running = self.running.get(attempt)
         if running:
             self.terminate(running)
@@ -158,6 +163,7 @@ class Attempts:
     # ------------------------------------------------------------------ supervision
 
     async def _supervise(self, attempt: RunningAttempt, sock: socket.socket) -> None:
+        """Serve the task, reap its process, report how it ended."""
         await self._serve_task(attempt, sock)
         status = await process.wait_exit(attempt.pid)
         self.running.pop(attempt.id, None)

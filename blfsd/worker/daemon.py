@@ -52,6 +52,7 @@ class Worker:
                          **{op: self._master_only(op, fn) for op, fn in for_master.items()}}
 
     def _master_only(self, op: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """The handler, for the master that connected last only."""
         @functools.wraps(handler)
         def guarded(peer: rpc.Peer, **fields: Any) -> Any:
             if peer is not self.master:
@@ -138,6 +139,7 @@ class Worker:
 
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        """A connection; a master's replaces the previous master's session."""
         peer = await rpc.accept_connection(reader, writer, self.key, "worker", self.name,
                                            self.handlers, self.config.group)
         if peer is None:
@@ -164,9 +166,11 @@ class Worker:
             log.warning("could not report %s %s to the master: %s", attempt_id, state, exc)
 
     def ping(self, peer: rpc.Peer, time: Optional[float] = None) -> dict:
+        """Anyone's ping: our clock and usage (blfs-iscsi asks what the pool holds)."""
         return {**rpc.ping(peer), **self.usage()}
 
     def usage(self) -> dict:
+        """Free slots, room on our disk, attempts running (refreshed by every ping)."""
         return {**self.disk.usage(), "running": len(self.attempts.running)}
 
     def sync(self, peer: rpc.Peer, held: list) -> dict:

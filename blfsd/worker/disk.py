@@ -26,6 +26,7 @@ class OwnDisk:
         self.device: Optional[str] = None  # None outside a mount of a block device
 
     def open(self) -> None:
+        """The pool, prepared here (--local) or as blfs-iscsi left it; leases; device."""
         cfg = self.config
         if cfg.prepare_pool:
             self.manifest, changed = storage.prepare_pool(

@@ -32,6 +32,7 @@ class Files:
                          "abort_put": self.abort_put, "drop": self.drop, "fetch": self.fetch}
 
     def open(self) -> None:
+        """Ready for puts, once the disk is open (its device is known)."""
         self.uploads = datafiles.Uploads(self.disk.path, self.disk.device)
 
     # ------------------------------------------------------------------ outputs
@@ -85,9 +86,11 @@ class Files:
             raise StorageError(f"storing on {self.disk.name}: {exc.strerror}") from None
 
     def abort_put(self, peer: rpc.Peer, name: str) -> None:
+        """Forget a put: close its files and remove what it wrote here."""
         self.uploads.abort(catalog.check_name(name))
 
     def drop(self, peer: rpc.Peer, kind: str, name: str) -> dict:
+        """Remove a dataset's or output's files from our own disk (`blfs rm`)."""
         return {"removed": datafiles.drop(self.disk.path, kind, catalog.check_name(name))}
 
     async def fetch(self, peer: rpc.Peer, node: str, file: str, offset: int, length: int,
@@ -102,4 +105,5 @@ class Files:
 
 
 def _inside(path: str, directory: str) -> bool:
+    """Whether path is inside directory (after resolving links)."""
     return os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)

@@ -35,6 +35,7 @@ class PeerViews:
         self._verified: set = set()  # (path, size, crc) of files our views show intact
 
     def disk(self, node: str) -> str:
+        """Where this host sees node's disk."""
         return os.path.join(self.disks_root, node)
 
     async def ensure(self, node: str, generation: int) -> None:
