@@ -1,7 +1,6 @@
 """The user's side: the Job base class, and finding the Job class in a job file."""
 from __future__ import annotations
 
-import ast
 import dis
 import inspect
 import types
@@ -147,10 +146,3 @@ def job_attributes(cls: type, filename: str) -> dict:
         raise JobDefinitionError(f"{filename}: reducers must be a positive integer")
     return {"class": cls.__name__, "input_format": fmt, "reducers": reducers}
 
-
-def check_source(source: str, filename: str) -> None:
-    """Cheap syntax check without running anything."""
-    try:
-        ast.parse(source, filename)
-    except SyntaxError as exc:
-        raise JobDefinitionError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from None
