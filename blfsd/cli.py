@@ -9,9 +9,10 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from . import auth, config as configmod, inputs, rpc, storage
 from .errors import (BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, StorageError,
@@ -63,7 +64,9 @@ def _add_submit(sub: Any) -> None:
     s.add_argument("--spill-records", type=int, default=0, metavar="N", help=argparse.SUPPRESS)
     s.add_argument("--master", metavar="ADDRESS", help="socket path or host:port")
     s.add_argument("--key", metavar="FILE", help="cluster key for a TCP master")
-    s.add_argument("--detach", action="store_true", help="print the job id and return")
+    s.add_argument("--detach", action="store_true",
+                   help="print the job id and return (not with --local: the embedded "
+                        "cluster ends with the command)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
@@ -272,7 +275,47 @@ def _report_end(status: dict, spec: dict) -> int:
     return 1
 
 
+class Terminated(BlfsError):
+    """The command got SIGTERM or SIGHUP (a closed terminal): cleaned up, as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"{signal.Signals(signum).name[3:].lower()}: stopped, and cleaned up")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopping_on_signals() -> Iterator[None]:
+    """Within an asyncio task: SIGTERM and SIGHUP cancel it, as Ctrl-C does, so that every
+    `finally` and `async with` below it runs (the embedded cluster removes its directory
+    and the job its OUTPUT/_temporary); then Terminated is raised."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    got: list = []
+
+    def stop(signum: int) -> None:
+        if not got:  # a second signal must not cut the clean-up short
+            task.cancel()
+        got.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if got:
+            raise Terminated(got[0]) from None
+        raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+
 async def submit_local(args: argparse.Namespace, spec: dict) -> int:
+    with _stopping_on_signals():
+        return await _submit_local(args, spec)
+
+
+async def _submit_local(args: argparse.Namespace, spec: dict) -> int:
     from .local import LocalCluster
     cpus = len(os.sched_getaffinity(0))
     workers = args.workers or cpus
@@ -361,7 +404,8 @@ def _master_address(args: argparse.Namespace, cfg: configmod.Config) -> tuple[st
 
 
 async def _client(address: str, key: Optional[bytes]) -> rpc.Peer:
-    peer, _ = await rpc.connect(address, key, "client", f"{getpass.getuser()}@{os.getpid()}")
+    peer, _ = await rpc.connect(address, key, "client", f"{getpass.getuser()}@{os.getpid()}",
+                                expect_role="master")
     peer.reader_task = asyncio.ensure_future(peer.serve())  # replies arrive through it
     return peer
 
@@ -615,6 +659,10 @@ def main(argv: Optional[list] = None) -> int:
     except KeyboardInterrupt:
         print("blfs: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            print(f"blfs: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except BlfsError as exc:
         print(f"blfs: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, (UsageError, JobDefinitionError, ConfigError)) else 1
@@ -627,6 +675,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    if args.local and args.detach:
+        raise UsageError("--detach cannot be used with --local: the embedded cluster "
+                         "ends with the command (run a cluster, or leave out --detach)")
     spec = prepare_submit(args)
     if args.local:
         return asyncio.run(submit_local(args, spec))

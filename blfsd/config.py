@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import admission
 from .errors import ConfigError
 from .inputs import parse_size
 
@@ -30,6 +31,11 @@ class Config:
     cluster_key: str = "/etc/blfs/cluster.key"
     group: str = "blfs"
     master_address: str = f"127.0.0.1:{MASTER_PORT}"
+    # what strangers may cost a daemon before they prove they hold the key (admission.py)
+    handshake_timeout: float = admission.HANDSHAKE_DEADLINE
+    max_handshakes: int = admission.MAX_HANDSHAKES
+    max_handshakes_per_source: int = admission.MAX_HANDSHAKES_PER_SOURCE
+    refusal_log_burst: int = admission.REFUSAL_LOG_BURST  # lines per 10 s, then a summary
     # master
     master_socket: str = "/run/blfs/master.sock"
     master_listen: str = f"0.0.0.0:{MASTER_PORT}"
@@ -63,6 +69,12 @@ class Config:
         """Attempts a worker runs at once: [worker] parallelism, else its CPUs."""
         return self.parallelism or len(os.sched_getaffinity(0))
 
+    def gate(self) -> admission.Gate:
+        """The admission gate of a daemon's listeners, as configured."""
+        return admission.Gate(self.max_handshakes, self.max_handshakes_per_source,
+                              self.handshake_timeout,
+                              admission.RefusalLog(burst=self.refusal_log_burst))
+
     def node(self, name: str) -> Optional[Node]:
         return next((n for n in self.nodes if n.name == name), None)
 
@@ -71,6 +83,10 @@ _KEYS = {
     ("cluster", "key_file"): ("cluster_key", str),
     ("cluster", "group"): ("group", str),
     ("cluster", "master"): ("master_address", str),
+    ("cluster", "handshake_timeout"): ("handshake_timeout", float),
+    ("cluster", "max_handshakes"): ("max_handshakes", int),
+    ("cluster", "max_handshakes_per_source"): ("max_handshakes_per_source", int),
+    ("cluster", "refusal_log_burst"): ("refusal_log_burst", int),
     ("master", "socket"): ("master_socket", str),
     ("master", "listen"): ("master_listen", str),
     ("master", "state_dir"): ("state_dir", str),

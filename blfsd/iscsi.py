@@ -576,7 +576,8 @@ def ask_worker(s: Settings, timeout: float = 2.0) -> Optional[dict]:
     async def ping() -> dict:
         from . import rpc
         peer, _ = await rpc.connect(address, key, "client", f"blfs-iscsi@{os.getpid()}",
-                                    default_port=configmod.WORKER_PORT, timeout=timeout)
+                                    expect_role="worker", default_port=configmod.WORKER_PORT,
+                                    timeout=timeout)
         reader = asyncio.ensure_future(peer.serve())
         try:
             answer = await peer.call("ping", limit=timeout)

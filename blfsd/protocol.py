@@ -7,6 +7,7 @@ A request whose id is 0 is a notification: it gets no reply.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -15,14 +16,39 @@ from .errors import ProtocolError
 from .messages import (AttemptSpec, AttemptState, FailureKind, JobSpec, Message, TaskResult,
                        check)
 
-VERSION = 1
+VERSION = 2  # 2: the TLS 1.3-style handshake and protected records (blfsd.secure)
 LENGTH = struct.Struct(">I")
-MAX_FRAME = 16 * 1024 * 1024  # job source files travel in frames; intermediate data never does
+# Job source files and 4 MiB chunks of datasets travel in frames; intermediate data never does.
+MAX_FRAME = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one frame may hold, enforced while decoding, before any handler runs."""
+
+    frame: int  # body bytes
+    string: int  # bytes of one str
+    binary: int  # bytes of one bin
+    items: int  # entries of one array or map
+    depth: int  # nesting of arrays and maps
+
+
+# Before a peer has proved it holds the key: room for a hello and nothing else.
+HANDSHAKE_LIMITS = Limits(frame=4096, string=256, binary=64, items=16, depth=2)
+# After: room for a 4 MiB chunk or a job file, and for a job of 100,000 splits.
+SESSION_LIMITS = Limits(frame=MAX_FRAME, string=MAX_FRAME, binary=MAX_FRAME,
+                        items=1 << 20, depth=16)
+
+
+def pack(msg: dict) -> bytes:
+    """A message's frame body (the msgpack map, without the length prefix); typed messages
+    anywhere in it are written as their maps."""
+    return msgpack.packb(msg, use_bin_type=True, default=_to_wire)
 
 
 def encode(msg: dict) -> bytes:
-    """One frame: 4-byte big-endian length, then the msgpack map (messages as their maps)."""
-    body = msgpack.packb(msg, use_bin_type=True, default=_to_wire)
+    """One frame: 4-byte big-endian length, then the msgpack map."""
+    body = pack(msg)
     return LENGTH.pack(len(body)) + body
 
 
@@ -41,14 +67,19 @@ def frame_length(header: bytes, limit: int = MAX_FRAME) -> int:
     return n
 
 
-def decode(body: bytes) -> dict:
-    """A frame body to a message map; anything else is a ProtocolError."""
+def decode(body: bytes, limits: Limits = SESSION_LIMITS) -> dict:
+    """A frame body to a message map; anything else (or anything over the limits) is a
+    ProtocolError."""
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=False,
+                              max_str_len=limits.string, max_bin_len=limits.binary,
+                              max_array_len=limits.items, max_map_len=limits.items,
+                              max_ext_len=0)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError(f"undecodable frame: {exc.__class__.__name__}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("a frame must hold a map")
+    check_depth(msg, limits.depth)
     if "op" in msg:
         if not isinstance(msg["op"], str):
             raise ProtocolError("op must be a string")
@@ -58,6 +89,21 @@ def decode(body: bytes) -> dict:
           or ("result" not in msg and "error" not in msg)):
         raise ProtocolError("a message needs an op, or an id with a result or an error")
     return msg
+
+
+def check_depth(value: Any, limit: int) -> None:
+    """Refuse maps and arrays nested deeper than `limit` (handlers recurse over messages:
+    a deep one must not reach them). Iterative, so that it cannot overflow itself."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ProtocolError(f"a message nests deeper than {limit} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+            stack.extend((k, depth + 1) for k in item if isinstance(k, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
 
 
 def request(op: str, msg_id: int, **fields: Any) -> dict:
@@ -85,8 +131,8 @@ _NUM = (int, float)
 _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 
-# the handshake (rpc.accept); every daemon also answers ping, on any connection
-HELLO = {"hello": {"version": int, "role": str, "name": str, "info?": dict}}
+# the handshake (auth.server_handshake); every daemon also answers ping, on any connection
+HELLO = {"hello": {"version": int, "role": str, "name": str, "nonce?": bytes, "share?": bytes}}
 PING = {"ping": {"time?": _NUM}}
 
 CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {

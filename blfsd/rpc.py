@@ -14,9 +14,10 @@ import inspect
 import itertools
 import logging
 import time as _clock
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Collection, Mapping, Optional
 
 from . import auth, protocol
+from .admission import Gate, Ticket
 from .aio import TaskSet
 from .errors import BlfsError, ConnectionClosed, ProtocolError, RemoteError
 from .transport import FrameStream, open_stream
@@ -25,7 +26,6 @@ log = logging.getLogger("blfs.rpc")
 
 Handlers = Mapping[str, Callable[..., Any]]
 Handler = Any  # what accept() and connect() pass on to a Peer: a table, or one function
-HANDSHAKE_FRAME = 64 << 10  # authentication and hello need far less
 
 
 async def dispatch(handlers: Handler, context: Any, msg: dict) -> Any:
@@ -156,70 +156,70 @@ class Peer:
         await self.stream.close()
 
 
-async def accept(stream: FrameStream, key: Optional[bytes], my_role: str, my_name: str,
-                 handler: Handler, unix_group: str = "blfs") -> Peer:
-    """Server side of a new connection: authenticate, then take the peer's hello."""
-    stream.max_frame = HANDSHAKE_FRAME  # a stranger gets no room until it is known
+async def accept(stream: FrameStream, key: Optional[bytes], me: auth.PeerIdentity,
+                 handler: Handler, roles: Collection[str], unix_group: str = "blfs",
+                 timeout: float = auth.AUTH_TIMEOUT) -> Peer:
+    """Server side of a new connection: the handshake (within `timeout`), then a Peer.
+    Until the peer has proved who it is, frames are held to the handshake's limits."""
+    stream.limits = protocol.HANDSHAKE_LIMITS  # a stranger gets no room until it is known
     if stream.is_unix:
         auth.check_unix_peer(stream.socket, unix_group)
-    else:
-        if key is None:
-            raise ProtocolError("no cluster key configured: TCP peers cannot be checked")
-        await asyncio.wait_for(auth.server_handshake(stream, key), auth.AUTH_TIMEOUT)
-    msg = await asyncio.wait_for(stream.read(), auth.AUTH_TIMEOUT)
-    if msg.get("op") != "hello":
-        raise ProtocolError("the first request must be hello")
-    protocol.validate(msg)
-    if msg["version"] != protocol.VERSION:
-        await stream.write(protocol.error_reply(
-            msg.get("id", 0), "version",
-            f"protocol version {msg['version']} is not {protocol.VERSION}"))
-        raise ProtocolError(f"peer speaks protocol version {msg['version']}")
-    stream.max_frame = protocol.MAX_FRAME
-    peer = Peer(stream, handler, name=msg["name"], role=msg["role"])
-    peer.info = msg.get("info") or {}
-    await stream.write(protocol.reply(msg.get("id", 0),
-                                      {"version": protocol.VERSION, "role": my_role,
-                                       "name": my_name}))
-    return peer
+    peer = await asyncio.wait_for(auth.server_handshake(stream, key, me, roles), timeout)
+    stream.limits = protocol.SESSION_LIMITS
+    return Peer(stream, handler, name=peer.name, role=peer.role)
 
 
 async def connect(address: str, key: Optional[bytes], my_role: str, my_name: str,
-                  handler: Optional[Handler] = None, info: Optional[dict] = None,
-                  default_port: int = 7070, timeout: float = 5.0) -> tuple[Peer, dict]:
-    """Client side: dial, authenticate (TCP), say hello. Returns the peer and its hello."""
+                  handler: Optional[Handler] = None, *, expect_role: str,
+                  expect_name: Optional[str] = None, default_port: int = 7070,
+                  timeout: float = 5.0) -> tuple[Peer, dict]:
+    """Client side: dial, run the handshake, check that the other end is who we dialled.
+    Returns the peer and what it said of itself (version, role, name)."""
     stream = await open_stream(address, default_port, timeout)
+    stream.limits = protocol.HANDSHAKE_LIMITS
+    me = auth.PeerIdentity(my_role, my_name)
     try:
-        if not stream.is_unix:
-            if key is None:
-                raise auth.AuthError("a cluster key is needed to talk to " + address)
-            await asyncio.wait_for(auth.client_handshake(stream, key), timeout)
-        await stream.write(protocol.request("hello", 1, version=protocol.VERSION,
-                                            role=my_role, name=my_name, info=info or {}))
-        answer = await asyncio.wait_for(stream.read(), timeout)
+        peer = await asyncio.wait_for(
+            auth.client_handshake(stream, key, me, expect_role, expect_name), timeout)
     except asyncio.TimeoutError:
         await stream.close()
         raise ConnectionClosed(f"{address} did not answer in time") from None
     except BaseException:
         await stream.close()
         raise
-    if "error" in answer:
-        await stream.close()
-        raise RemoteError(answer["error"].get("code", "error"), answer["error"].get("message"))
-    result = answer.get("result") or {}
-    peer = Peer(stream, handler, name=result.get("name", address), role=result.get("role", "?"))
-    return peer, result
+    stream.limits = protocol.SESSION_LIMITS
+    return (Peer(stream, handler, name=peer.name, role=peer.role),
+            {"version": peer.version, "role": peer.role, "name": peer.name})
 
 
 async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             key: Optional[bytes], my_role: str, my_name: str,
-                            handler: Handler, unix_group: str = "blfs") -> Optional[Peer]:
-    """A daemon's new connection: the authenticated Peer, or None (refused and logged)."""
+                            handler: Handler, unix_group: str = "blfs",
+                            roles: Collection[str] = ("client",),
+                            gate: Optional[Gate] = None) -> Optional[Peer]:
+    """A daemon's new connection: the authenticated Peer, or None (refused and logged).
+
+    The gate bounds how many connections may be in their handshake at once (in all, and
+    from one address); a full gate drops the oldest to make room for the newest."""
     stream = FrameStream(reader, writer)
+    gate = gate or Gate()
+    ticket = gate.admit(stream.peer_host(), writer.transport.abort)
     try:
-        return await accept(stream, key, my_role, my_name, handler, unix_group)
+        return await accept(stream, key, auth.PeerIdentity(my_role, my_name), handler,
+                            roles, unix_group, gate.deadline)
     except (BlfsError, asyncio.TimeoutError, OSError) as exc:
-        log.warning("refused connection from %s: %s", stream.peer_label(),
-                    exc or exc.__class__.__name__, extra={"BLFS_NODE": my_name})
+        gate.refused(stream.peer_label(), _why(exc, ticket, gate.deadline), my_name)
         await stream.close()
         return None
+    finally:
+        ticket.done()
+
+
+def _why(exc: BaseException, ticket: "Ticket", deadline: float) -> str:
+    """The reason for a refusal, in words (a TimeoutError says nothing by itself)."""
+    if ticket.evicted:
+        return "dropped to make room for newer connections (too many handshakes at once)"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no complete handshake within {deadline:g} s"
+    text = str(exc)
+    return text if text else exc.__class__.__name__

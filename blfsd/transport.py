@@ -1,4 +1,9 @@
-"""Moving frames over asyncio streams (TCP or Unix). No message semantics here."""
+"""Moving frames over asyncio streams (TCP or Unix). No message semantics here.
+
+Once a TCP handshake is done (auth.py), every frame body is sealed by the session's
+record protection (secure.Protection): the length prefix stays in the clear and is
+authenticated as the record's associated data.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -7,17 +12,29 @@ from typing import Optional
 
 from . import protocol
 from .errors import ConnectionClosed, ProtocolError
+from .protocol import Limits
+from .secure import TAG_BYTES, Protection
 
 
 class FrameStream:
     """A connection that reads and writes whole protocol frames."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 max_frame: int = protocol.MAX_FRAME):
+                 limits: Limits = protocol.SESSION_LIMITS):
         self.reader = reader
         self.writer = writer
-        self.max_frame = max_frame
+        self.limits = limits
+        self.protection: Optional[Protection] = None
         self._write_lock = asyncio.Lock()
+
+    @property
+    def max_frame(self) -> int:
+        return self.limits.frame
+
+    def protect(self, protection: Protection, limits: Limits = protocol.SESSION_LIMITS) -> None:
+        """From now on every frame is sealed (both ways), and the session's limits hold."""
+        self.protection = protection
+        self.limits = limits
 
     @property
     def socket(self) -> Optional[socket.socket]:
@@ -27,6 +44,13 @@ class FrameStream:
     def is_unix(self) -> bool:
         sock = self.socket
         return sock is not None and sock.family == socket.AF_UNIX
+
+    def peer_host(self) -> str:
+        """The peer's address without its port ("unix" for a Unix socket)."""
+        if self.is_unix:
+            return "unix"
+        addr = self.writer.get_extra_info("peername")
+        return str(addr[0]) if addr else "?"
 
     def peer_label(self) -> str:
         if self.is_unix:
@@ -40,20 +64,29 @@ class FrameStream:
             header = await self.reader.readexactly(protocol.LENGTH.size)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ConnectionClosed("connection closed") from exc
-        n = protocol.frame_length(header, self.max_frame)
+        sealed = self.protection is not None
+        n = protocol.frame_length(header, self.limits.frame + (TAG_BYTES if sealed else 0))
         try:
             body = await self.reader.readexactly(n)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ConnectionClosed("connection closed in the middle of a frame") from exc
-        return protocol.decode(body)
+        if self.protection is not None:
+            body = self.protection.open(header, body)
+        return protocol.decode(body, self.limits)
 
     async def write(self, msg: dict) -> None:
-        data = protocol.encode(msg)
-        if len(data) - protocol.LENGTH.size > self.max_frame:
-            raise ProtocolError(f"refusing to send a frame of {len(data)} bytes")
-        async with self._write_lock:
+        body = protocol.pack(msg)
+        if len(body) > self.limits.frame:
+            raise ProtocolError(f"refusing to send a frame of {len(body)} bytes")
+        async with self._write_lock:  # sealing in wire order: sequence numbers must match
+            if self.protection is not None:
+                header = protocol.LENGTH.pack(len(body) + TAG_BYTES)
+                body = self.protection.seal(header, body)
+            else:
+                header = protocol.LENGTH.pack(len(body))
             try:
-                self.writer.write(data)
+                self.writer.write(header)
+                self.writer.write(body)
                 await self.writer.drain()
             except (ConnectionError, RuntimeError) as exc:
                 raise ConnectionClosed(str(exc) or "connection lost") from exc

@@ -301,7 +301,7 @@ class LoopCluster:
         try:
             proc = subprocess.run(argv, cwd=str(REPO), env=self.env, capture_output=True,
                                   text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
+        except subprocess.TimeoutExpired:
             raise AssertionError(f"{' '.join(argv)}: no exit after {timeout} s\n"
                                  f"{self.logs()}") from None
         if check and proc.returncode != 0:

@@ -40,7 +40,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUITE = "bookworm"
 PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "python3", "python3-msgpack", "python3-sdnotify",
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-msgpack", "python3-cryptography",
+    "python3-sdnotify",
     "python3-systemd", "python3-pyroute2", "e2fsprogs", "util-linux", "procps",
 )
 MIRRORS = (

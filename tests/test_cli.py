@@ -782,3 +782,55 @@ def test_failing_reduce_leaves_no_partial_output(sb):
     assert FAIL_REDUCE.name in res.stderr and "in reduce" in res.stderr, res.describe()
     assert_no_partial_output(out, res)
     sb.assert_clean(res)
+
+
+# ------------------------------------------------------------------------------ signals
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["ctrl-c", "sigterm", "sighup"])
+def test_submit_local_cleans_up_on_a_signal(sb, sig):
+    """A closed terminal (SIGHUP) or a kill (SIGTERM) in the middle of a job cleans up as
+    Ctrl-C does: the local cluster's directory, its processes and OUTPUT/_temporary go,
+    and the exit status says which signal it was."""
+    data = words_input(sb, lines=2000)
+    out = sb.path("out")
+    cmd = [sys.executable, "-m", "blfsd", "submit", str(JOBS / "slow_wordcount.py"),
+           "--input", str(data), "--output", str(out), "--local", "--workers", "2",
+           "--", "30"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=sb.env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "_temporary").exists() and not list(sb.tmp.glob("*/logs")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        time.sleep(1.0)  # the maps are sleeping now
+        assert list(sb.tmp.iterdir()), "the local cluster's directory should exist by now"
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    res = Result(cmd, proc.returncode, stdout, stderr)
+    expected = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}[sig]
+    assert res.returncode == expected, res.describe()
+    assert "Traceback" not in res.stderr, res.describe()
+    assert res.stderr.strip().splitlines()[-1].startswith("blfs: "), res.describe()
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    while local_worker_pids(str(sb.tmp)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    res.leftover = local_worker_pids(str(sb.tmp))
+    sb.assert_clean(res)
+    assert_no_partial_output(out, res)
+
+
+def test_submit_local_detach_is_refused(sb):
+    res = sb.run("submit", WORDCOUNT, "--input", words_input(sb), "--output", sb.path("out"),
+                 "--local", "--detach")
+    assert_one_line_error(res, "--detach", "--local")
+    assert res.returncode == 2
+    assert not sb.path("out").exists()

@@ -11,8 +11,6 @@ something bad at them with raw sockets and then checks that they still serve cor
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import os
 import secrets
 import signal
@@ -28,7 +26,7 @@ from typing import Callable, Optional
 import msgpack
 import pytest
 
-from blfsd import auth, protocol, rpc
+from blfsd import auth, protocol, rpc, secure
 from blfsd.config import Config
 from blfsd.errors import AuthError, RemoteError
 from blfsd.master import Master
@@ -46,10 +44,12 @@ class Dropped(Exception):
 
 
 class Raw:
-    """A blocking socket speaking frames by hand, every operation under a timeout."""
+    """A blocking socket speaking frames by hand, every operation under a timeout.
+    After a TCP handshake (`authenticate`), frames are sealed with the session's keys."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.protection: Optional[secure.Protection] = None
         sock.settimeout(TIMEOUT)
 
     @classmethod
@@ -66,9 +66,15 @@ class Raw:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def sealed(self, body: bytes) -> bytes:
+        """One frame holding `body`, sealed if the session is protected."""
+        if self.protection is None:
+            return struct.pack(">I", len(body)) + body
+        head = struct.pack(">I", len(body) + secure.TAG_BYTES)
+        return head + self.protection.seal(head, body)
+
     def frame(self, msg: dict) -> None:
-        body = msgpack.packb(msg, use_bin_type=True)
-        self.send(struct.pack(">I", len(body)) + body)
+        self.send(self.sealed(msgpack.packb(msg, use_bin_type=True)))
 
     def _exact(self, n: int) -> bytes:
         buf = bytearray()
@@ -83,9 +89,13 @@ class Raw:
         return bytes(buf)
 
     def read(self) -> dict:
-        (n,) = struct.unpack(">I", self._exact(4))
-        assert 0 < n <= MAX, f"daemon sent a frame of {n} bytes"
-        return msgpack.unpackb(self._exact(n), raw=False, strict_map_key=False)
+        head = self._exact(4)
+        (n,) = struct.unpack(">I", head)
+        assert 0 < n <= MAX + secure.TAG_BYTES, f"daemon sent a frame of {n} bytes"
+        body = self._exact(n)
+        if self.protection is not None:
+            body = self.protection.open(head, body)
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
     def call(self, msg: dict) -> dict:
         self.frame(msg)
@@ -115,25 +125,45 @@ class Raw:
         self.sock.close()
 
 
-def _mac(key: bytes, who: bytes, first: bytes, second: bytes) -> bytes:
-    # the construction of blfsd.auth, written out so that a wrong key is really wrong
-    return hmac.new(key, b"blfs-auth-v1" + who + first + second, hashlib.sha256).digest()
+class Refused(Exception):
+    """The server answered our hello with an error."""
 
 
-def authenticate(raw: Raw, key: bytes) -> dict:
-    """The client half of the TCP challenge-response, by hand. Returns the server's answer."""
-    challenge = raw.read()
-    assert challenge["op"] == "challenge" and len(challenge["nonce"]) == auth.NONCE_BYTES
-    nonce = secrets.token_bytes(auth.NONCE_BYTES)
-    mac = _mac(key, b"client", challenge["nonce"], nonce)
-    raw.frame({"op": "auth", "nonce": nonce, "mac": mac})
+@dataclass
+class Opening:
+    """A client's half-done handshake: its hello sent, the server's hello read."""
+    client: secure.Hello
+    server: secure.Hello
+    answer: dict
+    keys: secure.Handshake
+
+
+def begin(raw: Raw, key: bytes, role: str = "client", name: str = "t") -> Opening:
+    """Send a real hello (fresh nonce and X25519 share) and read the server's hello."""
+    eph = secure.Ephemeral()
+    client = secure.Hello(protocol.VERSION, role, name, secrets.token_bytes(32), eph.share)
+    raw.frame({"op": "hello", "id": 1, **client.fields()})
     answer = raw.read()
-    if answer.get("op") == "welcome":
-        assert answer["mac"] == _mac(key, b"server", nonce, challenge["nonce"])
-    return answer
+    if "error" in answer:
+        raise Refused(answer["error"])
+    server = secure.Hello.from_message(answer["result"])
+    keys = secure.handshake(key, eph.shared_secret(server.share), client, server)
+    return Opening(client, server, answer, keys)
 
 
-def hello(role: str = "client", name: str = "t", version: int = 1, **extra) -> dict:
+def authenticate(raw: Raw, key: bytes, role: str = "client", name: str = "t") -> dict:
+    """The client side of the TCP handshake, by hand. Returns the server's hello; the
+    connection is protected afterwards. With a wrong key, a wrong proof is sent anyway."""
+    opening = begin(raw, key, role, name)
+    raw.frame({"op": "finish", "id": 2, "proof": opening.keys.client_proof()})
+    if opening.answer["result"].get("proof") == opening.keys.server_proof:
+        raw.protection = opening.keys.protection(is_client=True)
+        assert raw.read() == {"id": 2, "result": {}}, "the server's first sealed frame"
+    return opening.answer["result"]
+
+
+def hello(role: str = "client", name: str = "t", version: int = protocol.VERSION,
+          **extra) -> dict:
     return {"op": "hello", "id": 1, "version": version, "role": role, "name": name, **extra}
 
 
@@ -158,8 +188,9 @@ class MasterThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="master", daemon=True)
         self.thread.start()
+        # every refusal logged: the tests below check each one's reason
         cfg = Config(master_socket=str(tmp / "master.sock"), master_listen="127.0.0.1:0",
-                     state_dir="", nodes=[], group="blfs")
+                     state_dir="", nodes=[], group="blfs", refusal_log_burst=1 << 30)
 
         async def make() -> Master:
             m = Master(cfg, self.key)
@@ -198,6 +229,7 @@ def arun(coro, timeout: float = TIMEOUT * 2):
 
 async def _rpc_session(address: str, key: Optional[bytes], role: str, default_port: int):
     peer, result = await rpc.connect(address, key, role, "t", default_port=default_port,
+                                     expect_role="worker" if default_port == 7071 else "master",
                                      timeout=TIMEOUT)
     serving = asyncio.ensure_future(peer.serve())  # so that replies are read
     return peer, result, serving
@@ -291,10 +323,12 @@ def worker_daemon(tmp_path_factory):
     env = dict(os.environ, NOTIFY_SOCKET=notify_path)
     for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_USEC", "JOURNAL_STREAM"):
         env.pop(var, None)
+    config = root / "blfs.toml"  # every refusal logged: the tests check each one's reason
+    config.write_text(f"[cluster]\nrefusal_log_burst = {1 << 30}\n")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "blfsd", "worker", "--local-root", str(root), "--name", "w0",
-             "--slots", "4", "--slot-size", str(1 << 20)],
+            [sys.executable, "-m", "blfsd", "--config", str(config), "worker", "--local-root",
+             str(root), "--name", "w0", "--slots", "4", "--slot-size", str(1 << 20)],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
         fields: dict = {}
@@ -350,24 +384,23 @@ def connect(d: Daemon, transport: str) -> Raw:
 
 
 def open_at(d: Daemon, transport: str, stage: str) -> Raw:
-    """A connection brought to `stage`: preauth (challenge read), prehello, or session."""
+    """A connection brought to `stage`: start (nothing said yet), midauth (TCP: our hello
+    sent and the server's read, no proof yet), or session (handshake done)."""
     raw = connect(d, transport)
-    if transport == "tcp":
-        if stage == "preauth":
-            assert raw.read()["op"] == "challenge"
-            return raw
-        assert authenticate(raw, d.key)["op"] == "welcome"
-    else:
-        assert stage != "preauth", "Unix sockets have no authentication exchange"
-    if stage == "session":
+    if stage == "midauth":
+        assert transport == "tcp", "Unix sockets have no key exchange"
+        assert begin(raw, d.key).answer["result"]["role"] == d.kind
+    elif stage == "session" and transport == "tcp":
+        assert authenticate(raw, d.key)["role"] == d.kind and raw.protection is not None
+    elif stage == "session":
         answer = raw.call(hello())
         assert answer == {"id": 1, "result": {"version": protocol.VERSION, "role": d.kind,
                                                "name": answer["result"]["name"]}}
     return raw
 
 
-STAGES = [("unix", "prehello"), ("unix", "session"),
-          ("tcp", "preauth"), ("tcp", "prehello"), ("tcp", "session")]
+STAGES = [("unix", "start"), ("unix", "session"),
+          ("tcp", "start"), ("tcp", "midauth"), ("tcp", "session")]
 TRANSPORTS = {"master": ["unix", "tcp"], "worker": ["tcp"]}
 
 
@@ -389,25 +422,37 @@ def framed(body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-BAD_FRAMES = {
-    "over-limit": struct.pack(">I", MAX + 1),            # no body follows: must not wait for it
+def _nested(depth: int):
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Headers alone (checked before any body is read), and bodies (sealed in a session, so that
+# they reach the decoder rather than failing authentication).
+BAD_HEADERS = {
+    "over-limit": struct.pack(">I", MAX + secure.TAG_BYTES + 1),  # must not wait for a body
     "max-u32": b"\xff\xff\xff\xff",
     "zero-length": b"\x00\x00\x00\x00",
-    "garbage-msgpack": framed(b"\xc1\xff\x00\xc1\x92\x01"),
-    "truncated-msgpack": framed(b"\x93\x01\x02"),       # an array of 3 holding 2
-    "non-map": framed(msgpack.packb([1, 2, 3])),
-    "op-not-str": framed(msgpack.packb({"op": 5, "id": 1})),
-    "id-is-bool": framed(msgpack.packb({"op": "ping", "id": True})),
-    "reply-without-result": framed(msgpack.packb({"id": 1})),
+}
+BAD_BODIES = {
+    "garbage-msgpack": b"\xc1\xff\x00\xc1\x92\x01",
+    "truncated-msgpack": b"\x93\x01\x02",       # an array of 3 holding 2
+    "non-map": msgpack.packb([1, 2, 3]),
+    "op-not-str": msgpack.packb({"op": 5, "id": 1}),
+    "id-is-bool": msgpack.packb({"op": "ping", "id": True}),
+    "reply-without-result": msgpack.packb({"id": 1}),
+    "nested-too-deep": msgpack.packb({"op": "ping", "id": 1, "x": _nested(40)}),
 }
 
 
 @targets()
-@pytest.mark.parametrize("bad", sorted(BAD_FRAMES))
+@pytest.mark.parametrize("bad", sorted(BAD_HEADERS) + sorted(BAD_BODIES))
 def test_bad_frame_drops_connection(daemon, transport, stage, bad):
     raw = open_at(daemon, transport, stage)
     try:
-        raw.send(BAD_FRAMES[bad])
+        raw.send(BAD_HEADERS[bad] if bad in BAD_HEADERS else raw.sealed(BAD_BODIES[bad]))
         assert raw.expect_dropped() == b"", "a bad frame gets no reply, only a hang-up"
     finally:
         raw.close()
@@ -415,11 +460,25 @@ def test_bad_frame_drops_connection(daemon, transport, stage, bad):
     assert daemon.log_has(expected), f"no warning {expected!r} logged"
 
 
+def test_a_flipped_bit_in_a_sealed_frame_drops_the_connection(daemon):
+    """Inside a protected session a frame that fails authentication ends the connection;
+    the request it carried is never served. (Only TCP is sealed: on a Unix socket the
+    kernel vouches for the peer.)"""
+    raw = open_at(daemon, "tcp", "session")
+    try:
+        frame = bytearray(raw.sealed(msgpack.packb({"op": "ping", "id": 5})))
+        frame[6] ^= 0x01
+        raw.send(bytes(frame))
+        assert raw.expect_dropped() == b""
+    finally:
+        raw.close()
+    assert daemon.log_has("failed authentication")
+
+
 @targets()
 def test_half_frame_then_close(daemon, transport, stage):
     raw = open_at(daemon, transport, stage)
-    frame = protocol.encode(hello() if stage != "preauth" else {"op": "auth", "nonce": b"n" * 32,
-                                                                  "mac": b"m" * 32})
+    frame = raw.sealed(protocol.pack(hello()))
     raw.send(frame[:len(frame) // 2])
     raw.close()
     raw = open_at(daemon, transport, stage)  # a header cut in two, too
@@ -438,16 +497,20 @@ def test_stalled_half_frame_does_not_block_others(daemon):
             raw.close()
 
 
-def test_unauthenticated_stall_is_dropped(master_daemon, monkeypatch):
-    """A TCP client that never answers the challenge is hung up on after AUTH_TIMEOUT."""
-    monkeypatch.setattr(auth, "AUTH_TIMEOUT", 0.5)  # the in-process master reads it per call
-    raw = Raw.tcp(master_daemon.tcp)
+def test_unauthenticated_stall_is_dropped(master_daemon):
+    """A TCP client that never finishes its handshake is hung up on at the deadline."""
+    gate = master_daemon.master.gate
+    saved, gate.deadline = gate.deadline, 0.5  # the master reads it for each connection
     try:
-        assert raw.read()["op"] == "challenge"
-        raw.send(struct.pack(">I", 100) + b"\x80")  # half a frame, then nothing
-        raw.expect_dropped(timeout=3.0)
+        raw = Raw.tcp(master_daemon.tcp)
+        try:
+            begin(raw, master_daemon.key)
+            raw.send(struct.pack(">I", 100) + b"\x80")  # half a frame, then nothing
+            raw.expect_dropped(timeout=3.0)
+        finally:
+            raw.close()
     finally:
-        raw.close()
+        gate.deadline = saved
     master_alive(master_daemon)
 
 
@@ -455,37 +518,26 @@ def test_unauthenticated_stall_is_dropped(master_daemon, monkeypatch):
 
 @pytest.mark.parametrize("op", ["hello", "submit", "launch", "jobs", "ping"])
 def test_request_before_authentication_is_dropped(daemon, op):
-    msgs = {"hello": hello(role="master"),
+    msgs = {"hello": hello(role="master"),  # a hello without nonce and key share
             "submit": {"op": "submit", "id": 1, "spec": {}},
             "launch": {"op": "launch", "id": 1, "attempt": {}},
             "jobs": {"op": "jobs", "id": 1},
             "ping": {"op": "ping", "id": 1}}
-    # without even reading the challenge
     raw = Raw.tcp(daemon.tcp)
     try:
         raw.frame(msgs[op])
-        got = raw.expect_dropped()
+        assert raw.expect_dropped() == b"", "nothing may come back"
     finally:
         raw.close()
-    (n,) = struct.unpack(">I", got[:4])
-    assert msgpack.unpackb(got[4:4 + n])["op"] == "challenge"
-    assert len(got) == 4 + n, "nothing but the challenge may come back"
-    # after reading the challenge
-    raw = Raw.tcp(daemon.tcp)
-    try:
-        assert raw.read()["op"] == "challenge"
-        raw.frame(msgs[op])
-        assert raw.expect_dropped() == b""
-    finally:
-        raw.close()
-    assert daemon.log_has("malformed authentication response")
+    assert daemon.log_has("refused connection")
 
 
 def test_wrong_key_is_denied_and_dropped(daemon):
     raw = Raw.tcp(daemon.tcp)
     try:
         answer = authenticate(raw, secrets.token_hex(32).encode())
-        assert answer == {"op": "denied"}
+        assert raw.protection is None, "the server's proof cannot pass with another key"
+        assert answer["role"] == daemon.kind
         assert raw.expect_dropped() == b""
     finally:
         raw.close()
@@ -493,13 +545,13 @@ def test_wrong_key_is_denied_and_dropped(daemon):
 
 
 def test_wrong_key_then_requests_are_never_served(daemon):
-    """A client that ignores the denial and carries on gets nothing at all."""
+    """A client that ignores the refusal and carries on gets nothing at all."""
     raw = Raw.tcp(daemon.tcp)
     try:
-        assert authenticate(raw, b"x" * 64) == {"op": "denied"}
+        authenticate(raw, b"x" * 64)
         try:
-            raw.frame(hello(role="master"))
-            raw.frame({"op": "launch", "id": 2, "attempt": {}})
+            raw.frame({"op": "jobs", "id": 3})
+            raw.frame({"op": "launch", "id": 4, "attempt": {}})
         except (BrokenPipeError, ConnectionResetError):
             pass
         assert raw.expect_dropped() == b""
@@ -507,41 +559,49 @@ def test_wrong_key_then_requests_are_never_served(daemon):
         raw.close()
 
 
-@pytest.mark.parametrize("mangle", ["short-nonce", "str-mac", "no-mac", "replayed-mac"])
-def test_malformed_auth_is_dropped(daemon, mangle):
+@pytest.mark.parametrize("mangle", ["short-proof", "str-proof", "no-proof",
+                                    "reflected-server-proof", "proof-of-another-connection"])
+def test_malformed_or_borrowed_proof_is_dropped(daemon, mangle):
+    """Only the proof made for this connection's transcript passes: not the server's own
+    proof sent back, not a valid proof taken from another connection (a replay)."""
+    other = Raw.tcp(daemon.tcp)
+    try:
+        elsewhere = begin(other, daemon.key).keys.client_proof()
+    finally:
+        other.close()
     raw = Raw.tcp(daemon.tcp)
     try:
-        challenge = raw.read()
-        nonce = secrets.token_bytes(32)
-        good = _mac(daemon.key, b"client", challenge["nonce"], nonce)
-        msg = {"short-nonce": {"op": "auth", "nonce": nonce[:31], "mac": good},
-               "str-mac": {"op": "auth", "nonce": nonce, "mac": good.hex()},
-               "no-mac": {"op": "auth", "nonce": nonce},
-               # a MAC made for another challenge (as if replayed) does not pass
-               "replayed-mac": {"op": "auth", "nonce": nonce,
-                                "mac": _mac(daemon.key, b"client", b"\x00" * 32, nonce)},
+        opening = begin(raw, daemon.key)
+        good = opening.keys.client_proof()
+        msg = {"short-proof": {"op": "finish", "id": 2, "proof": good[:31]},
+               "str-proof": {"op": "finish", "id": 2, "proof": good.hex()},
+               "no-proof": {"op": "finish", "id": 2},
+               "reflected-server-proof": {"op": "finish", "id": 2,
+                                          "proof": opening.answer["result"]["proof"]},
+               "proof-of-another-connection": {"op": "finish", "id": 2, "proof": elsewhere},
                }[mangle]
         raw.frame(msg)
-        got = raw.expect_dropped()
-        assert got in (b"", protocol.encode({"op": "denied"}))
+        assert raw.expect_dropped() == b""
     finally:
         raw.close()
+    assert daemon.log_has("refused connection")
 
 
 def test_rpc_connect_with_wrong_key_fails(daemon):
     host, port = daemon.tcp
     with pytest.raises(AuthError):
-        arun(rpc.connect(f"{host}:{port}", b"w" * 64, "master", "m", default_port=7071))
+        arun(rpc.connect(f"{host}:{port}", b"w" * 64, "master", "m", default_port=7071,
+                         expect_role=daemon.kind))
 
 
 # ------------------------------------------------------------------------------ hello
 
 @targets(stages=False)
-@pytest.mark.parametrize("version", [0, 2, 2**32, -1])
+@pytest.mark.parametrize("version", [0, 1, 3, 2**32, -1])
 def test_hello_wrong_version(daemon, transport, version):
-    raw = open_at(daemon, transport, "prehello")
+    raw = open_at(daemon, transport, "start")
     try:
-        answer = raw.call(hello(version=version))
+        answer = raw.call(hello(version=version, nonce=b"n" * 32, share=b"s" * 32))
         assert answer["id"] == 1 and answer["error"]["code"] == "version"
         assert "result" not in answer
         assert raw.expect_dropped() == b""
@@ -552,18 +612,38 @@ def test_hello_wrong_version(daemon, transport, version):
 
 @targets(stages=False)
 @pytest.mark.parametrize("msg", [
-    hello(version="1"), hello(version=True), hello(version=1.0), hello(name=None),
-    hello(role=5), hello(info=[1]), {"op": "hello", "id": 1, "version": 1},
+    hello(version="2"), hello(version=True), hello(version=2.0), hello(name=None),
+    hello(role=5), hello(nonce="n" * 32), {"op": "hello", "id": 1, "version": 2},
     {"op": "jobs", "id": 1}, {"op": "ping", "id": 1}, {"op": "launch", "id": 1, "attempt": {}},
-    {"op": "nope", "id": 1}, {"id": 1, "result": {"version": 1}},
+    {"op": "nope", "id": 1}, {"id": 1, "result": {"version": 2}},
 ], ids=lambda m: "-".join(f"{k}={v!r}"[:20] for k, v in m.items() if k != "id"))
 def test_bad_or_missing_hello_is_dropped(daemon, transport, msg):
-    raw = open_at(daemon, transport, "prehello")
+    raw = open_at(daemon, transport, "start")
     try:
         raw.frame(msg)
         assert raw.expect_dropped() == b"", "no reply, and certainly no result"
     finally:
         raw.close()
+
+
+@targets(stages=False)
+def test_a_role_the_daemon_does_not_serve_is_refused(daemon, transport):
+    """The master's listeners serve clients, a worker's serve its master and clients: a
+    peer claiming another role is refused in the handshake, with the reason."""
+    refused = "master" if daemon.kind == "master" else "worker"
+    raw = open_at(daemon, transport, "start")
+    try:
+        if transport == "tcp":
+            with pytest.raises(Refused) as err:
+                begin(raw, daemon.key, role=refused)
+            assert err.value.args[0]["code"] == "auth"
+        else:
+            answer = raw.call(hello(role=refused))
+            assert answer["error"]["code"] == "auth"
+        assert raw.expect_dropped() == b""
+    finally:
+        raw.close()
+    assert daemon.log_has(f"role {refused!r} may not connect here")
 
 
 # ------------------------------------------------------------------------------ in a session
@@ -633,7 +713,8 @@ def test_many_bad_requests_pipelined(daemon):
     raw = open_at(daemon, "tcp", "session")
     try:
         n = 200
-        raw.send(b"".join(protocol.encode({**WRONG_TYPES[i % len(WRONG_TYPES)], "id": 1000 + i})
+        raw.send(b"".join(raw.sealed(protocol.pack({**WRONG_TYPES[i % len(WRONG_TYPES)],
+                                                    "id": 1000 + i}))
                           for i in range(n)))
         ids = set()
         for _ in range(n):
@@ -668,21 +749,22 @@ def test_huge_value_within_frame_limit_gets_error_reply(daemon, msg):
 
 
 def test_hello_is_limited_before_the_peer_is_known(daemon):
-    """Until authentication and hello are done, frames are small (64 KiB): a stranger
-    cannot make a daemon hold megabytes per connection. A large but fitting hello works."""
-    raw = open_at(daemon, "tcp", "prehello")
+    """Until the handshake is done, frames are tiny (4 KiB, short strings, shallow): a
+    stranger cannot make a daemon hold megabytes per connection."""
+    raw = open_at(daemon, "tcp", "start")
     try:
-        answer = raw.call(hello(name="n" * 60_000, info={"x": b"y" * 1000}))
-        assert answer["result"]["role"] == daemon.kind
-        assert "time" in raw.call({"op": "ping", "id": 2})["result"]
+        assert authenticate(raw, daemon.key, name="n" * 100)["role"] == daemon.kind
+        assert "time" in raw.call({"op": "ping", "id": 3})["result"]
     finally:
         raw.close()
-    raw = open_at(daemon, "tcp", "prehello")
-    try:
-        with pytest.raises((Dropped, ConnectionError)):  # refused, maybe mid-send
-            raw.call(hello(name="n" * (HUGE - 2000)))
-    finally:
-        raw.close()
+    for big in (hello(name="n" * 5000, nonce=b"n" * 32, share=b"s" * 32),
+                hello(nonce=b"n" * 32, share=b"s" * 32, pad=b"x" * (HUGE - 2000))):
+        raw = open_at(daemon, "tcp", "start")
+        try:
+            with pytest.raises((Dropped, ConnectionError)):  # refused, maybe mid-send
+                raw.call(big)
+        finally:
+            raw.close()
 
 
 @pytest.mark.parametrize("daemon,which", [("master", "unknown-op"), ("master", "cancel-job"),
@@ -785,11 +867,16 @@ MASTER_ONLY = [
 
 @pytest.mark.parametrize("role", ["client", "worker", "Master", ""])
 def test_worker_refuses_master_ops_from_non_master(worker_daemon, role):
+    """A client (who holds the key) may ping a worker, nothing else; other roles are not
+    even let in."""
     w = worker_daemon
     raw = Raw.tcp(w.tcp)
     try:
-        assert authenticate(raw, w.key)["op"] == "welcome"
-        assert raw.call(hello(role=role))["result"]["name"] == "w0"
+        if role != "client":
+            with pytest.raises((Refused, Dropped)):  # "" is no role at all: dropped unanswered
+                authenticate(raw, w.key, role=role)
+            return
+        assert authenticate(raw, w.key, role=role)["name"] == "w0"
         for i, msg in enumerate(MASTER_ONLY, start=1):
             answer = raw.call({**msg, "id": i})
             assert answer["id"] == i and "result" not in answer, answer
@@ -797,7 +884,7 @@ def test_worker_refuses_master_ops_from_non_master(worker_daemon, role):
             assert "only for the master" in answer["error"]["message"]
     finally:
         raw.close()
-    worker_alive(w)
+        worker_alive(w)
 
 
 def test_worker_refuses_launch_from_non_master_while_a_master_is_connected(worker_daemon):

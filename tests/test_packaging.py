@@ -30,12 +30,13 @@ with open(os.path.join(REPO, "pyproject.toml"), "rb") as _f:
 UNITS = ("blfs-master.socket", "blfs-master.service", "blfs-worker.socket",
          "blfs-worker.service", "blfs-iscsi.service")
 
-DEB_DEPENDS = ("python3 (>= 3.11), python3-msgpack (>= 1.0.3), python3-systemd (>= 235), "
+DEB_DEPENDS = ("python3 (>= 3.11), python3-msgpack (>= 1.0.3), python3-cryptography (>= 38.0.4), "
+               "python3-systemd (>= 235), "
                "python3-sdnotify (>= 0.3.1), python3-pyroute2 (>= 0.7.2), open-iscsi, "
                "e2fsprogs, systemd | systemd-standalone-sysusers | systemd-sysusers")
 RPM_PYTHON = "3.12"  # build.sh's default BLFS_RPM_PYTHON
 RPM_REQUIRES = ("python3 >= 3.11", f"python(abi) = {RPM_PYTHON}", "python3-msgpack >= 1.0.3",
-                "python3-systemd", "python3-sdnotify", "python3-pyroute2",
+                "python3-cryptography", "python3-systemd", "python3-sdnotify", "python3-pyroute2",
                 "iscsi-initiator-utils", "e2fsprogs", "systemd")
 
 COMMON_PATHS = (

@@ -6,6 +6,7 @@ socket pairs and real loopback TCP with asyncio streams.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import grp
 import os
 import socket
@@ -16,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blfsd import auth, protocol
+from blfsd import auth, protocol, secure
 from blfsd.errors import AuthError, ConnectionClosed, ProtocolError
 from blfsd.messages import AttemptSpec, AttemptState, FailureKind, JobSpec, TaskResult
-from blfsd.protocol import MAX_FRAME, SCHEMAS, decode, encode, frame_length, validate
+from blfsd.protocol import (MAX_FRAME, SCHEMAS, SESSION_LIMITS, Limits, decode, encode,
+                            frame_length, validate)
 from blfsd.transport import FrameStream
 
 TIMEOUT = 5.0
@@ -230,8 +232,8 @@ def test_validate_refuses_unknown_op():
     {"op": "hello", "version": True, "role": "client", "name": "c"},   # bool is not an int
     {"op": "hello", "version": 1, "role": b"client", "name": "c"},
     {"op": "hello", "version": 1, "role": "client", "name": None},
-    {"op": "hello", "version": 1, "role": "client", "name": "c", "info": []},
-    {"op": "hello", "version": 1, "role": "client", "name": "c", "info": None},
+    {"op": "hello", "version": 2, "role": "client", "name": "c", "nonce": []},
+    {"op": "hello", "version": 2, "role": "client", "name": "c", "share": None},
     {"op": "ping", "time": "now"},
     {"op": "ping", "time": True},                                      # bool is not a number
     {"op": "ping", "time": None},
@@ -270,19 +272,24 @@ def test_validate_optional_fields():
     validate({"op": "release_job", "id": 1, "job": "j"})
     validate({"op": "release_job", "id": 1, "job": "j", "output_tmp": None})
     validate({"op": "wait", "id": 1, "job": "j", "version": 0, "timeout": 2})
-    validate({"op": "hello", "id": 1, "version": 1, "role": "r", "name": "n", "info": {"a": 1}})
+    validate({"op": "hello", "id": 1, "version": 2, "role": "r", "name": "n",
+              "nonce": b"n" * 32, "share": b"s" * 32})
     # unknown extra fields are ignored, not refused
     validate({"op": "jobs", "id": 1, "extra": [1, 2]})
 
 
 # ------------------------------------------------------------------------------ FrameStream
 
+def _limits(max_frame: int) -> Limits:
+    return dataclasses.replace(SESSION_LIMITS, frame=max_frame)
+
+
 async def _stream_pair(max_frame: int = MAX_FRAME):
     """A FrameStream on one end of a real socket pair, and the raw socket at the other."""
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_unix_connection(sock=ours)
     theirs.setblocking(False)
-    return FrameStream(reader, writer, max_frame), theirs
+    return FrameStream(reader, writer, _limits(max_frame)), theirs
 
 
 async def _send(sock: socket.socket, data: bytes) -> None:
@@ -365,8 +372,8 @@ def test_framestream_eof_mid_frame_is_connection_closed():
 def test_framestream_write_round_trip_and_refuses_oversized():
     async def main():
         a_sock, b_sock = socket.socketpair()
-        a = FrameStream(*await asyncio.open_unix_connection(sock=a_sock), max_frame=1000)
-        b = FrameStream(*await asyncio.open_unix_connection(sock=b_sock), max_frame=1000)
+        a = FrameStream(*await asyncio.open_unix_connection(sock=a_sock), _limits(1000))
+        b = FrameStream(*await asyncio.open_unix_connection(sock=b_sock), _limits(1000))
         assert a.is_unix and a.peer_label() == "unix"
         await a.write({"op": "ping", "id": 1, "blob": b"\x00" * 900})
         assert (await b.read())["blob"] == b"\x00" * 900
@@ -408,83 +415,148 @@ async def _tcp_pair():
     return srv, client
 
 
-@pytest.mark.parametrize("pair", [_pair, _tcp_pair], ids=["socketpair", "tcp"])
+SERVER = auth.PeerIdentity("worker", "w1")
+CLIENT = auth.PeerIdentity("master", "m")
+
+
+def _handshakes(srv, cli, server_key=KEY, client_key=KEY, roles=("master",),
+                expect_role="worker", expect_name="w1"):
+    return asyncio.gather(auth.server_handshake(srv, server_key, SERVER, roles),
+                          auth.client_handshake(cli, client_key, CLIENT, expect_role,
+                                                expect_name),
+                          return_exceptions=True)
+
+
+@pytest.mark.parametrize("pair", [_pair, _tcp_pair], ids=["unix", "tcp"])
 def test_handshake_same_key_succeeds(pair):
     async def main():
         srv, cli = await pair()
-        await asyncio.gather(auth.server_handshake(srv, KEY), auth.client_handshake(cli, KEY))
-        # the connection carries ordinary frames afterwards
+        s, c = await _handshakes(srv, cli)
+        assert s == auth.PeerIdentity("master", "m") and c == auth.PeerIdentity("worker", "w1")
+        # on TCP every later frame is protected; on a Unix socket none is
+        assert (srv.protection is not None) == (not srv.is_unix)
+        assert (cli.protection is not None) == (not cli.is_unix)
+        # the connection carries ordinary frames afterwards, both ways
         await cli.write({"op": "ping", "id": 1})
         assert await srv.read() == {"op": "ping", "id": 1}
+        await srv.write({"id": 1, "result": {"time": 1.5}})
+        assert await cli.read() == {"id": 1, "result": {"time": 1.5}}
         await srv.close()
         await cli.close()
     run(main())
 
 
-@pytest.mark.parametrize("pair", [_pair, _tcp_pair], ids=["socketpair", "tcp"])
-def test_handshake_different_keys_fail_on_both_sides(pair):
+def test_handshake_different_keys_fail_on_both_sides():
     async def main():
-        srv, cli = await pair()
-        s, c = await asyncio.gather(auth.server_handshake(srv, KEY),
-                                    auth.client_handshake(cli, OTHER), return_exceptions=True)
-        assert isinstance(s, AuthError), s
-        assert isinstance(c, AuthError), c
+        srv, cli = await _tcp_pair()
+        s, c = await _handshakes(srv, cli, client_key=OTHER)
+        assert isinstance(s, AuthError) and "wrong cluster key" in str(s), s
+        assert isinstance(c, AuthError) and "could not prove" in str(c), c
+        assert srv.protection is None and cli.protection is None
         await srv.close()
         await cli.close()
     run(main())
 
 
 def test_client_refuses_server_without_the_key():
-    """Mutual: a server that cannot prove the key (fake welcome) is refused by the client."""
+    """Mutual: a server that cannot prove the key (a made-up proof) is refused, and the
+    client never sends a proof of its own to it."""
     async def main():
-        srv, cli = await _pair()
+        srv, cli = await _tcp_pair()
+        sent = []
 
         async def impostor():
-            await srv.write({"op": "challenge", "nonce": os.urandom(32)})
-            await srv.read()
-            await srv.write({"op": "welcome", "mac": b"\x00" * 32})
+            hello = await srv.read()
+            await srv.write({"id": hello["id"], "result": {
+                "version": protocol.VERSION, "role": "worker", "name": "w1",
+                "nonce": os.urandom(32), "share": secure.Ephemeral().share,
+                "proof": b"\x00" * 32}})
+            sent.append(await srv.read())
 
-        s, c = await asyncio.gather(impostor(), auth.client_handshake(cli, KEY),
+        s, c = await asyncio.gather(impostor(), auth.client_handshake(cli, KEY, CLIENT, "worker"),
                                     return_exceptions=True)
         assert s is None
-        assert isinstance(c, AuthError)
+        assert isinstance(c, AuthError) and "could not prove" in str(c)
+        assert sent == [{"op": "abort", "id": 0, "reason": "proof"}]
         await srv.close()
         await cli.close()
     run(main())
 
 
-def test_server_drops_malformed_or_missing_auth():
+@pytest.mark.parametrize("hello", [
+    {"op": "auth", "id": 1, "version": protocol.VERSION, "role": "master", "name": "m"},
+    {"op": "hello", "id": 1, "version": protocol.VERSION, "role": "master", "name": "m"},
+    {"op": "hello", "id": 1, "version": protocol.VERSION, "role": "master", "name": "m",
+     "nonce": b"n" * 31, "share": b"s" * 32},
+    {"op": "hello", "id": 1, "version": protocol.VERSION, "role": "master", "name": "m",
+     "nonce": "n" * 32, "share": b"s" * 32},
+    {"op": "hello", "id": 1, "version": protocol.VERSION, "role": "", "name": "m",
+     "nonce": b"n" * 32, "share": b"s" * 32},
+], ids=["not-hello", "no-nonce", "short-nonce", "str-nonce", "empty-role"])
+def test_server_drops_malformed_hello(hello):
     async def main():
-        for answer in ({"op": "hello", "id": 1, "version": 1, "role": "c", "name": "c"},
-                       {"op": "auth", "nonce": b"n" * 31, "mac": b"m" * 32},
-                       {"op": "auth", "nonce": "n" * 32, "mac": b"m" * 32},
-                       {"op": "auth", "nonce": b"n" * 32}):
-            srv, cli = await _pair()
+        srv, cli = await _tcp_pair()
+        await cli.write(hello)
+        with pytest.raises(ProtocolError):
+            await auth.server_handshake(srv, KEY, SERVER, ("master",))
+        await srv.close()
+        await cli.close()
+    run(main())
 
-            async def client():
-                await cli.read()  # the challenge
-                await cli.write(answer)
 
-            s, _ = await asyncio.gather(auth.server_handshake(srv, KEY), client(),
-                                        return_exceptions=True)
-            assert isinstance(s, ProtocolError), (answer, s)
-            await srv.close()
-            await cli.close()
+def test_server_refuses_a_wrong_version_with_a_reason():
+    async def main():
+        srv, cli = await _tcp_pair()
+        await cli.write({"op": "hello", "id": 1, "version": 1, "role": "master", "name": "m"})
+        with pytest.raises(ProtocolError, match="version 1"):
+            await auth.server_handshake(srv, KEY, SERVER, ("master",))
+        answer = await cli.read()
+        assert answer["error"]["code"] == "version"
+        await srv.close()
+        await cli.close()
+    run(main())
 
-        srv, cli = await _pair()
-        await cli.close()  # the client goes away before answering
+
+def test_server_refuses_a_role_it_does_not_serve():
+    async def main():
+        srv, cli = await _tcp_pair()
+        s, c = await _handshakes(srv, cli, roles=("client",))
+        assert isinstance(s, AuthError) and "role 'master' may not connect" in str(s)
+        assert isinstance(c, AuthError) and "role 'master' may not connect" in str(c)
+        await srv.close()
+        await cli.close()
+    run(main())
+
+
+@pytest.mark.parametrize("expect", [("master", None), ("worker", "w2")])
+def test_client_refuses_a_server_that_is_not_who_it_dialled(expect):
+    async def main():
+        srv, cli = await _tcp_pair()
+        s, c = await _handshakes(srv, cli, expect_role=expect[0], expect_name=expect[1])
+        assert isinstance(c, AuthError) and "not " + expect[0] in str(c), c
+        assert isinstance(s, (AuthError, ConnectionClosed)), s
+        assert cli.protection is None
+        await srv.close()
+        await cli.close()
+    run(main())
+
+
+def test_server_handshake_peer_closing_is_connection_closed():
+    async def main():
+        srv, cli = await _tcp_pair()
+        await cli.close()  # the client goes away before saying anything
         with pytest.raises(ConnectionClosed):
-            await auth.server_handshake(srv, KEY)
+            await auth.server_handshake(srv, KEY, SERVER, ("master",))
         await srv.close()
     run(main())
 
 
 def test_client_handshake_peer_closing_is_auth_error():
     async def main():
-        srv, cli = await _pair()
+        srv, cli = await _tcp_pair()
         await srv.close()
         with pytest.raises(AuthError):
-            await auth.client_handshake(cli, KEY)
+            await auth.client_handshake(cli, KEY, CLIENT, "worker")
         await cli.close()
     run(main())
 

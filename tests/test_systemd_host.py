@@ -200,10 +200,11 @@ def blfs_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 
 
 def rpc_call(address: str, key: Optional[bytes], op: str, default_port: int = 7070,
-             timeout: float = 10) -> tuple:
+             timeout: float = 10, expect_role: str = "master") -> tuple:
     """(hello, result) of one request over a fresh connection, without any retry."""
     async def go():
         peer, hello = await rpc.connect(address, key, "client", "systemd-test",
+                                        expect_role=expect_role,
                                         default_port=default_port, timeout=timeout)
         reader = asyncio.ensure_future(peer.serve())
         try:
@@ -254,7 +255,7 @@ def test_master_serves_on_activated_sockets(tmp_path, notify):
         pid = d.python_pid()
         ready = notify.wait_for("READY")
         assert ready["READY"] == "1" and MASTER_STATUS.match(ready["STATUS"]), ready
-        hello, workers = rpc_call(f"127.0.0.1:{port}", key, "workers")  # TCP, with HMAC
+        hello, workers = rpc_call(f"127.0.0.1:{port}", key, "workers")  # TCP, with the key exchange
         assert hello["role"] == "master" and workers == []
         done = blfs_cli("workers", "--master", f"127.0.0.1:{port}", "--key",
                         str(tmp_path / "cluster.key"))
@@ -350,7 +351,8 @@ def test_worker_serves_on_activated_socket(tmp_path, notify):
         while refused("127.0.0.1", port):  # wait for systemd-socket-activate to listen
             assert time.monotonic() < deadline, d.log()
             time.sleep(0.05)
-        hello, pong = rpc_call(f"127.0.0.1:{port}", key, "ping", default_port=port)
+        hello, pong = rpc_call(f"127.0.0.1:{port}", key, "ping", default_port=port,
+                               expect_role="worker")
         assert hello["name"] == "w1" and hello["role"] == "worker"
         assert pong["free_slots"] == 3 and pong["running"] == 0
         d.python_pid()

@@ -50,7 +50,7 @@ def test_sighup_adopts_a_new_pool_generation_and_announces_it(tmp_path):
 
             peer, _ = await rpc.connect(address, key, "master", "m",
                                         handler={"pool_changed": pool_changed},
-                                        default_port=7071)
+                                        expect_role="worker", default_port=7071)
             serving = asyncio.ensure_future(peer.serve())
             before = await peer.call("sync", limit=10, held=[])
             old = storage.read_manifest(disk, direct=False)

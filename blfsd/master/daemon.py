@@ -48,6 +48,7 @@ class Master:
             max_attempts=config.max_attempts, task_timeout=config.task_timeout,
             speculation=config.speculation), epoch=secrets.token_hex(3))
         self.catalog = Catalog(config.state_dir)
+        self.gate = config.gate()  # what strangers may cost us before they are known
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
         self.work = TaskSet()  # requests in flight: launches, kills, commits, releases
@@ -149,7 +150,8 @@ class Master:
                           writer: asyncio.StreamWriter) -> None:
         """A client connection, served until it ends."""
         peer = await rpc.accept_connection(reader, writer, self.key, "master", self.name,
-                                           self.client_handlers, self.config.group)
+                                           self.client_handlers, self.config.group,
+                                           roles=("client",), gate=self.gate)
         if peer is not None:
             await peer.serve()
             await self.datasets.abandon(peer)  # the client went away in the middle of a put

@@ -117,7 +117,8 @@ class WorkerLinks:
     async def _dial(self, node: Node) -> Optional[rpc.Peer]:
         """A connection to the worker, or None when someone else answers at its address."""
         peer, hello = await rpc.connect(node.address, self.key, "master", self.name,
-                                        handler=self.handlers, default_port=WORKER_PORT)
+                                        handler=self.handlers, expect_role="worker",
+                                        expect_name=node.name, default_port=WORKER_PORT)
         if hello.get("name") == node.name:
             return peer
         log.error("%s answers as %r, not %r", node.address, hello.get("name"), node.name)

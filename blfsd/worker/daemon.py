@@ -42,6 +42,7 @@ class Worker:
         self.attempts = Attempts(config, self.disk, self.views, self.tell_master)
         self.files = Files(self.disk, self.views)
         self.master: Optional[rpc.Peer] = None
+        self.gate = config.gate()  # what strangers may cost us before they are known
         self.notifier = Notifier()
         self.servers: list = []
         self.stopping = asyncio.Event()
@@ -141,7 +142,8 @@ class Worker:
                           writer: asyncio.StreamWriter) -> None:
         """A connection; a master's replaces the previous master's session."""
         peer = await rpc.accept_connection(reader, writer, self.key, "worker", self.name,
-                                           self.handlers, self.config.group)
+                                           self.handlers, self.config.group,
+                                           roles=("master", "client"), gate=self.gate)
         if peer is None:
             return
         if peer.role == "master":  # a new master session replaces the old one
