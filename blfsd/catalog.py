@@ -32,6 +32,7 @@ def is_name(text: str) -> bool:
 
 
 def check_name(text: str) -> str:
+    """The name, or UsageError when it is not a valid cluster name."""
     if not is_name(text):
         raise UsageError(f"{text[:120]!r} is not a valid name (letters, digits, '.', '_', "
                          "'-', at most 100, starting with a letter or digit)")
@@ -53,10 +54,12 @@ def area(disk: str, kind: str, name: str) -> str:
 
 
 def split_path(disk: str, name: str, index: int) -> str:
+    """Where split `index` of dataset `name` is on a disk."""
     return os.path.join(area(disk, DATASETS, name), f"split-{index:05d}")
 
 
 def output_dir(disk: str, name: str) -> str:
+    """Where the parts of cluster output `name` are on a disk."""
     return area(disk, OUTPUTS, name)
 
 
@@ -85,6 +88,7 @@ class Catalog:
             save_msgpack(self.path, self.entries)
 
     def get(self, kind: str, name: str) -> dict:
+        """A dataset's or output's entry; NotFound when there is none."""
         entry = self.entries[kind].get(name)
         if entry is None:
             what = "dataset" if kind == DATASETS else "output"
@@ -95,6 +99,7 @@ class Catalog:
         return name in self.entries[kind]
 
     def add(self, kind: str, name: str, entry: dict) -> dict:
+        """Record a complete dataset or output (saved before this returns)."""
         if name in self.entries[kind]:
             raise Conflict(f"{name!r} already exists")
         entry = dict(entry, name=name, created=time.time())
@@ -103,6 +108,7 @@ class Catalog:
         return entry
 
     def remove(self, kind: str, name: str) -> dict:
+        """Forget an entry (its files are removed by the workers)."""
         entry = self.get(kind, name)
         del self.entries[kind][name]
         self._save()

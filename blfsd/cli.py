@@ -32,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="configuration file (default /etc/blfs/blfs.toml)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_submit(sub)
+    _add_queries(sub)
+    _add_storage(sub)
+    _add_daemons(sub)
+    return p
 
+
+def _add_submit(sub: Any) -> None:
     s = sub.add_parser("submit", help="run a job file",
                        usage="blfs submit JOB.py --input PATH --output DIR [options] "
                              "[-- JOB-ARGS...]")
@@ -62,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cluster ends with the command)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
+
+def _add_queries(sub: Any) -> None:
     for name, helptext in (("status", "a job's state (or the cluster's)"),
                            ("jobs", "list jobs"), ("workers", "list workers"),
                            ("cancel", "cancel a job")):
@@ -74,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--key", metavar="FILE")
         c.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _add_storage(sub: Any) -> None:
     u = sub.add_parser("put", help="store a file in the cluster as a dataset",
                        usage="blfs put FILE NAME [--split-size SIZE]")
     u.add_argument("file", metavar="FILE")
@@ -93,17 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--master", metavar="ADDRESS")
         sub.choices[name].add_argument("--key", metavar="FILE")
 
+
+def _add_daemons(sub: Any) -> None:
     m = sub.add_parser("master", help="run the master daemon in the foreground")
     m.add_argument("--verbose", "-v", action="store_true")
     w = sub.add_parser("worker", help="run a worker daemon in the foreground")
     w.add_argument("--verbose", "-v", action="store_true")
+    # for the workers of `blfs submit --local` (blfsd.local)
     w.add_argument("--name", help=argparse.SUPPRESS)
     w.add_argument("--local-root", help=argparse.SUPPRESS)
     w.add_argument("--slots", type=int, help=argparse.SUPPRESS)
     w.add_argument("--slot-size", type=int, help=argparse.SUPPRESS)
     w.add_argument("--parallelism", type=int, help=argparse.SUPPRESS)
     w.add_argument("--spill-records", type=int, help=argparse.SUPPRESS)
-    return p
 
 
 # ------------------------------------------------------------------------------ submit
@@ -658,54 +671,62 @@ def main(argv: Optional[list] = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     if args.command in ("master", "worker"):
         return run_daemon(args)
-    cfg = configmod.load(args.config)
-    if args.command == "submit":
-        if args.local and args.detach:
-            raise UsageError("--detach cannot be used with --local: the embedded cluster "
-                             "ends with the command (run a cluster, or leave out --detach)")
-        spec = prepare_submit(args)
-        if args.local:
-            return asyncio.run(submit_local(args, spec))
-        return asyncio.run(submit_remote(args, spec, cfg))
-    if args.command == "status":
-        result = asyncio.run(_query(args, cfg, "status", job=args.job))
-        if args.json:
-            print(json.dumps(result, indent=2))
-        elif args.job:
-            _print_status(result)
-        else:
-            print(result["status"])
-            _print_workers(result["workers"])
-            _print_jobs(result["jobs"])
-        return 0
-    if args.command in ("jobs", "workers"):
-        rows = asyncio.run(_query(args, cfg, args.command))
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            (_print_jobs if args.command == "jobs" else _print_workers)(rows)
-        return 0
-    if args.command == "cancel":
-        status = asyncio.run(_query(args, cfg, "cancel", job=args.job))
-        print(f"job {status['job']}: {status['state']}")
-        return 0
-    if args.command == "put":
-        return asyncio.run(put(args, cfg))
-    if args.command == "cat":
-        return cat(args, cfg)
-    if args.command == "get":
-        return get(args, cfg)
-    if args.command == "ls":
-        rows = asyncio.run(_query(args, cfg, "ls"))
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            _print_listing(rows)
-        return 0
-    if args.command == "rm":
-        done = asyncio.run(_query(args, cfg, "remove", name=args.name))
-        kind = "dataset" if done["kind"] == "data" else "output"
-        print(f"removed {kind} {done['name']}" + (f" (its files stay on "
-              f"{', '.join(done['left_on'])}, not connected)" if done["left_on"] else ""))
-        return 0
-    raise UsageError(f"unknown command {args.command}")
+    return COMMANDS[args.command](args, configmod.load(args.config))
+
+
+def cmd_submit(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    if args.local and args.detach:
+        raise UsageError("--detach cannot be used with --local: the embedded cluster "
+                         "ends with the command (run a cluster, or leave out --detach)")
+    spec = prepare_submit(args)
+    if args.local:
+        return asyncio.run(submit_local(args, spec))
+    return asyncio.run(submit_remote(args, spec, cfg))
+
+
+def cmd_status(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    result = asyncio.run(_query(args, cfg, "status", job=args.job))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.job:
+        _print_status(result)
+    else:
+        print(result["status"])
+        _print_workers(result["workers"])
+        _print_jobs(result["jobs"])
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    """`blfs jobs`, `blfs workers` and `blfs ls`."""
+    rows = asyncio.run(_query(args, cfg, args.command))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        {"jobs": _print_jobs, "workers": _print_workers,
+         "ls": _print_listing}[args.command](rows)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    status = asyncio.run(_query(args, cfg, "cancel", job=args.job))
+    print(f"job {status['job']}: {status['state']}")
+    return 0
+
+
+def cmd_put(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    return asyncio.run(put(args, cfg))
+
+
+def cmd_rm(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    done = asyncio.run(_query(args, cfg, "remove", name=args.name))
+    kind = "dataset" if done["kind"] == "data" else "output"
+    print(f"removed {kind} {done['name']}" + (f" (its files stay on "
+          f"{', '.join(done['left_on'])}, not connected)" if done["left_on"] else ""))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, configmod.Config], int]] = {
+    "submit": cmd_submit, "status": cmd_status, "jobs": cmd_list, "workers": cmd_list,
+    "cancel": cmd_cancel, "put": cmd_put, "cat": cat, "get": get, "ls": cmd_list,
+    "rm": cmd_rm}

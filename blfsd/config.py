@@ -18,13 +18,16 @@ WORKER_PORT = 7071
 
 @dataclass
 class Node:
+    """A worker of [nodes.NAME]: where the master dials it, and its disk."""
     name: str
     address: str  # where the master reaches the worker, host:port
     disk: str = ""  # iscsi://... or block:/dev/... (blfs-iscsi)
+    export_device: str = ""  # the local disk `blfs-iscsi export` serves as this node's LUN
 
 
 @dataclass
 class Config:
+    """Every setting, with its default; `load` fills it from the file."""
     cluster_key: str = "/etc/blfs/cluster.key"
     group: str = "blfs"
     master_address: str = f"127.0.0.1:{MASTER_PORT}"
@@ -58,8 +61,12 @@ class Config:
     allow_buffered_reads: bool = False  # only true for --local, where one kernel has one cache
     durable_pool: bool = True
     fill_pool: bool = True  # False only for --local: sparse slots on a single kernel
+    # blfs-iscsi: its [iscsi] table as written (blfsd.iscsi checks its keys), and the file
+    path: str = DEFAULT_PATH
+    iscsi: dict = field(default_factory=dict)
 
     def cpu_parallelism(self) -> int:
+        """Attempts a worker runs at once: [worker] parallelism, else its CPUs."""
         return self.parallelism or len(os.sched_getaffinity(0))
 
     def gate(self) -> admission.Gate:
@@ -102,28 +109,42 @@ _KEYS = {
 
 
 def load(path: Optional[str] = None) -> Config:
-    """Read a TOML file; a missing default file means all defaults, a missing named one fails."""
-    cfg = Config()
+    """Read a TOML file; a missing default file means all defaults, a missing named one fails.
+
+    The file is BLFS_CONFIG when no path is given, else /etc/blfs/blfs.toml. This is the
+    only reader of the configuration file: blfs-iscsi takes its [iscsi] table from here.
+    """
     target = path or os.environ.get("BLFS_CONFIG") or DEFAULT_PATH
-    try:
-        with open(target, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        if path:
-            raise ConfigError(f"config file {path} does not exist") from None
-        return cfg
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config {target}: {exc}") from None
+    cfg = Config(path=target)
+    data = _read(target, named=bool(path))
     for (section, key), (attr, kind) in _KEYS.items():
         if key in data.get(section, {}):
-            value = data[section][key]
-            try:
-                value = parse_size(value) if kind == "size" else kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{target}: [{section}] {key} has a bad value {value!r}")
-            setattr(cfg, attr, value)
+            setattr(cfg, attr, _value(data[section][key], kind, f"{target}: [{section}] {key}"))
     for name, node in sorted(data.get("nodes", {}).items()):
         if "address" not in node:
             raise ConfigError(f"{target}: [nodes.{name}] needs an address")
-        cfg.nodes.append(Node(name, str(node["address"]), str(node.get("disk", ""))))
+        cfg.nodes.append(Node(name, str(node["address"]), str(node.get("disk", "")),
+                              str(node.get("export_device", ""))))
+    cfg.iscsi = dict(data.get("iscsi", {}))
     return cfg
+
+
+def _read(target: str, named: bool) -> dict:
+    """The TOML file as a dict ({} for a missing default file)."""
+    try:
+        with open(target, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"config file {target} does not exist") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {target}: {exc}") from None
+
+
+def _value(value: object, kind: object, where: str) -> object:
+    """A setting's value as its kind wants it ("size": 64M and such)."""
+    try:
+        return parse_size(value) if kind == "size" else kind(value)  # type: ignore[operator]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} has a bad value {value!r}") from None

@@ -3,7 +3,7 @@
 Files of datasets and outputs are created after the peers mounted the disk, so a peer's
 view may not show them (a directory block cached before they existed) or may show stale
 blocks. Every such file is recorded with its size and crc32; a reader that is not the
-owner checks both and remounts its view once when they differ (DESIGN §2).
+owner checks both and remounts its view once when they differ (docs/ARCHITECTURE.md, Cluster storage).
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ class BlfsError(Exception):
 
 
 class ConfigError(BlfsError):
+    """The configuration file or the cluster key cannot be used."""
     code = "config"
 
 
@@ -30,10 +31,12 @@ class ProtocolError(BlfsError):
 
 
 class AuthError(BlfsError):
+    """A peer could not prove it holds the cluster key, or may not use a socket."""
     code = "auth"
 
 
 class ConnectionClosed(BlfsError):
+    """The other side is gone, or cannot be reached."""
     code = "closed"
 
 
@@ -46,10 +49,12 @@ class RemoteError(BlfsError):
 
 
 class StorageError(BlfsError):
+    """A disk, a pool or a file of cluster storage failed us."""
     code = "storage"
 
 
 class PoolExhausted(StorageError):
+    """No free slot in a worker's pool."""
     code = "pool_exhausted"
 
 
@@ -65,8 +70,10 @@ class FetchError(StorageError):
 
 
 class NotFound(BlfsError):
+    """No such job, dataset, output, put or file."""
     code = "not_found"
 
 
 class Conflict(BlfsError):
+    """Already there: an output, a dataset, a job writing to the same output."""
     code = "conflict"

@@ -64,6 +64,7 @@ import time
 from typing import Optional
 
 from .errors import StorageError
+from .transport import format_address
 
 LIO_CONFIGFS = "/sys/kernel/config/target"
 TGTD_SOCKET_DIR = "/run/tgtd"
@@ -191,10 +192,6 @@ def _split_portal(portal: str) -> tuple:
     return host, port
 
 
-def _portal_text(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _portal_covered(want: tuple, have: list) -> bool:
     """Is portal ``want`` already served, exactly or by a wildcard on the same port?"""
     host, port = want
@@ -298,7 +295,7 @@ def _start_tgtd(portal: str, done: list, what: str) -> None:
     port = _control_port()
     if port:
         argv += ["-C", str(port)]
-    argv += ["--iscsi", f"portal={_portal_text(*_split_portal(portal))}"]
+    argv += ["--iscsi", f"portal={format_address(*_split_portal(portal))}"]
     _change(argv, done, what=what)     # tgtd forks into the background and returns
     deadline = time.monotonic() + TGTD_START_TIMEOUT
     while not _tgtd_answers():
@@ -311,64 +308,69 @@ def _start_tgtd(portal: str, done: list, what: str) -> None:
 def parse_tgt_show(text: str) -> list:
     """Parse ``tgtadm --lld iscsi --op show --mode target`` into export_status() dicts
     (without "portals"). LUN 0, tgt's controller LUN, is left out."""
-    targets = []
-    target = None
-    section = None
-    lun = None
+    targets: list = []
+    at = {"target": None, "section": None, "lun": None}  # where in the listing we are
     for raw in text.splitlines():
         line = raw.strip()
-        if not line:
-            continue
-        indent = len(raw) - len(raw.lstrip())
-        m = re.match(r"^Target (\d+): (\S+)$", line)
-        if indent == 0 and m:
-            target = {"backend": "tgt", "iqn": m.group(2), "tid": int(m.group(1)),
-                      "luns": [], "initiators": [], "sessions": []}
-            targets.append(target)
-            section, lun = None, None
-            continue
-        if target is None:
-            continue
-        if indent == 4 and line.endswith(":"):
-            section = line[:-1]
-            lun = None
-            continue
-        if section == "LUN information":
-            m = re.match(r"^LUN: (\d+)$", line)
-            if m:
-                lun = {"lun": int(m.group(1)), "device": None, "size": None, "_mb": None,
-                       "_type": None}
-                target["luns"].append(lun)
-                continue
-            if lun is None:
-                continue
-            key, _, value = line.partition(":")
-            value = value.strip()
-            if key == "Type":
-                lun["_type"] = value
-            elif key == "Size":
-                m = re.match(r"^(\d+) MB", value)
-                if m:
-                    lun["_mb"] = int(m.group(1))
-            elif key == "Backing store path":
-                lun["device"] = None if value in ("", "None") else value
-        elif section == "ACL information":
-            target["initiators"].append(line)
-        elif section == "I_T nexus information":
-            m = re.match(r"^Initiator: (\S+)", line)
-            if m:
-                target["sessions"].append(m.group(1))
+        if line:
+            _tgt_show_line(line, len(raw) - len(raw.lstrip()), at, targets)
     for target in targets:
-        luns = []
-        for lun in target["luns"]:
-            if lun["_type"] == "controller" or lun["device"] is None:
-                continue
-            size = _device_size(lun["device"])
-            if size is None and lun["_mb"] is not None:
-                size = lun["_mb"] * 1000 * 1000   # tgtadm rounds to decimal MB
-            luns.append({"lun": lun["lun"], "device": lun["device"], "size": size})
-        target["luns"] = luns
+        target["luns"] = [_tgt_lun_entry(lun) for lun in target["luns"]
+                          if lun["_type"] != "controller" and lun["device"] is not None]
     return targets
+
+
+def _tgt_show_line(line: str, indent: int, at: dict, targets: list) -> None:
+    """One line of `tgtadm --op show`: a target, a section header, or a section's line."""
+    m = re.match(r"^Target (\d+): (\S+)$", line)
+    if indent == 0 and m:
+        at["target"] = {"backend": "tgt", "iqn": m.group(2), "tid": int(m.group(1)),
+                        "luns": [], "initiators": [], "sessions": []}
+        targets.append(at["target"])
+        at["section"] = at["lun"] = None
+        return
+    target = at["target"]
+    if target is None:
+        return
+    if indent == 4 and line.endswith(":"):
+        at["section"], at["lun"] = line[:-1], None
+    elif at["section"] == "LUN information":
+        _tgt_lun_line(line, at, target)
+    elif at["section"] == "ACL information":
+        target["initiators"].append(line)
+    elif at["section"] == "I_T nexus information":
+        m = re.match(r"^Initiator: (\S+)", line)
+        if m:
+            target["sessions"].append(m.group(1))
+
+
+def _tgt_lun_line(line: str, at: dict, target: dict) -> None:
+    m = re.match(r"^LUN: (\d+)$", line)
+    if m:
+        at["lun"] = {"lun": int(m.group(1)), "device": None, "size": None, "_mb": None,
+                     "_type": None}
+        target["luns"].append(at["lun"])
+        return
+    lun = at["lun"]
+    if lun is None:
+        return
+    key, _, value = line.partition(":")
+    value = value.strip()
+    if key == "Type":
+        lun["_type"] = value
+    elif key == "Size":
+        m = re.match(r"^(\d+) MB", value)
+        if m:
+            lun["_mb"] = int(m.group(1))
+    elif key == "Backing store path":
+        lun["device"] = None if value in ("", "None") else value
+
+
+def _tgt_lun_entry(lun: dict) -> dict:
+    size = _device_size(lun["device"])
+    if size is None and lun["_mb"] is not None:
+        size = lun["_mb"] * 1000 * 1000   # tgtadm rounds to decimal MB
+    return {"lun": lun["lun"], "device": lun["device"], "size": size}
 
 
 def parse_tgt_portals(text: str) -> list:
@@ -411,13 +413,29 @@ def _tgt_export(device: str, real: str, iqn: str, lun: int, portal: str, allowed
     want = _split_portal(portal)
     if not _portal_covered(want, _tgt_portals(what)):
         _change(_tgtadm("--op", "new", "--mode", "portal", "--param",
-                        f"portal={_portal_text(*want)}"), done, what=what)
+                        f"portal={format_address(*want)}"), done, what=what)
 
+    target = _tgt_target(iqn, done, what)
+    tid = str(target["tid"])
+    current = {entry["lun"]: entry for entry in target["luns"]}
+    if lun in current:
+        there = current[lun]["device"]
+        if there is None or os.path.realpath(there) != real:
+            raise ExportError(f"{what}: LUN {lun} of that target already exports {there}")
+    else:
+        _change(_tgtadm("--op", "new", "--mode", "logicalunit", "--tid", tid, "--lun", str(lun),
+                        "--backing-store", real), done, what=what)
+    _tgt_initiators(tid, target["initiators"], allowed, done, what)
+    return done
+
+
+def _tgt_target(iqn: str, done: list, what: str) -> dict:
+    """The target named iqn, created with the next free tid if there is none."""
     target = _tgt_find(iqn, what)
     failure = ""
     for _attempt in range(5):
         if target is not None:
-            break
+            return target
         tid = max([t["tid"] for t in _tgt_targets(what)], default=0) + 1
         argv = _tgtadm("--op", "new", "--mode", "target", "--tid", str(tid), "--targetname", iqn)
         proc = _run(argv, check=False, what=what)
@@ -428,18 +446,11 @@ def _tgt_export(device: str, real: str, iqn: str, lun: int, portal: str, allowed
         target = _tgt_find(iqn, what)
     if target is None:
         raise ExportError(f"{what}: {failure or 'tgtadm could not create the target'}")
-    tid = str(target["tid"])
+    return target
 
-    current = {entry["lun"]: entry for entry in target["luns"]}
-    if lun in current:
-        there = current[lun]["device"]
-        if there is None or os.path.realpath(there) != real:
-            raise ExportError(f"{what}: LUN {lun} of that target already exports {there}")
-    else:
-        _change(_tgtadm("--op", "new", "--mode", "logicalunit", "--tid", tid, "--lun", str(lun),
-                        "--backing-store", real), done, what=what)
 
-    have = list(target["initiators"])
+def _tgt_initiators(tid: str, have: list, allowed: list, done: list, what: str) -> None:
+    """Bind the initiators allowed, unbind the others."""
     for name in allowed:
         if name not in have:
             flag = "--initiator-address" if name == ALL else "--initiator-name"
@@ -450,7 +461,6 @@ def _tgt_export(device: str, real: str, iqn: str, lun: int, portal: str, allowed
             flag = "--initiator-name" if _IQN_RE.match(name) else "--initiator-address"
             _change(_tgtadm("--op", "unbind", "--mode", "target", "--tid", tid, flag, name),
                     done, what=what)
-    return done
 
 
 def _tgt_unexport(iqn: str, force: bool) -> list:
@@ -475,7 +485,7 @@ def _tgt_status() -> list:
     what = "cannot read the tgt exports"
     if not (os.environ.get("BLFS_TGTADM") or shutil.which("tgtadm")) or not _tgtd_answers():
         return []
-    portals = [_portal_text(*p) for p in _tgt_portals(what)]
+    portals = [format_address(*p) for p in _tgt_portals(what)]
     targets = _tgt_targets(what)
     for t in targets:
         t["portals"] = list(portals)
@@ -570,18 +580,7 @@ def _lio_export(device: str, real: str, iqn: str, lun: int, portal: str, allowed
     what = f"cannot export {device} as {iqn} LUN {lun}"
     done: list = []
     run = dict(what=what, timeout=TARGETCLI_TIMEOUT)
-
-    # Backstore: reuse one already over this device (LIO opens it exclusively), else ours.
-    stores = _lio_backstores()
-    store = next((n for n, s in stores.items()
-                  if s["device"] and os.path.realpath(s["device"]) == real), None)
-    if store is None:
-        store = _backstore_name(iqn, lun)
-        if store in stores:
-            raise ExportError(f"{what}: backstore {store} already exists over "
-                              f"{stores[store]['device']}")
-        _change(_targetcli("/backstores/block", "create", f"name={store}", f"dev={real}"),
-                done, **run)
+    store = _lio_backstore(real, iqn, lun, done, run)
 
     target = _lio_target(iqn)
     created = target is None
@@ -607,6 +606,29 @@ def _lio_export(device: str, real: str, iqn: str, lun: int, portal: str, allowed
             _change(_targetcli(f"{tpg}/portals", "delete", "0.0.0.0", "3260"), done, **run)
         _change(_targetcli(f"{tpg}/portals", "create", want[0], str(want[1])), done, **run)
 
+    _lio_access(tpg, target, allowed, done, run)
+    if done:
+        _change(_targetcli("saveconfig"), done, **run)
+    return done
+
+
+def _lio_backstore(real: str, iqn: str, lun: int, done: list, run: dict) -> str:
+    """A backstore over the device: one already there (LIO opens it exclusively), or ours."""
+    stores = _lio_backstores()
+    store = next((n for n, s in stores.items()
+                  if s["device"] and os.path.realpath(s["device"]) == real), None)
+    if store is None:
+        store = _backstore_name(iqn, lun)
+        if store in stores:
+            raise ExportError(f"{run['what']}: backstore {store} already exists over "
+                              f"{stores[store]['device']}")
+        _change(_targetcli("/backstores/block", "create", f"name={store}", f"dev={real}"),
+                done, **run)
+    return store
+
+
+def _lio_access(tpg: str, target: dict, allowed: list, done: list, run: dict) -> None:
+    """Anyone (demo mode, no authentication) or exactly the initiators allowed (ACLs)."""
     attrib = target["attrib"]
     if allowed == [ALL]:
         wanted = {"authentication": "0", "demo_mode_write_protect": "0",
@@ -614,20 +636,16 @@ def _lio_export(device: str, real: str, iqn: str, lun: int, portal: str, allowed
         if any(attrib.get(k) != v for k, v in wanted.items()):
             _change(_targetcli(tpg, "set", "attribute",
                                *(f"{k}={v}" for k, v in wanted.items())), done, **run)
-    else:
-        if attrib.get("generate_node_acls") != "0" or attrib.get("authentication") != "0":
-            _change(_targetcli(tpg, "set", "attribute", "authentication=0",
-                               "generate_node_acls=0"), done, **run)
-        for name in allowed:
-            if name not in target["acls"]:
-                _change(_targetcli(f"{tpg}/acls", "create", name), done, **run)
-        for name in target["acls"]:
-            if name not in allowed:
-                _change(_targetcli(f"{tpg}/acls", "delete", name), done, **run)
-
-    if done:
-        _change(_targetcli("saveconfig"), done, **run)
-    return done
+        return
+    if attrib.get("generate_node_acls") != "0" or attrib.get("authentication") != "0":
+        _change(_targetcli(tpg, "set", "attribute", "authentication=0",
+                           "generate_node_acls=0"), done, **run)
+    for name in allowed:
+        if name not in target["acls"]:
+            _change(_targetcli(f"{tpg}/acls", "create", name), done, **run)
+    for name in target["acls"]:
+        if name not in allowed:
+            _change(_targetcli(f"{tpg}/acls", "delete", name), done, **run)
 
 
 def _lio_unexport(iqn: str) -> list:
@@ -658,7 +676,7 @@ def _lio_status() -> list:
                             "luns": [{k: e[k] for k in ("lun", "device", "size")}
                                      for e in t["luns"]],
                             "initiators": t["initiators"],
-                            "portals": [_portal_text(*p) for p in t["portals"]]})
+                            "portals": [format_address(*p) for p in t["portals"]]})
     return out
 
 

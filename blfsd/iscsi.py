@@ -1,4 +1,4 @@
-"""blfs-iscsi: attach every node's disk, mount them, prepare this node's pool (DESIGN §2-3).
+"""blfs-iscsi: attach every node's disk, mount them, prepare this node's pool (docs/OPERATIONS.md).
 
     blfs-iscsi [--config FILE] up | down [--force] | status [--json]
                | format [--force] [--no-mmp] | export [--device DEV] [--backend B] ...
@@ -39,12 +39,13 @@ import stat
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import config as configmod
 from . import storage
+from .mounts import mount_at, mounts
+from .transport import format_address, parse_address
 from .errors import BlfsError, ConfigError, UsageError
 
 DEFAULT_PORT = 3260
@@ -168,59 +169,63 @@ class Settings:
 
 
 def load_settings(path: Optional[str]) -> Settings:
+    """This node's view of the configuration: its [iscsi] settings and every disk, its own
+    first; ConfigError for anything blfs-iscsi cannot work with."""
     cfg = configmod.load(path)
-    target = path or os.environ.get("BLFS_CONFIG") or configmod.DEFAULT_PATH
-    try:
-        with open(target, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        data = {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config {target}: {exc}") from None
-    s = Settings(cfg, target, cfg.worker_name, [], cfg.disks_root)
-    section = data.get("iscsi", {})
-    for key, value in section.items():
-        kind = _ISCSI_KEYS.get(key)
-        if kind is None:
-            raise ConfigError(f"{target}: [iscsi] has no key {key!r} "
-                              f"(known: {', '.join(sorted(_ISCSI_KEYS))})")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is float and value <= 0):
-            raise ConfigError(f"{target}: [iscsi] {key} has a bad value {value!r}")
-        if kind is list and not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{target}: [iscsi] {key} must be a list of strings")
-        setattr(s, key, value)
+    s = Settings(cfg, cfg.path, cfg.worker_name, [], cfg.disks_root)
+    _apply_iscsi_section(s, cfg.iscsi)
     s.iscsiadm = os.environ.get("BLFS_ISCSIADM") or s.iscsiadm
     s.by_path_dir = os.environ.get("BLFS_ISCSI_BY_PATH") or BY_PATH  # for tests only
     names = [n.name for n in cfg.nodes]
     if cfg.node(s.own) is None:
         raise ConfigError(f"this node is {s.own!r} ([worker] name, by default the host name) "
-                          f"but {target} has no [nodes.{s.own}]"
+                          f"but {s.path} has no [nodes.{s.own}]"
                           + (f" (it names {', '.join(names)})" if names else ""))
     if cfg.slot_size % storage.ALIGN or cfg.slot_size <= storage.HEADER_SIZE:
-        raise ConfigError(f"{target}: [pool] slot_size {cfg.slot_size} must be a multiple of "
+        raise ConfigError(f"{s.path}: [pool] slot_size {cfg.slot_size} must be a multiple of "
                           f"{storage.ALIGN}")
     if cfg.slot_count <= 0:
-        raise ConfigError(f"{target}: [pool] slots must be positive")
-    raw_nodes = data.get("nodes", {})
+        raise ConfigError(f"{s.path}: [pool] slots must be positive")
+    s.disks = _disks(s)
+    return s
+
+
+def _apply_iscsi_section(s: Settings, section: dict) -> None:
+    """[iscsi] key = value onto the settings, each checked against _ISCSI_KEYS."""
+    for key, value in section.items():
+        kind = _ISCSI_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{s.path}: [iscsi] has no key {key!r} "
+                              f"(known: {', '.join(sorted(_ISCSI_KEYS))})")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is float and value <= 0):
+            raise ConfigError(f"{s.path}: [iscsi] {key} has a bad value {value!r}")
+        if kind is list and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{s.path}: [iscsi] {key} must be a list of strings")
+        setattr(s, key, value)
+
+
+def _disks(s: Settings) -> list:
+    """Every node's disk, this node's own first; two nodes may not name one disk."""
+    cfg = s.cfg
     seen: dict = {}
-    ordered = [cfg.node(s.own)] + [n for n in cfg.nodes if n.name != s.own]
-    for node in ordered:
+    disks = []
+    for node in [cfg.node(s.own)] + [n for n in cfg.nodes if n.name != s.own]:
         if not node.disk:
-            raise ConfigError(f"{target}: [nodes.{node.name}] has no disk "
+            raise ConfigError(f"{s.path}: [nodes.{node.name}] has no disk "
                               "(iscsi://HOST[:PORT]/IQN/LUN or block:/dev/PATH)")
         if node.disk in seen:
-            raise ConfigError(f"{target}: nodes {seen[node.disk]} and {node.name} name the "
+            raise ConfigError(f"{s.path}: nodes {seen[node.disk]} and {node.name} name the "
                               f"same disk {node.disk}")
         seen[node.disk] = node.name
         if "/" in node.name or node.name in (".", ".."):
-            raise ConfigError(f"{target}: {node.name!r} cannot be a node name")
+            raise ConfigError(f"{s.path}: {node.name!r} cannot be a node name")
         disk = parse_disk_url(node.name, node.disk, node.name == s.own,
                               os.path.join(s.mount_root, node.name))
-        disk.export_device = str(raw_nodes.get(node.name, {}).get("export_device", ""))
-        s.disks.append(disk)
-    return s
+        disk.export_device = node.export_device
+        disks.append(disk)
+    return disks
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -235,47 +240,6 @@ def _run(argv: list, timeout: Optional[float] = None) -> subprocess.CompletedPro
 def _last_line(proc: subprocess.CompletedProcess) -> str:
     lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
     return lines[-1].strip() if lines else f"exit status {proc.returncode}"
-
-
-@dataclass
-class MountEntry:
-    mount_id: int
-    devno: tuple  # (major, minor)
-    path: str
-    options: str  # per-mount options: rw/ro, noatime...
-    fstype: str
-    source: str
-    super_options: str
-
-    @property
-    def mode(self) -> str:
-        return "rw" if "rw" in self.options.split(",") else "ro"
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
-
-
-def mounts() -> list:
-    """Every mount of this mount namespace, in mount order."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            parts = left.split()
-            fstype, source, sopts = (right.split() + ["", "", ""])[:3]
-            major, _, minor = parts[2].partition(":")
-            found.append(MountEntry(int(parts[0]), (int(major), int(minor)),
-                                    _unescape(parts[4]), parts[5], fstype,
-                                    _unescape(source), sopts))
-    return found
-
-
-def mount_at(path: str) -> Optional[MountEntry]:
-    """The topmost mount at exactly this path, or None."""
-    real = os.path.realpath(path)
-    hits = [m for m in mounts() if m.path == real]
-    return hits[-1] if hits else None
 
 
 def _devno(device: str) -> tuple:
@@ -512,28 +476,8 @@ def ensure_pool(s: Settings, disk: Disk, device: str, force: bool,
             and current.slot_count == cfg.slot_count and current.slot_size == cfg.slot_size):
         return current, False
     if current is not None:
-        # A ready pool changes shape. A running worker keeps the old generation (and its
-        # slots may hold map output of running jobs): it must be stopped first.
-        answer = ask_worker(s)
-        if answer is not None:
-            use = worker_usage(s, answer) or "no slots leased"
-            change = (f"the pool would change ({current.slot_count} -> {cfg.slot_count} "
-                      f"slots of {_bytes(cfg.slot_size)})")
-            if not force:
-                raise DiskError(disk, f"{change} while blfs-worker runs ({use}; the worker "
-                                      f"at {answer['address']} says so); stop blfs-worker "
-                                      "first, or use --force")
-            say(f"{disk.node}: warning: {change} under a running blfs-worker ({use}); "
-                "restart blfs-worker (or `systemctl reload blfs-worker`) so that it uses "
-                "the new generation")
-    needed = space_needed(disk.mount, cfg.slot_count, cfg.slot_size)
-    vfs = os.statvfs(disk.mount)
-    free = vfs.f_bavail * vfs.f_frsize
-    margin = cfg.slot_count * 4096 + (1 << 20)  # extent blocks, MANIFEST, directory
-    if needed + margin > free:
-        raise DiskError(disk, f"pool does not fit: {cfg.slot_count} slots x "
-                              f"{_bytes(cfg.slot_size)} need {_bytes(needed)} more, "
-                              f"{_bytes(free)} free on {disk.mount}")
+        _check_no_worker_uses(s, disk, current, force, say)
+    _check_room(s, disk)
     say(f"{disk.node}: preparing pool: {cfg.slot_count} slots of {_bytes(cfg.slot_size)}"
         + (" (completing an interrupted preparation)" if _preparing(disk.mount) else ""))
     # A preparation killed after writing a slot but before its fsync leaves a full-size
@@ -555,6 +499,38 @@ def ensure_pool(s: Settings, disk: Disk, device: str, force: bool,
     say(f"{disk.node}: pool ready: {manifest.slot_count} slots of "
         f"{_bytes(manifest.slot_size)}, generation {manifest.generation}")
     return manifest, changed
+
+
+def _check_no_worker_uses(s: Settings, disk: Disk, current: storage.Manifest, force: bool,
+                          say: Any) -> None:
+    """A ready pool changes shape. A running worker keeps the old generation (and its
+    slots may hold map output of running jobs): it must be stopped first, or forced."""
+    answer = ask_worker(s)
+    if answer is None:
+        return
+    cfg = s.cfg
+    use = worker_usage(s, answer) or "no slots leased"
+    change = (f"the pool would change ({current.slot_count} -> {cfg.slot_count} "
+              f"slots of {_bytes(cfg.slot_size)})")
+    if not force:
+        raise DiskError(disk, f"{change} while blfs-worker runs ({use}; the worker "
+                              f"at {answer['address']} says so); stop blfs-worker "
+                              "first, or use --force")
+    say(f"{disk.node}: warning: {change} under a running blfs-worker ({use}); "
+        "restart blfs-worker (or `systemctl reload blfs-worker`) so that it uses "
+        "the new generation")
+
+
+def _check_room(s: Settings, disk: Disk) -> None:
+    cfg = s.cfg
+    needed = space_needed(disk.mount, cfg.slot_count, cfg.slot_size)
+    vfs = os.statvfs(disk.mount)
+    free = vfs.f_bavail * vfs.f_frsize
+    margin = cfg.slot_count * 4096 + (1 << 20)  # extent blocks, MANIFEST, directory
+    if needed + margin > free:
+        raise DiskError(disk, f"pool does not fit: {cfg.slot_count} slots x "
+                              f"{_bytes(cfg.slot_size)} need {_bytes(needed)} more, "
+                              f"{_bytes(free)} free on {disk.mount}")
 
 
 def syncfs(path: str) -> None:
@@ -585,9 +561,12 @@ def ask_worker(s: Settings, timeout: float = 2.0) -> Optional[dict]:
     worker answers (not running, no cluster key, ...)."""
     node = s.cfg.node(s.own)
     address = node.address if node and node.address else s.cfg.worker_listen
-    host, port = address.rsplit(":", 1) if ":" in address else (address, "")
-    if host in ("0.0.0.0", "", "[::]", "::"):
-        address = f"127.0.0.1:{port or configmod.WORKER_PORT}"
+    try:
+        host, port = parse_address(address, configmod.WORKER_PORT)
+    except ValueError:  # not host:port; no worker answers there
+        return None
+    if host in ("0.0.0.0", "", "::"):  # a listening address: reach it on loopback
+        address = format_address("127.0.0.1", port)
     try:
         from . import auth
         key = auth.load_key(s.cfg.cluster_key)

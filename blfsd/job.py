@@ -1,7 +1,6 @@
 """The user's side: the Job base class, and finding the Job class in a job file."""
 from __future__ import annotations
 
-import ast
 import dis
 import inspect
 import types
@@ -41,21 +40,26 @@ class Job:
         """Called once per task before any record."""
 
     def map(self, key: Any, value: Any) -> Iterable:
+        """Override: yield (key, value) pairs for one input record. The default passes it on."""
         yield key, value
 
     def reduce(self, key: Any, values: Iterator) -> Iterable:
+        """Override: yield (key, value) pairs for one key and all its values."""
         for value in values:
             yield key, value
 
     def partition(self, key: Any, n: int) -> int:
+        """The reduce partition of a key, in 0..n-1 (default: crc32, see records)."""
         return default_partition(key, n)
 
     def increment_counter(self, group: str, name: str, n: int = 1) -> None:
+        """Add n to a counter; counters are summed per job (`blfs status`)."""
         g = self._counters.setdefault(str(group), {})
         g[str(name)] = g.get(str(name), 0) + n
         self._touch()
 
     def set_status(self, text: str) -> None:
+        """A line about what the task is doing; it also proves the task is alive."""
         self._status = str(text)
         self._status_changed = True
         self._touch()
@@ -101,6 +105,7 @@ def constant_value(method: Any) -> Any:
 
 
 def has_combiner(job: Job) -> bool:
+    """Whether the job defines combine."""
     return callable(getattr(type(job), "combine", None))
 
 
@@ -141,10 +146,3 @@ def job_attributes(cls: type, filename: str) -> dict:
         raise JobDefinitionError(f"{filename}: reducers must be a positive integer")
     return {"class": cls.__name__, "input_format": fmt, "reducers": reducers}
 
-
-def check_source(source: str, filename: str) -> None:
-    """Cheap syntax check without running anything."""
-    try:
-        ast.parse(source, filename)
-    except SyntaxError as exc:
-        raise JobDefinitionError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from None

@@ -49,6 +49,13 @@ def pool_shape(input_bytes: int, splits: int, workers: int) -> tuple[int, int]:
 
 
 class LocalCluster:
+    """The cluster of `blfs submit --local`: an async context manager.
+
+    Entering it starts N worker processes (`python -m blfsd worker --local-root ...`, each
+    with a directory disk and a sparse pool sized for the job: pool_shape), waits for their
+    READY=1 with their addresses, then runs a Master in this process on a Unix socket in the
+    temporary root (`socket_path`). Leaving it cancels any unfinished job, stops everything
+    and removes the root. Logs go to ROOT/logs, not to the user's terminal."""
     def __init__(self, workers: int, input_bytes: int = 0, splits: int = 1, parallelism: int = 0,
                  task_timeout: Optional[float] = None, max_attempts: Optional[int] = None,
                  spill_records: Optional[int] = None, heartbeat_timeout: float = 5.0):
@@ -78,6 +85,7 @@ class LocalCluster:
         await self._stop()
 
     async def _start(self) -> None:
+        """Key, workers, their addresses, then the master (__aenter__ stops it all on a failure)."""
         self.root = tempfile.mkdtemp(prefix="blfs-local-")
         key_path = os.path.join(self.root, "cluster.key")
         key = auth.generate_key(key_path)
@@ -117,6 +125,7 @@ class LocalCluster:
 
     async def _spawn(self, name: str, key_path: str, notify_path: str, slots: int,
                      slot_size: int) -> asyncio.subprocess.Process:
+        """One worker process, its output in ROOT/logs/NAME.log; it dies with us."""
         cmd = [sys.executable, "-m", "blfsd", "worker", "--local-root", self.root,
                "--name", name, "--slots", str(slots), "--slot-size", str(slot_size)]
         if self.parallelism:
@@ -159,6 +168,7 @@ class LocalCluster:
         return addresses
 
     async def _wait_workers_connected(self) -> None:
+        """Until the master has synced with every worker."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             alive = [w for w in self.master.sched.workers.values() if w.alive]
@@ -168,6 +178,7 @@ class LocalCluster:
         raise BlfsError("the local master could not reach its workers")
 
     def _log_tail(self, name: str) -> str:
+        """The last line a worker logged (why it did not start)."""
         try:
             with open(os.path.join(self.root, "logs", f"{name}.log"), "rb") as f:
                 lines = f.read().decode(errors="replace").strip().splitlines()
@@ -176,6 +187,7 @@ class LocalCluster:
             return "no log"
 
     async def _stop(self) -> None:
+        """Cancel unfinished jobs, stop the master and the workers, remove the root."""
         if self.master is not None:
             # interrupted: no job may leave temporary files or half a commit behind
             self.master.cancel_all("the local cluster is stopping")

@@ -13,6 +13,8 @@ from typing import Any
 import msgpack
 
 from .errors import ProtocolError
+from .messages import (AttemptSpec, AttemptState, FailureKind, JobSpec, Message, TaskResult,
+                       check)
 
 VERSION = 2  # 2: the TLS 1.3-style handshake and protected records (blfsd.secure)
 LENGTH = struct.Struct(">I")
@@ -39,14 +41,22 @@ SESSION_LIMITS = Limits(frame=MAX_FRAME, string=MAX_FRAME, binary=MAX_FRAME,
 
 
 def pack(msg: dict) -> bytes:
-    """A message's frame body (the msgpack map, without the length prefix)."""
-    return msgpack.packb(msg, use_bin_type=True)
+    """A message's frame body (the msgpack map, without the length prefix); typed messages
+    anywhere in it are written as their maps."""
+    return msgpack.packb(msg, use_bin_type=True, default=_to_wire)
 
 
 def encode(msg: dict) -> bytes:
     """One frame: 4-byte big-endian length, then the msgpack map."""
     body = pack(msg)
     return LENGTH.pack(len(body)) + body
+
+
+def _to_wire(obj: Any) -> Any:
+    """msgpack's hook for what it cannot pack: our messages, as their maps."""
+    if isinstance(obj, Message):
+        return obj.to_wire()
+    raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
 def frame_length(header: bytes, limit: int = MAX_FRAME) -> int:
@@ -97,33 +107,42 @@ def check_depth(value: Any, limit: int) -> None:
 
 
 def request(op: str, msg_id: int, **fields: Any) -> dict:
+    """A request; msg_id 0 makes it a notification (no reply)."""
     return {"op": op, "id": msg_id, **fields}
 
 
 def reply(msg_id: int, result: Any) -> dict:
+    """A successful reply to the request with this id."""
     return {"id": msg_id, "result": result}
 
 
 def error_reply(msg_id: int, code: str, message: str) -> dict:
+    """An error reply: a code (errors.BlfsError.code) and one line for people."""
     return {"id": msg_id, "error": {"code": code, "message": message}}
 
 
-# Field types per op. Unknown ops and mistyped fields are refused before any handler runs.
-# A type may be a tuple of types; fields named with a trailing "?" are optional.
+# ------------------------------------------------------------------------------ schemas
+#
+# The fields of every op, by direction. A type is what messages.check takes (a plain type,
+# a tuple of them, a Message); a field whose name ends in "?" is optional. Each daemon
+# serves exactly the ops of its directions through a handler table (tests/test_handlers.py
+# checks both ways), and unknown ops and mistyped fields are refused before a handler runs.
 _NUM = (int, float)
 _OPT_STR = (str, type(None))
-SCHEMAS: dict[str, dict[str, Any]] = {
-    # every connection
-    "hello": {"version": int, "role": str, "name": str, "nonce?": bytes, "share?": bytes},
-    "ping": {"time?": _NUM},
-    # client -> master
-    "submit": {"spec": dict},
+_OPT_INT = (int, type(None))
+
+# the handshake (auth.server_handshake); every daemon also answers ping, on any connection
+HELLO = {"hello": {"version": int, "role": str, "name": str, "nonce?": bytes, "share?": bytes}}
+PING = {"ping": {"time?": _NUM}}
+
+CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {
+    **PING,
+    "submit": {"spec": JobSpec},
     "status": {"job?": _OPT_STR},
     "jobs": {},
     "workers": {},
     "cancel": {"job": str},
     "wait": {"job": str, "version": int, "timeout?": _NUM},
-    "shutdown": {},
     "put_begin": {"name": str, "splits": int, "size": int},
     "put_data": {"put": str, "index": int, "offset": int, "data": bytes, "last": bool},
     "put_end": {"put": str},
@@ -133,10 +152,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "read": {"name": str, "part": int, "offset": int, "length": int},
     "ls": {},
     "remove": {"name": str},
-    # master -> worker
-    "launch": {"attempt": dict},
+}
+
+WORKER_TO_MASTER: dict[str, dict[str, Any]] = {
+    **PING,
+    # info: a Progress, a Success or a Failure, by state (master.links.WorkerLinks)
+    "attempt_update": {"attempt": str, "state": AttemptState, "info?": dict},
+    "pool_changed": {"generation": int, "slots": int},
+}
+
+MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
+    **PING,
+    "sync": {"held": list},
+    "launch": {"attempt": AttemptSpec},
     "kill": {"attempt": str},
-    "commit": {"attempt": str, "source": str, "target": str},
+    "commit": {"source": str, "target": str},
     "uncommit": {"target": str},
     "success": {"output": str},
     "release_job": {"job": str, "output_tmp?": _OPT_STR, "output_name?": _OPT_STR},
@@ -144,35 +174,53 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "abort_put": {"name": str},
     "drop": {"kind": str, "name": str},
     "fetch": {"node": str, "file": str, "offset": int, "length": int, "size": int,
-              "crc?": (int, type(None))},
-    "sync": {"held": list, "generation_of": dict},
-    # worker -> master
-    "attempt_update": {"attempt": str, "state": str, "info?": dict},
-    "pool_changed": {"generation": int, "slots": int},
+              "crc?": _OPT_INT},
 }
 
+# a task process to its worker, over their socketpair (runtime.Channel)
+TASK_TO_WORKER: dict[str, dict[str, Any]] = {
+    "lease": {},
+    "ensure_view": {"node": str, "generation": int},
+    "fresh_file": {"node": str, "file": str, "size": int, "crc?": _OPT_INT},
+    "progress": {"progress": _NUM, "status": str, "counters": dict},
+    "done": {"result": TaskResult},
+    "failed": {"kind": FailureKind, "error": str, "info?": dict},
+}
 
-def _type_name(t: Any) -> str:
-    if isinstance(t, tuple):
-        return " or ".join(x.__name__ for x in t)
-    return t.__name__
+DIRECTIONS = {"client->master": CLIENT_TO_MASTER, "worker->master": WORKER_TO_MASTER,
+              "master->worker": MASTER_TO_WORKER, "task->worker": TASK_TO_WORKER}
 
 
-def validate(msg: dict) -> None:
-    """Check a request against its op's schema; raise ProtocolError naming the problem."""
+def _union(*tables: dict) -> dict:
+    """Every op once; an op that two directions share must carry the same fields."""
+    merged: dict = {}
+    for table in tables:
+        for op, schema in table.items():
+            if merged.setdefault(op, schema) != schema:
+                raise TypeError(f"two schemas for {op}")
+    return merged
+
+
+SCHEMAS: dict[str, dict[str, Any]] = _union(HELLO, *DIRECTIONS.values())
+
+
+def fields(msg: dict) -> dict:
+    """The checked fields of a request, by name (optional ones only when sent), as its
+    handler takes them; ProtocolError naming the first problem."""
     op = msg["op"]
     schema = SCHEMAS.get(op)
     if schema is None:
         raise ProtocolError(f"unknown op {op[:64]!r}")
+    checked = {}
     for field, typ in schema.items():
-        optional = field.endswith("?")
         name = field.rstrip("?")
-        if name not in msg:
-            if optional:
-                continue
+        if name in msg:
+            checked[name] = check(msg[name], typ, f"{op}: field {name!r}")
+        elif not field.endswith("?"):
             raise ProtocolError(f"{op}: missing field {name!r}")
-        value = msg[name]
-        if isinstance(value, bool) and typ in (int, _NUM):
-            raise ProtocolError(f"{op}: field {name!r} must be {_type_name(typ)}")
-        if not isinstance(value, typ):
-            raise ProtocolError(f"{op}: field {name!r} must be {_type_name(typ)}")
+    return checked
+
+
+def validate(msg: dict) -> None:
+    """Check a request against its op's schema; raise ProtocolError naming the problem."""
+    fields(msg)

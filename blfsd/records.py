@@ -12,6 +12,7 @@ first = itemgetter(0)
 
 
 def key_bytes(key: Any) -> bytes:
+    """The bytes a key is partitioned by: UTF-8 of a str, bytes as they are, msgpack else."""
     if isinstance(key, str):
         return key.encode("utf-8", "surrogatepass")
     if isinstance(key, bytes):
@@ -100,6 +101,7 @@ def chunk_pairs(pairs: list, limit: int) -> Iterable[bytes]:
 
 
 def format_field(x: Any) -> str:
+    """A key or value in an output line: str for str/int/float, JSON for the rest."""
     if isinstance(x, str):
         return x
     if isinstance(x, bool) or x is None:
@@ -124,4 +126,5 @@ def _jsonable(x: Any) -> Any:
 
 
 def format_line(key: Any, value: Any) -> str:
+    """One output line: key TAB value, newline."""
     return f"{format_field(key)}\t{format_field(value)}\n"

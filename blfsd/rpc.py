@@ -1,38 +1,81 @@
 """Dispatch: requests and replies over a FrameStream, in both directions at once.
 
-A Peer owns one authenticated connection. Incoming requests are validated against
-protocol.SCHEMAS and handed to a handler; outgoing calls wait for the reply with their id.
+A Peer owns one authenticated connection. Incoming requests are dispatched through a
+handler table, {op: handler}: `dispatch` checks the op's fields against protocol.SCHEMAS
+and calls `handler(peer, **fields)` (a handler may be a coroutine function); outgoing calls
+wait for the reply with their id. The worker's task connections use `respond` too.
+(A single function handler(peer, msg) for every op, checked the same way, also works:
+small tools and tests use one.)
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
-from typing import Any, Awaitable, Callable, Collection, Optional
+import time as _clock
+from typing import Any, Awaitable, Callable, Collection, Mapping, Optional
 
 from . import auth, protocol
 from .admission import Gate, Ticket
+from .aio import TaskSet
 from .errors import BlfsError, ConnectionClosed, ProtocolError, RemoteError
 from .transport import FrameStream, open_stream
 
 log = logging.getLogger("blfs.rpc")
 
-Handler = Callable[["Peer", dict], Awaitable[Any]]
+Handlers = Mapping[str, Callable[..., Any]]
+Handler = Any  # what accept() and connect() pass on to a Peer: a table, or one function
+
+
+async def dispatch(handlers: Handler, context: Any, msg: dict) -> Any:
+    """The result of a request's handler, called with its checked fields; ProtocolError
+    for an op that is unknown, or not served by this table."""
+    op = msg["op"]
+    if not isinstance(handlers, Mapping):  # one function for every op: handler(peer, msg)
+        protocol.validate(msg)
+        result = handlers(context, msg)
+        return await result if inspect.isawaitable(result) else result
+    handler = handlers.get(op)
+    if handler is None:
+        if op in protocol.SCHEMAS:
+            raise ProtocolError(f"this connection does not serve {op!r}")
+        raise ProtocolError(f"unknown op {op[:64]!r}")
+    result = handler(context, **protocol.fields(msg))
+    return await result if inspect.isawaitable(result) else result
+
+
+async def respond(handlers: Handler, context: Any, msg: dict, who: str) -> Optional[dict]:
+    """The reply frame to a request (None for a notification, id 0): its handler's result,
+    or the error a BlfsError names. Any other exception is a bug of ours: it propagates."""
+    msg_id = msg.get("id", 0)
+    try:
+        answer = protocol.reply(msg_id, await dispatch(handlers, context, msg))
+    except BlfsError as exc:
+        if isinstance(exc, ProtocolError):
+            log.warning("bad request from %s: %.300s", who, exc)
+        answer = protocol.error_reply(msg_id, exc.code, str(exc))
+    return answer if msg_id else None
+
+
+def ping(peer: "Peer", time: Optional[float] = None) -> dict:
+    """The answer to `ping` on a daemon's connections: our clock (the caller's is unused)."""
+    return {"time": _clock.time()}
 
 
 class Peer:
-    """One live connection: call() the other side, and serve its requests with a handler."""
+    """One live connection: call() the other side, and serve its requests from a table."""
 
-    def __init__(self, stream: FrameStream, handler: Optional[Handler], name: str = "?",
+    def __init__(self, stream: FrameStream, handlers: Optional[Handler], name: str = "?",
                  role: str = "?"):
         self.stream = stream
-        self.handler = handler
+        self.handlers: Handler = handlers or {}
         self.name = name
         self.role = role
         self.info: dict = {}
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self.closed = asyncio.Event()
 
     async def call(self, op: str, limit: Optional[float] = None, **fields: Any) -> Any:
@@ -47,6 +90,7 @@ class Peer:
             self._pending.pop(msg_id, None)
 
     async def notify(self, op: str, **fields: Any) -> None:
+        """Send a request that gets no reply (id 0)."""
         await self.stream.write(protocol.request(op, 0, **fields))
 
     async def serve(self) -> None:
@@ -55,16 +99,9 @@ class Peer:
             while True:
                 msg = await self.stream.read()
                 if "op" in msg:
-                    self._spawn(self._handle(msg))
+                    self._tasks.spawn(self._handle(msg))
                 else:
-                    fut = self._pending.get(msg["id"])
-                    if fut is not None and not fut.done():
-                        if "error" in msg:
-                            err = msg["error"] if isinstance(msg["error"], dict) else {}
-                            fut.set_exception(RemoteError(str(err.get("code", "error")),
-                                                          str(err.get("message", "?"))))
-                        else:
-                            fut.set_result(msg["result"])
+                    self._settle(msg)
         except ConnectionClosed:
             pass
         except ProtocolError as exc:
@@ -73,23 +110,23 @@ class Peer:
         finally:
             await self.close()
 
-    def _spawn(self, coro: Awaitable) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _settle(self, msg: dict) -> None:
+        """A reply: complete the call that waits for it (if any still does)."""
+        fut = self._pending.get(msg["id"])
+        if fut is None or fut.done():
+            return
+        if "error" in msg:
+            err = msg["error"] if isinstance(msg["error"], dict) else {}
+            fut.set_exception(RemoteError(str(err.get("code", "error")),
+                                          str(err.get("message", "?"))))
+        else:
+            fut.set_result(msg["result"])
 
     async def _handle(self, msg: dict) -> None:
+        """Serve one request (in a task of its own) and send its reply, if it wants one."""
         msg_id = msg.get("id", 0)
         try:
-            protocol.validate(msg)
-            if self.handler is None:
-                raise ProtocolError("this connection takes no requests")
-            result = await self.handler(self, msg)
-            answer = protocol.reply(msg_id, result)
-        except BlfsError as exc:
-            if isinstance(exc, ProtocolError):
-                log.warning("bad request from %s %s: %.300s", self.role, self.name, exc)
-            answer = protocol.error_reply(msg_id, exc.code, str(exc))
+            answer = await respond(self.handlers, self, msg, f"{self.role} {self.name}")
         except Exception as exc:  # a bug of ours must not take the daemon down
             log.exception("internal error handling %r from %s", msg.get("op"), self.name)
             answer = protocol.error_reply(msg_id, "internal", f"internal error: {exc}")
@@ -109,6 +146,7 @@ class Peer:
             log.debug("reply to %s lost: %s", self.name, exc)
 
     async def close(self) -> None:
+        """Hang up; calls still waiting for a reply fail with ConnectionClosed."""
         if self.closed.is_set():
             return
         self.closed.set()

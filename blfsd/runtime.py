@@ -12,6 +12,7 @@ import socket
 import time
 import traceback
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
+from dataclasses import dataclass
 from itertools import chain, groupby, repeat, starmap
 from typing import Any, Callable, Iterator, Optional
 
@@ -20,9 +21,24 @@ from .errors import FetchError, PoolExhausted, RemoteError, StorageError
 from .inputs import READERS
 from .job import (_NOT_CONSTANT, Context, Job, constant_value, has_combiner,
                   load_job_class)
+from .messages import AttemptSpec, FailureKind, SegmentLocation, TaskKind, TaskResult
 
 REPORT_EVERY = 0.5  # seconds between progress reports (they also prove we are alive)
 _NOTHING: dict = {}
+
+
+@dataclass(frozen=True)
+class TaskEnv:
+    """What a task process knows of its worker and its disk (handed over by the fork)."""
+    node: str  # the worker's name
+    disk: str  # its own disk
+    disks_root: str  # where every node's disk is mounted here
+    generation: int  # of its own pool
+    slot_size: int
+    device: Optional[str]  # the block device under its disk (None in --local)
+    allow_buffered: bool  # --local on tmpfs: O_DIRECT refused, reads buffered
+    spill_records: int
+    segment_max: int
 
 
 class Channel:
@@ -34,6 +50,10 @@ class Channel:
 
     def send(self, msg: dict) -> None:
         self.sock.sendall(protocol.encode(msg))
+
+    def notify(self, op: str, **fields: Any) -> None:
+        """A report that gets no answer (id 0)."""
+        self.send(protocol.request(op, 0, **fields))
 
     def _read(self) -> dict:
         header = self._exact(protocol.LENGTH.size)
@@ -49,6 +69,7 @@ class Channel:
         return bytes(buf)
 
     def call(self, op: str, **fields: Any) -> Any:
+        """A request to the worker, and its answer (RemoteError for an error reply)."""
         msg_id, self._next = self._next, self._next + 1
         self.send(protocol.request(op, msg_id, **fields))
         answer = self._read()
@@ -68,17 +89,19 @@ class Reporter:
         job._touch = lambda: self.maybe(self.progress)  # counters and status prove life
 
     def count(self, name: str, n: int) -> None:
+        """A built-in counter of the blfs group (map_input_records, ...)."""
         g = self.job._counters.setdefault("blfs", {})
         g[name] = g.get(name, 0) + n
 
     def maybe(self, progress: float) -> None:
+        """Report progress at most every REPORT_EVERY seconds, or when the status changed."""
         self.progress = progress
         now = time.monotonic()
         if now - self.last >= REPORT_EVERY or self.job._status_changed:
             self.last = now
             self.job._status_changed = False
-            self.chan.send({"op": "progress", "progress": progress,
-                            "status": self.job._status, "counters": self.job._counters})
+            self.chan.notify("progress", progress=progress, status=self.job._status,
+                             counters=self.job._counters)
 
 
 # ------------------------------------------------------------------------------------ map
@@ -162,6 +185,7 @@ class MapOutput:
                 self.pairs.extend(pairs)
 
     def buffered(self) -> int:
+        """Entries held: pairs, plus distinct keys counted by value."""
         return len(self.pairs) + sum(len(c) for c in self.by_value.values())
 
     def _count(self, pairs: list) -> None:
@@ -206,6 +230,7 @@ class MapOutput:
         self.by_value = {}
 
     def part(self, key: Any) -> int:
+        """The partition of a key (memoized for str keys), checked."""
         if type(key) is not str:  # memoize only str: in a dict, True == 1 == 1.0
             return self._check(self._partition(key, self.reducers))
         p = self._memo.get(key)
@@ -242,6 +267,8 @@ class MapOutput:
             yield k, (v for _, v in grp)
 
     def spill(self) -> None:
+        """Combine what is buffered, partition and sort it, and write each partition as
+        segments (several when it is larger than segment_max) of one sorted run."""
         self.reporter.count("map_output_records", self.records)
         self.records = 0
         parts: list = [[] for _ in range(self.reducers)]
@@ -264,22 +291,29 @@ class MapOutput:
         self.reporter.count("map_spills", 1)
 
 
-def run_map(job: Job, spec: dict, env: dict, chan: Channel, reporter: Reporter) -> dict:
-    split = spec["split"]
-    start, end = split["start"], split["end"]
-    path = split["path"]
-    if split.get("file"):  # a dataset's split file, on the disk of split["node"]
-        path = datafiles.resolve(env["disks_root"], split["node"], split["file"])
-        if split["node"] != env["node"]:
-            # written after we mounted that disk: our worker checks (and if need be
-            # refreshes) its view first
-            try:
-                chan.call("fresh_file", node=split["node"], file=split["file"], size=end,
-                          crc=split.get("crc"))
-            except RemoteError as exc:
-                raise StorageError(f"split {split['file']} on {split['node']}: {exc}") \
-                    from None
-    read = READERS[spec["input_format"]]
+def _split_path(spec: AttemptSpec, env: TaskEnv, chan: Channel) -> str:
+    """Where this host reads the map's split. A dataset's split file on another node was
+    written after we mounted that disk: our worker checks (and if need be refreshes) its
+    view first."""
+    split = spec.split
+    if not split.file:
+        return split.path
+    if split.node != env.node:
+        try:
+            chan.call("fresh_file", node=split.node, file=split.file, size=split.end,
+                      crc=split.crc)
+        except RemoteError as exc:
+            raise StorageError(f"split {split.file} on {split.node}: {exc}") from None
+    return datafiles.resolve(env.disks_root, split.node, split.file)
+
+
+def run_map(job: Job, spec: AttemptSpec, env: TaskEnv, chan: Channel,
+            reporter: Reporter) -> TaskResult:
+    """Run a map attempt over its split: records in, segments out (fsynced, slot
+    then device), and their locations in the result."""
+    start, end = spec.split.start, spec.split.end
+    path = _split_path(spec, env, chan)
+    read = READERS[spec.input_format]
 
     def lease() -> int:
         try:
@@ -287,15 +321,14 @@ def run_map(job: Job, spec: dict, env: dict, chan: Channel, reporter: Reporter) 
         except RemoteError as exc:
             raise PoolExhausted(str(exc)) from None
 
-    sink = storage.SegmentSink(env["disk"], env["node"], env["generation"], env["slot_size"],
-                               lease, env.get("device"))
+    sink = storage.SegmentSink(env.disk, env.node, env.generation, env.slot_size, lease,
+                               env.device)
 
     def sid(partition: int, run: int, seq: int) -> storage.SegmentId:
-        return storage.SegmentId(spec["job"], spec["index"], spec["attempt"], partition,
-                                 run, seq)
+        return storage.SegmentId(spec.job, spec.index, spec.attempt, partition, run, seq)
 
-    out = MapOutput(job, spec["reducers"], sid, sink, env["spill_records"], reporter,
-                    env["segment_max"])
+    out = MapOutput(job, spec.reducers, sid, sink, env.spill_records, reporter,
+                    env.segment_max)
     span = max(1, end - start)
     mapper = job.map
     try:
@@ -307,7 +340,7 @@ def run_map(job: Job, spec: dict, env: dict, chan: Channel, reporter: Reporter) 
         locations = sink.commit()
     finally:
         sink.close()
-    return {"segments": locations}
+    return TaskResult(segments=locations, counters=job._counters)
 
 
 # --------------------------------------------------------------------------------- reduce
@@ -317,6 +350,7 @@ class _OrderError(Exception):
 
 
 def _ordered(merged: Iterator) -> Iterator:
+    """The merged stream, with a comparison failure told apart from the user's."""
     while True:
         try:
             item = next(merged)
@@ -327,28 +361,30 @@ def _ordered(merged: Iterator) -> Iterator:
         yield item
 
 
-def _runs(segments: list) -> list:
+def _runs(segments: list[SegmentLocation]) -> list:
     """Segments grouped into sorted runs (one per map spill), each in sequence order."""
     by_run: dict = {}
     for loc in segments:
-        by_run.setdefault((loc["map_task"], loc["run"]), []).append(loc)
-    return [sorted(locs, key=lambda x: x["seq"]) for _, locs in sorted(by_run.items())]
+        by_run.setdefault((loc.map_task, loc.run), []).append(loc)
+    return [sorted(locs, key=lambda x: x.seq) for _, locs in sorted(by_run.items())]
 
 
-def _segment_reader(env: dict) -> storage.SegmentReader:
+def _segment_reader(env: TaskEnv) -> storage.SegmentReader:
     """O_DIRECT reads of every node's disk as this worker sees it."""
-    return storage.SegmentReader(lambda node: os.path.join(env["disks_root"], node),
-                                 env["allow_buffered"])
+    return storage.SegmentReader(lambda node: os.path.join(env.disks_root, node),
+                                 env.allow_buffered)
 
 
-def _expected(job_id: str, partition: int, loc: dict) -> storage.SegmentId:
+def _expected(job_id: str, partition: int, loc: SegmentLocation) -> storage.SegmentId:
     """What the segment at a location must say it is."""
-    return storage.SegmentId(job_id, loc["map_task"], loc["map_attempt"], partition,
-                             loc["run"], loc["seq"])
+    return storage.SegmentId(job_id, loc.map_task, loc.map_attempt, partition, loc.run,
+                             loc.seq)
 
 
 def _read_run(reader: storage.SegmentReader, job_id: str, partition: int, locs: list,
               reporter: Reporter, total: int) -> Iterator:
+    """The records of one sorted run, segment by segment; a segment that fails
+    its check is read once more with fresh descriptors before it is a fetch failure."""
     for loc in locs:
         expect = _expected(job_id, partition, loc)
         try:
@@ -358,29 +394,38 @@ def _read_run(reader: storage.SegmentReader, job_id: str, partition: int, locs: 
             try:
                 payload, _ = reader.read(loc, expect)
             except FetchError as exc:
-                raise FetchError(str(exc), map_task=loc["map_task"], node=loc["node"]) from None
+                raise FetchError(str(exc), map_task=loc.map_task, node=loc.node) from None
         reporter.count("reduce_segments_read", 1)
         reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
         yield from records.decode_pairs(payload)
 
 
-def run_reduce(make_job: Callable[[], tuple], spec: dict, env: dict, chan: Channel) -> dict:
-    segments = spec["segments"]
-    for node, generation in sorted({(s["node"], s["generation"]) for s in segments}):
-        if node != env["node"]:
+def _ensure_views(segments: list[SegmentLocation], env: TaskEnv, chan: Channel) -> None:
+    """Ask our worker to make its view of every peer disk current for the generation the
+    segments were written under (a remount when it changed)."""
+    for node, generation in sorted({(s.node, s.generation) for s in segments}):
+        if node != env.node:
             try:
                 chan.call("ensure_view", node=node, generation=generation)
             except RemoteError as exc:
-                failing = [s["map_task"] for s in segments if s["node"] == node]
+                failing = [s.map_task for s in segments if s.node == node]
                 raise FetchError(exc.args[0], map_task=failing[0], node=node) from None
-    partition = spec["index"]
-    target = os.path.join(spec["output"], f"part-{partition:05d}")
+
+
+def run_reduce(make_job: Callable[[], tuple], spec: AttemptSpec, env: TaskEnv,
+               chan: Channel) -> TaskResult:
+    """Run a reduce attempt: merge its partition's runs from every map, reduce,
+    and write the part under OUTPUT/_temporary/JOB/ (moved into place by the commit)."""
+    segments = spec.segments
+    _ensure_views(segments, env, chan)
+    partition = spec.index
+    target = os.path.join(spec.output, f"part-{partition:05d}")
     # named by the attempt id, whose epoch differs between master sessions
-    tmpdir = os.path.join(spec["output"], "_temporary", spec["job"],
-                          f"{spec['task']}.{spec['id'].rsplit('/', 1)[-1]}")
+    tmpdir = os.path.join(spec.output, "_temporary", spec.job,
+                          f"{spec.task}.{spec.id.rsplit('/', 1)[-1]}")
     os.makedirs(tmpdir, exist_ok=True)
     path = os.path.join(tmpdir, f"part-{partition:05d}")
-    canonical = any(s.get("flags", 0) & storage.FLAG_CANONICAL_ORDER for s in segments)
+    canonical = any(s.flags & storage.FLAG_CANONICAL_ORDER for s in segments)
     while True:
         job, reporter = make_job()
         try:
@@ -394,33 +439,36 @@ def run_reduce(make_job: Callable[[], tuple], spec: dict, env: dict, chan: Chann
             # name every map whose output is bad, so that all of them re-run at once
             exc.map_tasks = _unreadable_maps(spec, env, segments, partition)
             raise
-    result = {"path": path, "target": target, "counters": job._counters}
-    if spec.get("output_name"):  # a cluster output: recorded by the master, checked by readers
-        size, crc = datafiles.checksum(path)
-        result.update(size=size, crc=crc, file=os.path.relpath(target, env["disk"]))
-    return result
+    if not spec.output_name:
+        return TaskResult(path=path, target=target, counters=job._counters)
+    size, crc = datafiles.checksum(path)  # a cluster output: recorded, checked by readers
+    return TaskResult(path=path, target=target, counters=job._counters, size=size, crc=crc,
+                      file=os.path.relpath(target, env.disk))
 
 
-def _unreadable_maps(spec: dict, env: dict, segments: list, partition: int) -> list:
+def _unreadable_maps(spec: AttemptSpec, env: TaskEnv, segments: list,
+                     partition: int) -> list:
+    """Every map whose segments this attempt cannot read (all re-run at once)."""
     reader = _segment_reader(env)
     bad = set()
     try:
         for loc in segments:
-            if loc["map_task"] in bad:
+            if loc.map_task in bad:
                 continue
             try:
-                reader.read(loc, _expected(spec["job"], partition, loc))
+                reader.read(loc, _expected(spec.job, partition, loc))
             except FetchError:
-                bad.add(loc["map_task"])
+                bad.add(loc.map_task)
     finally:
         reader.close()
     return sorted(bad)
 
 
-def _reduce_into(job: Job, spec: dict, env: dict, segments: list, partition: int,
+def _reduce_into(job: Job, spec: AttemptSpec, env: TaskEnv, segments: list, partition: int,
                  path: str, canonical: bool, reporter: Reporter) -> None:
+    """Merge the runs, group by key, reduce, and write the part file (fsynced)."""
     reader = _segment_reader(env)
-    runs = [_read_run(reader, spec["job"], partition, locs, reporter, len(segments))
+    runs = [_read_run(reader, spec.job, partition, locs, reporter, len(segments))
             for locs in _runs(segments)]
     order = (lambda p: records.canonical(p[0])) if canonical else records.first
     merged = _ordered(heapq.merge(*runs, key=order))
@@ -450,42 +498,43 @@ def _reduce_into(job: Job, spec: dict, env: dict, segments: list, partition: int
 
 # -------------------------------------------------------------------------------- process
 
-def run_attempt(spec: dict, env: dict, chan: Channel) -> int:
+def run_attempt(spec: AttemptSpec, env: TaskEnv, chan: Channel) -> int:
     """Run one attempt to its end; returns the exit code for the task process."""
     try:
-        cls = load_job_class(spec["source"], spec["job_file"], spec["class"])
+        cls = load_job_class(spec.source, spec.job_file, spec.job_class)
 
         def make_job() -> tuple:
-            ctx = Context(spec["job"], spec["task"], spec["attempt"], env["node"],
-                          spec["index"] if spec["kind"] == "reduce" else None)
-            job = cls(spec.get("args", []), ctx)
+            ctx = Context(spec.job, spec.task, spec.attempt, env.node,
+                          spec.index if spec.kind == TaskKind.REDUCE else None)
+            job = cls(spec.args, ctx)
             reporter = Reporter(chan, job)  # before setup: its status updates count too
             job.setup()
             return job, reporter
 
-        if spec["kind"] == "map":
+        if spec.kind == TaskKind.MAP:
             job, reporter = make_job()
             result = run_map(job, spec, env, chan, reporter)
-            result["counters"] = job._counters
         else:
             result = run_reduce(make_job, spec, env, chan)
-        chan.send({"op": "done", "result": result})
+        chan.notify("done", result=result)
         return 0
     except FetchError as exc:
-        _report_failure(chan, "fetch", str(exc), {
+        _report_failure(chan, FailureKind.FETCH, str(exc), {
             "map_task": exc.map_task, "node": exc.node,
             "map_tasks": getattr(exc, "map_tasks", None) or [exc.map_task]})
     except PoolExhausted as exc:
-        _report_failure(chan, "pool", f"out of pool slots on {env['node']}: {exc}")
+        _report_failure(chan, FailureKind.POOL, f"out of pool slots on {env.node}: {exc}")
     except StorageError as exc:
-        _report_failure(chan, "crashed", str(exc))
+        _report_failure(chan, FailureKind.CRASHED, str(exc))
     except BaseException:
-        _report_failure(chan, "user", traceback.format_exc())
+        _report_failure(chan, FailureKind.USER, traceback.format_exc())
     return 1
 
 
-def _report_failure(chan: Channel, kind: str, error: str, info: Optional[dict] = None) -> None:
+def _report_failure(chan: Channel, kind: FailureKind, error: str,
+                    info: Optional[dict] = None) -> None:
+    """Tell the worker why the attempt failed (if the worker is still there)."""
     try:
-        chan.send({"op": "failed", "kind": kind, "error": error, "info": info or {}})
+        chan.notify("failed", kind=kind, error=error, info=info or {})
     except OSError:
         pass

@@ -1,58 +1,59 @@
 """The master's decisions: task states, placement, retries, speculation. No I/O at all.
 
 The master feeds events in (a worker joined, an attempt finished, time passed) and carries
-out the actions that come back (launch, kill, commit, release). Every rule of DESIGN §7
-that is a decision lives here so that it can be tested without sockets or processes.
+out the actions that come back (launch, kill, commit, release). Every rule of scheduling
+and fault tolerance (docs/ARCHITECTURE.md) that is a decision lives here, so that it can
+be tested without sockets or processes (tests/test_scheduler.py).
 """
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
-# attempt failure kinds
-USER, CRASHED, TIMEOUT, LOST, FETCH, POOL, KILLED = (
-    "user", "crashed", "timeout", "lost", "fetch", "pool", "killed")
-COUNTED = {USER, CRASHED, TIMEOUT, POOL}
-
-QUEUED, RUNNING, COMMITTING, SUCCEEDED, FAILED, CANCELLED = (
-    "queued", "running", "committing", "succeeded", "failed", "cancelled")
-FINISHED = {SUCCEEDED, FAILED, CANCELLED}
+from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, JobSpec, JobState,
+                       Split, TaskKind, TaskResult, TaskState)
 
 
 @dataclass
 class Launch:
+    """Start this attempt on that worker."""
     worker: str
-    attempt: dict
+    attempt: AttemptSpec
 
 
 @dataclass
 class Kill:
+    """Kill that attempt (the master no longer counts on it)."""
     worker: str
     attempt: str
 
 
 @dataclass
 class Commit:
+    """Every reduce has a winner: move their parts into place, in this order."""
     job: str
     parts: list  # [(worker, attempt id, source path, target path)]
 
 
 @dataclass
 class Release:
+    """The job ended: these workers free its slots and temporary output."""
     job: str
     workers: list
 
 
 @dataclass
 class JobEnded:
+    """The job reached a final state (record it; remove its temporary datasets)."""
     job: str
-    state: str
+    state: JobState
     error: Optional[str]
 
 
 @dataclass
 class WorkerState:
+    """A worker as the scheduler sees it: up or not, its capacity and what runs there."""
     name: str
     parallelism: int
     alive: bool = True
@@ -61,38 +62,52 @@ class WorkerState:
 
     @property
     def free(self) -> int:
+        """Attempts it can still take now (none while it is down)."""
         return self.parallelism - len(self.running) if self.alive else 0
 
 
 @dataclass
 class Attempt:
+    """One try of a task on one worker; its id is JOB/TASK/NUMBER@EPOCH."""
     id: str
     task: "Task"
     number: int
     worker: str
     started: float
-    last_progress: float
-    backup: bool = False
-    state: str = "running"  # running, succeeded, failed, killed
+    last_progress: float  # the liveness signal behind task_timeout
+    backup: bool = False  # a speculative copy of a straggler
+    state: AttemptState = AttemptState.RUNNING
     progress: float = 0.0
     status: str = ""
     counters: dict = field(default_factory=dict)
     error: str = ""
     finished: float = 0.0
 
+    def report(self, now: float, progress: float, status: str,
+               counters: Optional[dict]) -> None:
+        """What its task said last: progress only grows, a status only replaces another."""
+        self.last_progress = now
+        self.progress = max(self.progress, min(1.0, progress))
+        if status:
+            self.status = status
+        if counters is not None:
+            self.counters = counters
+        self.task.job.version += 1
+
 
 @dataclass
 class Task:
-    job: "JobState"
-    kind: str  # map or reduce
+    """A map (one split) or a reduce (one partition) of a job, and its attempts."""
+    job: "ScheduledJob"
+    kind: TaskKind
     index: int
-    split: Optional[dict] = None
-    state: str = "pending"  # pending, running, succeeded
+    split: Optional[Split] = None
+    state: TaskState = TaskState.PENDING
     attempts: list = field(default_factory=list)
     failures: int = 0
     lost: int = 0
     avoid: set = field(default_factory=set)
-    result: Optional[dict] = None
+    result: Optional[TaskResult] = None
     winner: Optional[Attempt] = None
 
     @property
@@ -100,15 +115,41 @@ class Task:
         return f"{self.kind[0]}-{self.index:05d}"
 
     def running(self) -> list:
-        return [a for a in self.attempts if a.state == "running"]
+        return [a for a in self.attempts if a.state == AttemptState.RUNNING]
+
+    def new_attempt(self, worker: str, now: float, epoch: str, backup: bool) -> Attempt:
+        """The next attempt, on `worker`; the task runs from now on."""
+        number = len(self.attempts)
+        suffix = f"@{epoch}" if epoch else ""
+        a = Attempt(f"{self.job.id}/{self.name}/{number}{suffix}", self, number, worker, now,
+                    now, backup=backup)
+        self.attempts.append(a)
+        self.state = TaskState.RUNNING
+        self.job.version += 1
+        return a
+
+    def requeue_if_idle(self) -> None:
+        """Pending again, unless it succeeded or another attempt of it still runs."""
+        if self.state != TaskState.SUCCEEDED and not self.running():
+            self.state = TaskState.PENDING
+
+    def discard_output(self) -> None:
+        """Its output cannot be read: pending again, away from the worker that wrote it,
+        and one failure more."""
+        self.state, self.result = TaskState.PENDING, None
+        if self.winner:
+            self.avoid.add(self.winner.worker)
+        self.winner = None
+        self.failures += 1
 
 
 @dataclass
-class JobState:
+class ScheduledJob:
+    """A job the scheduler knows: its spec, its tasks and where it stands."""
     id: str
-    spec: dict
+    spec: JobSpec
     submitted: float
-    state: str = QUEUED
+    state: JobState = JobState.QUEUED
     maps: list = field(default_factory=list)
     reduces: list = field(default_factory=list)
     started: float = 0.0
@@ -117,15 +158,26 @@ class JobState:
     version: int = 0
     failed_attempts: list = field(default_factory=list)
 
+    @classmethod
+    def new(cls, job_id: str, spec: JobSpec, now: float) -> "ScheduledJob":
+        """One map per split, `spec.reducers` reduces (the master filled it in)."""
+        job = cls(job_id, spec, now)
+        job.maps = [Task(job, TaskKind.MAP, i, split=s) for i, s in enumerate(spec.splits)]
+        job.reduces = [Task(job, TaskKind.REDUCE, i) for i in range(spec.reducers or 1)]
+        return job
+
     def tasks(self) -> list:
         return self.maps + self.reduces
 
     def maps_done(self) -> bool:
-        return all(t.state == "succeeded" for t in self.maps)
+        """Whether the reduce phase may start."""
+        return all(t.state == TaskState.SUCCEEDED for t in self.maps)
 
 
 @dataclass
 class Settings:
+    """The master's defaults ([master] in blfs.toml); a job's spec may override the first
+    two."""
     max_attempts: int = 4
     task_timeout: float = 600.0
     speculation: bool = True
@@ -142,12 +194,13 @@ class Scheduler:
         # of a previous master session can never be taken for one of this session.
         self.epoch = epoch
         self.workers: dict[str, WorkerState] = {}
-        self.jobs: dict[str, JobState] = {}
+        self.jobs: dict[str, ScheduledJob] = {}
         self.attempts: dict[str, Attempt] = {}
 
     # ------------------------------------------------------------------ workers
 
     def worker_up(self, name: str, parallelism: int, info: Optional[dict] = None) -> list:
+        """A worker synced. If we thought it up, its new session killed its attempts."""
         w = self.workers.get(name)
         if w is None:
             w = self.workers[name] = WorkerState(name, max(1, parallelism))
@@ -155,11 +208,16 @@ class Scheduler:
         w.alive, w.parallelism, w.info = True, max(1, parallelism), info or {}
         return actions
 
+    def update_worker(self, name: str, info: dict) -> None:
+        """What a worker says about itself between syncs: room on its disk, free slots, a
+        new pool. Placement of puts reads it; nothing here decides on it."""
+        w = self.workers.get(name)
+        if w is not None:
+            w.info.update(info)
+
     def worker_down(self, name: str, now: float) -> list:
         """A worker stopped answering: its running attempts are lost and re-run elsewhere.
-
-        Its finished map outputs stay valid: the disk is served by the kernel, not by blfs.
-        """
+        Its finished map outputs stay valid: the disk is served by the kernel, not by blfs."""
         w = self.workers.get(name)
         if w is None or not w.alive:
             return []
@@ -167,309 +225,344 @@ class Scheduler:
         return self._lose_attempts_on(w, now)
 
     def _lose_attempts_on(self, w: WorkerState, now: float = 0.0) -> list:
-        actions: list = []
-        for attempt_id in list(w.running):
-            actions += self.attempt_failed(attempt_id, LOST, f"worker {w.name} was lost", now)
-        return actions
+        """Every attempt running on a worker is lost with it (counted apart)."""
+        return [action for attempt_id in list(w.running) for action in self.attempt_failed(
+            attempt_id, FailureKind.LOST, f"worker {w.name} was lost", now)]
 
     def held_slots(self, node: str) -> list:
         """(slot, attempt id) of every map output on a node that a live job still needs."""
-        held = []
-        for job in self.jobs.values():
-            if job.state in FINISHED:
-                continue
-            for task in job.maps:
-                if task.result and task.winner:
-                    for loc in task.result.get("segments", []):
-                        if loc["node"] == node:
-                            held.append((loc["slot"], task.winner.id))
-        return held
+        return held_slots(self.jobs.values(), node)
 
     # --------------------------------------------------------------------- jobs
 
-    def submit(self, job_id: str, spec: dict, now: float) -> JobState:
-        job = JobState(job_id, spec, now)
-        job.maps = [Task(job, "map", i, split=s) for i, s in enumerate(spec["splits"])]
-        job.reduces = [Task(job, "reduce", i) for i in range(spec["reducers"])]
-        self.jobs[job_id] = job
+    def submit(self, job_id: str, spec: JobSpec, now: float) -> ScheduledJob:
+        """A new job, queued: schedule() starts jobs in the order they were submitted."""
+        self.jobs[job_id] = job = ScheduledJob.new(job_id, spec, now)
         return job
 
     def cancel(self, job_id: str, now: float) -> list:
+        """`blfs cancel`: end the job, unless it is committing (too late) or ended."""
         job = self.jobs[job_id]
-        if job.state in FINISHED or job.state == COMMITTING:
-            return []  # committing: every part is done, it is too late to take it back
-        return self._end_job(job, CANCELLED, "cancelled", now)
+        if job.state in FINISHED or job.state == JobState.COMMITTING:
+            return []
+        return self._end_job(job, JobState.CANCELLED, "cancelled", now)
 
-    def _end_job(self, job: JobState, state: str, error: Optional[str], now: float) -> list:
-        actions: list = []
-        for task in job.tasks():
-            for a in task.running():
-                actions += self._stop_attempt(a, "killed", now)
+    def _end_job(self, job: ScheduledJob, state: JobState, error: Optional[str],
+                 now: float) -> list:
+        """Stop what still runs; every worker then releases the job (slots, temp files)."""
+        actions = self._kill_running(job.tasks(), now)
         job.state, job.error, job.finished = state, error, now
         job.version += 1
-        workers = sorted(self.workers)
-        actions.append(Release(job.id, workers))
-        actions.append(JobEnded(job.id, state, error))
-        return actions
+        return actions + [Release(job.id, sorted(self.workers)), JobEnded(job.id, state, error)]
 
-    def _stop_attempt(self, a: Attempt, state: str, now: float) -> list:
+    def _stop_attempt(self, a: Attempt, state: AttemptState, now: float) -> list:
+        """Forget an attempt that ended; a kill of it goes to its worker."""
         a.state, a.finished = state, now
         self.attempts.pop(a.id, None)
         w = self.workers.get(a.worker)
         if w:
             w.running.discard(a.id)
-        return [Kill(a.worker, a.id)] if state == "killed" else []
+        return [Kill(a.worker, a.id)] if state == AttemptState.KILLED else []
+
+    def _kill_running(self, tasks: list, now: float) -> list:
+        """Kill (and forget) every running attempt of these tasks."""
+        return [kill for t in tasks for a in t.running()
+                for kill in self._stop_attempt(a, AttemptState.KILLED, now)]
 
     # ----------------------------------------------------------------- attempts
 
     def attempt_progress(self, attempt_id: str, now: float, progress: float = 0.0,
                          status: str = "", counters: Optional[dict] = None) -> None:
+        """A progress report; it also proves the attempt is alive (task_timeout)."""
         a = self.attempts.get(attempt_id)
-        if a is None:
-            return
-        a.last_progress = now
-        a.progress = max(a.progress, min(1.0, progress))
-        if status:
-            a.status = status
-        if counters is not None:
-            a.counters = counters
-        a.task.job.version += 1
+        if a is not None:
+            a.report(now, progress, status, counters)
 
-    def attempt_succeeded(self, attempt_id: str, result: dict, now: float) -> list:
+    def attempt_succeeded(self, attempt_id: str, result: TaskResult, now: float) -> list:
+        """The first attempt of a task to succeed wins; the last reduce commits the job."""
         a = self.attempts.get(attempt_id)
-        if a is None or a.state != "running":
+        if a is None or a.state != AttemptState.RUNNING:
             return []  # a late duplicate: its output is never used
         task, job = a.task, a.task.job
-        self._stop_attempt(a, "succeeded", now)
+        self._stop_attempt(a, AttemptState.SUCCEEDED, now)
         a.progress = 1.0
-        a.counters = result.get("counters", a.counters)
-        actions: list = []
-        # first attempt to finish wins; the others are killed
-        for other in task.running():
-            actions += self._stop_attempt(other, "killed", now)
-        task.state, task.result, task.winner = "succeeded", result, a
+        a.counters = result.counters
+        actions = self._kill_running([task], now)  # the first to finish wins
+        task.state, task.result, task.winner = TaskState.SUCCEEDED, result, a
         job.version += 1
-        if task.kind == "reduce" and all(t.state == "succeeded" for t in job.reduces):
-            job.state = COMMITTING
-            for other_task in job.tasks():  # e.g. a map re-run nobody needs any more
-                for other in other_task.running():
-                    actions += self._stop_attempt(other, "killed", now)
-            parts = [(t.winner.worker, t.winner.id, t.result["path"], t.result["target"])
-                     for t in job.reduces]
-            actions.append(Commit(job.id, parts))
+        if task.kind == TaskKind.REDUCE and all(t.state == TaskState.SUCCEEDED
+                                                for t in job.reduces):
+            job.state = JobState.COMMITTING
+            # e.g. a map re-run nobody needs any more
+            actions += self._kill_running(job.tasks(), now)
+            actions.append(Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path,
+                                            t.result.target) for t in job.reduces]))
         return actions
 
-    def attempt_failed(self, attempt_id: str, kind: str, error: str, now: float,
+    def attempt_failed(self, attempt_id: str, kind: FailureKind, error: str, now: float,
                        info: Optional[dict] = None) -> list:
+        """An attempt ended badly. Whose fault it was (its kind) decides what
+        counts (see _charge); a killed attempt, killed by someone else, just runs again."""
         a = self.attempts.get(attempt_id)
-        if a is None or a.state != "running":
+        if a is None or a.state != AttemptState.RUNNING:
             return []
-        task, job = a.task, a.task.job
-        self._stop_attempt(a, "failed", now)
+        self._stop_attempt(a, AttemptState.FAILED, now)
         a.error = error
-        job.version += 1
+        a.task.job.version += 1
         actions: list = []
-        if kind == KILLED:  # not by us (we forget attempts we kill): run it again, uncounted
-            if task.state != "succeeded" and not task.running():
-                task.state = "pending"
-            return actions
-        job.failed_attempts.append({"attempt": a.id, "task": task.name, "number": a.number,
-                                    "worker": a.worker, "kind": kind, "error": error})
-        if kind == FETCH:
-            info = info or {}
+        # killed, but not by us (we forget attempts we kill): it runs again, uncounted
+        if kind != FailureKind.KILLED:
+            a.task.job.failed_attempts.append(failure_record(a, kind, error))
+            actions = self._charge(a, kind, error, now, info or {})
+            if a.task.job.state == JobState.FAILED and kind != FailureKind.FETCH:
+                return actions  # the job failed for it: nothing runs again
+        a.task.requeue_if_idle()
+        return actions
+
+    def _charge(self, a: Attempt, kind: FailureKind, error: str, now: float,
+                info: dict) -> list:
+        """Count a failure against what it is about: the maps a fetch could not read, the
+        task's losses with its workers (twice the limit), or the task's own failures (and
+        avoid that worker). A task over its limit fails its job."""
+        task, job = a.task, a.task.job
+        if kind == FailureKind.FETCH:
+            actions: list = []
             bad = info.get("map_tasks") or [info.get("map_task")]
             for map_index in bad if isinstance(bad, list) else []:
-                if job.state == RUNNING:
+                if job.state == JobState.RUNNING:
                     actions += self._refetch(job, map_index, error, now)
-        elif kind == LOST:
+            return actions
+        if kind == FailureKind.LOST:
             task.lost += 1
             if task.lost > 2 * self._max_attempts(job):
-                return actions + self._end_job(
-                    job, FAILED, f"{task.name} lost {task.lost} times with its worker", now)
-        elif kind in COUNTED:
+                return self._end_job(job, JobState.FAILED,
+                                     f"{task.name} lost {task.lost} times with its worker", now)
+        elif kind.counted:
             task.failures += 1
             task.avoid.add(a.worker)
             if task.failures >= self._max_attempts(job):
-                return actions + self._end_job(job, FAILED, self._failure_text(a, kind, error),
-                                               now)
-        if task.state != "succeeded" and not task.running():
-            task.state = "pending"
-        return actions
+                return self._end_job(job, JobState.FAILED, failure_text(a, kind, error), now)
+        return []
 
-    def _max_attempts(self, job: JobState) -> int:
-        return job.spec.get("max_attempts") or self.settings.max_attempts
+    def _max_attempts(self, job: ScheduledJob) -> int:
+        return job.spec.max_attempts or self.settings.max_attempts
 
-    @staticmethod
-    def _failure_text(a: Attempt, kind: str, error: str) -> str:
-        return (f"task {a.task.name} failed {a.task.failures} times; last attempt "
-                f"{a.number} on worker {a.worker} ({kind}):\n{error}")
-
-    def _refetch(self, job: JobState, map_index: Any, error: str, now: float) -> list:
+    def _refetch(self, job: ScheduledJob, map_index: Any, error: str, now: float) -> list:
         """A reducer could not read a map's output: run that map again."""
         if not isinstance(map_index, int) or not 0 <= map_index < len(job.maps):
             return []
         task = job.maps[map_index]
-        if task.state != "succeeded":
+        if task.state != TaskState.SUCCEEDED:
             return []
-        task.state, task.result = "pending", None
-        if task.winner:
-            task.avoid.add(task.winner.worker)
-        task.winner = None
-        task.failures += 1
+        task.discard_output()
         if task.failures >= self._max_attempts(job):
-            return self._end_job(job, FAILED, f"the output of {task.name} could not be read "
-                                 f"{task.failures} times: {error}", now)
+            return self._end_job(job, JobState.FAILED, f"the output of {task.name} could not "
+                                 f"be read {task.failures} times: {error}", now)
         return []
 
     def commit_done(self, job_id: str, now: float) -> list:
+        """Every part is in place and the output complete: the job succeeded."""
         job = self.jobs[job_id]
-        if job.state != COMMITTING:
+        if job.state != JobState.COMMITTING:
             return []
-        job.state, job.finished = SUCCEEDED, now
-        job.version += 1
-        return [Release(job.id, sorted(self.workers)), JobEnded(job.id, SUCCEEDED, None)]
+        return self._end_job(job, JobState.SUCCEEDED, None, now)  # nothing runs any more
 
     def commit_failed(self, job_id: str, error: str, now: float) -> list:
+        """The commit failed (its moved parts were taken back): the job fails."""
         job = self.jobs[job_id]
-        if job.state != COMMITTING:
+        if job.state != JobState.COMMITTING:
             return []
-        return self._end_job(job, FAILED, f"committing the output failed: {error}", now)
+        return self._end_job(job, JobState.FAILED, f"committing the output failed: {error}",
+                             now)
 
     # ---------------------------------------------------------------- decisions
 
     def tick(self, now: float) -> list:
         """Time passed: time out silent attempts, then place what can run."""
         actions: list = []
-        for a in list(self.attempts.values()):
-            limit = a.task.job.spec.get("task_timeout") or self.settings.task_timeout
-            if a.state == "running" and now - a.last_progress > limit:
-                actions.append(Kill(a.worker, a.id))
-                actions += self.attempt_failed(
-                    a.id, TIMEOUT, f"no progress for {limit:g} s; killed", now)
+        for a, limit in timed_out(list(self.attempts.values()), self.settings, now):
+            actions.append(Kill(a.worker, a.id))
+            actions += self.attempt_failed(a.id, FailureKind.TIMEOUT,
+                                           f"no progress for {limit:g} s; killed", now)
         return actions + self.schedule(now)
 
     def schedule(self, now: float) -> list:
+        """Start queued jobs and place pending tasks, in submission order (so a later job
+        only gets what the earlier ones cannot use)."""
         actions: list = []
-        for job in sorted(self.jobs.values(), key=lambda j: j.spec.get("submitted_at", 0.0)):
-            if job.state == QUEUED:
-                job.state, job.started = RUNNING, now
+        for job in sorted(self.jobs.values(), key=lambda j: j.spec.submitted_at):
+            if job.state == JobState.QUEUED:
+                job.state, job.started = JobState.RUNNING, now
                 job.version += 1
-            if job.state != RUNNING:
+            if job.state != JobState.RUNNING:
                 continue
             phase = job.maps if not job.maps_done() else job.reduces
             # two passes: a worker takes the splits it holds before anyone else's
             for local_only in (True, False):
                 for task in phase:
-                    if task.state == "pending":
-                        worker = self._place(task, local_only)
+                    if task.state == TaskState.PENDING:
+                        worker = choose_worker(task, self.workers.values(), local_only)
                         if worker is not None:
                             actions.append(self._launch(task, worker, now))
             if self.settings.speculation:
-                actions += self._speculate(job, phase, now)
+                actions += self._speculate(phase, now)
         return actions
 
-    def _place(self, task: Task, local_only: bool = False) -> Optional[str]:
-        """The worker for a pending task now, if any; with local_only, only the one that
-        holds the task's split."""
-        alive = [w for w in self.workers.values() if w.alive]
-        ready = [w for w in alive if w.free > 0]
-        if not ready:
-            return None
-        fresh = [w for w in ready if w.name not in task.avoid]
-        if not fresh:
-            if any(w.name not in task.avoid for w in alive):
-                return None  # wait for a worker where this task has not failed yet
-            fresh = ready
-        if task.kind == "map" and task.split and task.split.get("node"):
-            local = [w for w in fresh if w.name == task.split["node"]]
-            if local:
-                return local[0].name
-        if local_only:
-            return None
-        # least loaded first; among equals, the one with most free capacity, then by name
-        best = min(fresh, key=lambda w: (len(w.running), -w.free, w.name))
-        return best.name
-
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
-        job = task.job
-        number = len(task.attempts)
-        suffix = f"@{self.epoch}" if self.epoch else ""
-        a = Attempt(f"{job.id}/{task.name}/{number}{suffix}", task, number, worker, now, now,
-                    backup=backup)
-        task.attempts.append(a)
-        task.state = "running"
+        a = task.new_attempt(worker, now, self.epoch, backup)
         self.attempts[a.id] = a
         self.workers[worker].running.add(a.id)
-        job.version += 1
-        spec: dict = {"id": a.id, "job": job.id, "task": task.name, "kind": task.kind,
-                      "index": task.index, "attempt": number}
-        if task.kind == "map":
-            spec["split"] = task.split
-        else:
-            spec["segments"] = [dict(loc, map_task=m.index, map_attempt=m.winner.number)
-                                for m in job.maps
-                                for loc in m.result["segments"]
-                                if loc["partition"] == task.index]
-        return Launch(worker, spec)
+        return Launch(worker, attempt_spec(a))
 
-    def _speculate(self, job: JobState, phase: list, now: float) -> list:
+    def _speculate(self, phase: list, now: float) -> list:
         """Backup attempts for the stragglers at the end of a phase."""
-        if any(t.state == "pending" for t in phase):
-            return []
-        durations = [t.winner.finished - t.winner.started for t in phase
-                     if t.state == "succeeded" and t.winner]
-        if not durations:
-            return []
-        typical = statistics.median(durations)
-        threshold = max(self.settings.speculation_min_seconds,
-                        self.settings.speculation_slowdown * typical)
+        threshold = straggler_threshold(phase, self.settings)
         actions: list = []
-        for task in phase:
+        for task in phase if threshold is not None else []:
             running = task.running()
-            if task.state != "running" or len(running) != 1:
+            if task.state != TaskState.RUNNING or len(running) != 1:
                 continue
             a = running[0]
             if now - a.started < threshold:
                 continue
-            avoid = task.avoid | {a.worker}
-            ready = [w for w in self.workers.values()
-                     if w.alive and w.free > 0 and w.name not in avoid]
-            if ready:
-                best = min(ready, key=lambda w: (len(w.running), w.name))
-                actions.append(self._launch(task, best.name, now, backup=True))
+            worker = backup_worker(self.workers.values(), task.avoid | {a.worker})
+            if worker is not None:
+                actions.append(self._launch(task, worker, now, backup=True))
         return actions
 
     # ---------------------------------------------------------------- reporting
 
     def job_status(self, job_id: str) -> dict:
-        job = self.jobs[job_id]
+        """What a client sees of a job (see job_status below)."""
+        return job_status(self.jobs[job_id])
 
-        def count(tasks: list, state: str) -> int:
-            return sum(1 for t in tasks if t.state == state)
 
-        counters: dict = {}
-        for task in job.tasks():
-            source = task.winner if task.winner else None
-            for group, names in (source.counters if source else {}).items():
-                for name, n in names.items():
-                    g = counters.setdefault(group, {})
-                    g[name] = g.get(name, 0) + n
-        progress = [max((a.progress for a in t.attempts), default=0.0)
-                    if t.state != "succeeded" else 1.0 for t in job.tasks()]
-        running = [{"attempt": a.id, "worker": a.worker, "progress": round(a.progress, 3),
-                    "status": a.status, "backup": a.backup}
-                   for t in job.tasks() for a in t.running()]
-        return {
-            "job": job.id, "name": job.spec.get("name", ""), "state": job.state,
-            "version": job.version, "error": job.error,
-            "maps": {"total": len(job.maps), "done": count(job.maps, "succeeded"),
-                     "running": count(job.maps, "running")},
-            "reduces": {"total": len(job.reduces), "done": count(job.reduces, "succeeded"),
-                        "running": count(job.reduces, "running")},
-            "progress": round(sum(progress) / max(1, len(progress)), 4),
-            "running": running, "failed_attempts": job.failed_attempts[-20:],
-            "counters": counters, "output": job.spec.get("output"),
-            "submitted": job.submitted, "started": job.started, "finished": job.finished,
-            "attempts": [{"attempt": a.id, "worker": a.worker, "state": a.state,
-                          "backup": a.backup} for t in job.tasks() for a in t.attempts],
-        }
+def attempt_spec(a: Attempt) -> AttemptSpec:
+    """Everything a task process needs to run attempt `a`: the job's code and settings, and
+    its input (a map's split; a reduce's segments of its partition from every map's
+    winner, each tagged with the map attempt that wrote it)."""
+    task, job = a.task, a.task.job
+    spec = job.spec
+    inputs: dict[str, Any] = {}
+    if task.kind == TaskKind.MAP:
+        inputs["split"] = task.split
+    else:
+        inputs["segments"] = [loc.replace(map_task=m.index, map_attempt=m.winner.number)
+                              for m in job.maps for loc in m.result.segments
+                              if loc.partition == task.index]
+    return AttemptSpec(id=a.id, job=job.id, task=task.name, kind=task.kind, index=task.index,
+                       attempt=a.number, source=spec.source, job_file=spec.job_file,
+                       job_class=spec.job_class, args=spec.args,
+                       input_format=spec.input_format, reducers=len(job.reduces),
+                       output=spec.output, output_name=spec.output_name, **inputs)
+
+
+def job_status(job: ScheduledJob) -> dict:
+    """A job as `blfs status` shows it: its state and version (for `wait`), task counts,
+    progress, running attempts, the last failures, counters of the winning attempts."""
+    def count(tasks: list, state: TaskState) -> int:
+        return sum(1 for t in tasks if t.state == state)
+
+    progress = [max((a.progress for a in t.attempts), default=0.0)
+                if t.state != TaskState.SUCCEEDED else 1.0 for t in job.tasks()]
+    running = [{"attempt": a.id, "worker": a.worker, "progress": round(a.progress, 3),
+                "status": a.status, "backup": a.backup}
+               for t in job.tasks() for a in t.running()]
+    return {
+        "job": job.id, "name": job.spec.name, "state": job.state,
+        "version": job.version, "error": job.error,
+        "maps": {"total": len(job.maps), "done": count(job.maps, TaskState.SUCCEEDED),
+                 "running": count(job.maps, TaskState.RUNNING)},
+        "reduces": {"total": len(job.reduces),
+                    "done": count(job.reduces, TaskState.SUCCEEDED),
+                    "running": count(job.reduces, TaskState.RUNNING)},
+        "progress": round(sum(progress) / max(1, len(progress)), 4),
+        "running": running, "failed_attempts": job.failed_attempts[-20:],
+        "counters": _winners_counters(job), "output": job.spec.output,
+        "submitted": job.submitted, "started": job.started, "finished": job.finished,
+        "attempts": [{"attempt": a.id, "worker": a.worker, "state": a.state,
+                      "backup": a.backup} for t in job.tasks() for a in t.attempts],
+    }
+
+
+def _winners_counters(job: ScheduledJob) -> dict:
+    """The job's counters: the sum over the winning attempt of each task (a loser's or a
+    running attempt's counters would count work twice)."""
+    counters: dict = {}
+    for task in job.tasks():
+        for group, names in (task.winner.counters if task.winner else {}).items():
+            for name, n in names.items():
+                g = counters.setdefault(group, {})
+                g[name] = g.get(name, 0) + n
+    return counters
+
+
+def failure_record(a: Attempt, kind: FailureKind, error: str) -> dict:
+    """A failed attempt as `blfs status` lists it."""
+    return {"attempt": a.id, "task": a.task.name, "number": a.number, "worker": a.worker,
+            "kind": kind, "error": error}
+
+
+def failure_text(a: Attempt, kind: FailureKind, error: str) -> str:
+    """Why a job failed when one task failed too often: its last attempt's error."""
+    return (f"task {a.task.name} failed {a.task.failures} times; last attempt "
+            f"{a.number} on worker {a.worker} ({kind}):\n{error}")
+
+
+def held_slots(jobs: Iterable[ScheduledJob], node: str) -> list:
+    """(slot, attempt id) of every map output on `node` that an unfinished job needs."""
+    return [(loc.slot, task.winner.id) for job in jobs if job.state not in FINISHED
+            for task in job.maps if task.result and task.winner
+            for loc in task.result.segments if loc.node == node]
+
+
+def choose_worker(task: Task, workers: Iterable[WorkerState],
+                  local_only: bool = False) -> Optional[str]:
+    """The worker for a pending task now, if any; with local_only, only the one that holds
+    the task's split. A worker where the task failed is avoided while any live worker
+    where it did not could take it later."""
+    alive = [w for w in workers if w.alive]
+    ready = [w for w in alive if w.free > 0]
+    if not ready:
+        return None
+    fresh = [w for w in ready if w.name not in task.avoid]
+    if not fresh:
+        if any(w.name not in task.avoid for w in alive):
+            return None  # wait for a worker where this task has not failed yet
+        fresh = ready
+    if task.kind == TaskKind.MAP and task.split and task.split.node:
+        local = [w for w in fresh if w.name == task.split.node]
+        if local:
+            return local[0].name
+    if local_only:
+        return None
+    # least loaded first; among equals, the one with most free capacity, then by name
+    return min(fresh, key=lambda w: (len(w.running), -w.free, w.name)).name
+
+
+def timed_out(attempts: list, settings: Settings, now: float) -> list:
+    """(attempt, its limit) for each running attempt silent for longer than its job's
+    task_timeout (or the master's)."""
+    return [(a, limit) for a in attempts
+            for limit in [a.task.job.spec.task_timeout or settings.task_timeout]
+            if a.state == AttemptState.RUNNING and now - a.last_progress > limit]
+
+
+def straggler_threshold(phase: list, settings: Settings) -> Optional[float]:
+    """How long an attempt of a phase may run before it gets a backup: max(the minimum,
+    slowdown x the median of the phase's finished attempts); None while a task of the
+    phase is still pending or none has finished."""
+    if any(t.state == TaskState.PENDING for t in phase):
+        return None
+    durations = [t.winner.finished - t.winner.started for t in phase
+                 if t.state == TaskState.SUCCEEDED and t.winner]
+    if not durations:
+        return None
+    return max(settings.speculation_min_seconds,
+               settings.speculation_slowdown * statistics.median(durations))
+
+
+def backup_worker(workers: Iterable[WorkerState], avoid: set) -> Optional[str]:
+    """The least loaded live worker with room, other than those to avoid."""
+    ready = [w for w in workers if w.alive and w.free > 0 and w.name not in avoid]
+    return min(ready, key=lambda w: (len(w.running), w.name)).name if ready else None

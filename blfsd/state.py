@@ -31,6 +31,7 @@ class JobStore:
         return os.path.join(self.dir, f"{job_id}.msgpack")
 
     def save(self, job_id: str, record: dict) -> None:
+        """Replace a job's record (nothing without a state directory: --local)."""
         if not self.dir:
             return
         save_msgpack(self._path(job_id), record)

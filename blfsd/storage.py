@@ -1,6 +1,6 @@
 """The shared-disk data path: pools of pre-allocated slots, segment writes, O_DIRECT reads.
 
-Why it looks like this (DESIGN §2): two hosts mounting one block device share no cache.
+Why it looks like this (docs/ARCHITECTURE.md, Storage rules): two hosts mounting one block device share no cache.
 So a pool is written full of zeros once, before any peer mounts it; afterwards only bytes
 inside slot files change; a writer fsyncs the slot and the block device before reporting;
 a reader uses O_DIRECT so that its own page cache can never serve it stale bytes.
@@ -12,6 +12,7 @@ import fcntl
 import logging
 import mmap
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from .errors import FetchError, PoolExhausted, StorageError
+from .messages import SegmentLocation
+from .mounts import mount_at
 
 log = logging.getLogger("blfs.storage")
 
@@ -38,6 +41,7 @@ FLAG_CANONICAL_ORDER = 1  # keys were not mutually comparable; sorted by canonic
 
 
 def align_up(n: int, to: int = ALIGN) -> int:
+    """n rounded up to a multiple of `to`."""
     return (n + to - 1) // to * to
 
 
@@ -45,6 +49,7 @@ def align_up(n: int, to: int = ALIGN) -> int:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A pool's MANIFEST: whose, which generation, its shape, and whether it is ready."""
     node: str
     generation: int
     slot_size: int
@@ -92,7 +97,17 @@ def write_success(output: str) -> str:
     return path
 
 
+def remove_job_temporary(tmp: str) -> None:
+    """Remove a job's OUTPUT/_temporary/JOB, and _temporary itself once no job uses it."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(os.path.normpath(tmp)))
+    except OSError:  # another job's attempts still write there
+        pass
+
+
 def fsync_dir(path: str) -> None:
+    """Make a directory's entries durable (after a create or rename in it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -106,11 +121,12 @@ def _slot_ok(path: str, size: int, fill: bool = True) -> bool:
     except FileNotFoundError:
         return False
     # A sparse or short file is not prepared: its unwritten blocks would read as zeros
-    # on peers forever (DESIGN §2, invariant 1).
+    # on peers forever (storage rule 1).
     return st.st_size == size and (st.st_blocks * 512 >= size or not fill)
 
 
 def _write_zeros(path: str, size: int, durable: bool, fill: bool = True) -> None:
+    """A slot full of zeros, by writing (fill=False: sparse, for --local only)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         written = 0 if fill else size
@@ -181,6 +197,7 @@ def prepare_pool(disk: str, node: str, slot_count: int, slot_size: int,
 
 
 def _write_manifest(pdir: str, manifest: Manifest, durable: bool) -> None:
+    """Replace the MANIFEST atomically (and durably unless told not to)."""
     path = os.path.join(pdir, MANIFEST)
     tmp = path + ".new"
     with open(tmp, "wb") as f:
@@ -232,9 +249,9 @@ def block_device_of(path: str) -> Optional[str]:
                            if line.startswith("DEVNAME=")]
     except OSError:
         pass
-    found = mount_of(path)  # a container may have the device only under another name
-    if found:
-        candidates.append(found[0])
+    found = mount_at(path)  # a container may have the device only under another name
+    if found is not None:
+        candidates.append(found.source)
     for device in candidates:
         try:
             if os.stat(device).st_rdev == dev:
@@ -242,20 +259,6 @@ def block_device_of(path: str) -> Optional[str]:
         except OSError:
             continue
     return None
-
-
-def mount_of(path: str) -> Optional[tuple[str, str, str]]:
-    """(source, fstype, options) of the mount at exactly this path, from mountinfo."""
-    real = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            parts = left.split()
-            if parts[4].replace("\\040", " ") == real:
-                fstype, source, _ = (right.split() + ["", "", ""])[:3]
-                found = (source, fstype, parts[5])
-    return found
 
 
 # ------------------------------------------------------------------------------- segments
@@ -272,6 +275,7 @@ class SegmentId:
 
 
 def encode_header(sid: SegmentId, payload: bytes, flags: int = 0) -> bytes:
+    """The 128-byte header of a segment with this payload."""
     job = sid.job.encode()
     if len(job) > 32:
         raise StorageError(f"job id {sid.job!r} is too long for a segment header")
@@ -301,6 +305,7 @@ class SlotWriter:
         self.fd = os.open(slot_path(disk, slot), os.O_WRONLY)  # never O_TRUNC, never create
 
     def fits(self, payload_len: int) -> bool:
+        """Whether a segment with this payload still fits in the slot."""
         return self.offset + HEADER_SIZE + payload_len <= self.slot_size
 
     def append(self, sid: SegmentId, payload: bytes, flags: int = 0) -> tuple[int, int, int]:
@@ -318,6 +323,7 @@ class SlotWriter:
         return offset, total, zlib.crc32(payload)
 
     def flush(self) -> None:
+        """fsync the slot (the device is fsynced by the sink, once for all slots)."""
         os.fsync(self.fd)
 
     def close(self) -> None:
@@ -381,9 +387,10 @@ class SegmentSink:
         self.device = device
         self.max_payload = slot_size - HEADER_SIZE
         self._writers: list[SlotWriter] = []
-        self.locations: list[dict] = []
+        self.locations: list[SegmentLocation] = []
 
     def write(self, sid: SegmentId, payload: bytes, flags: int = 0) -> None:
+        """Append a segment, leasing a new slot when the current one is full."""
         if len(payload) > self.max_payload:
             raise StorageError(f"segment payload {len(payload)} exceeds slot capacity")
         writer = self._writers[-1] if self._writers else None
@@ -391,17 +398,17 @@ class SegmentSink:
             writer = SlotWriter(self.disk, self.lease(), self.slot_size)
             self._writers.append(writer)
         offset, length, crc = writer.append(sid, payload, flags)
-        self.locations.append({
-            "node": self.node, "slot": writer.slot, "offset": offset, "length": length,
-            "crc": crc, "generation": self.generation, "partition": sid.partition,
-            "run": sid.run, "seq": sid.seq, "flags": flags,
-        })
+        self.locations.append(SegmentLocation(
+            node=self.node, slot=writer.slot, offset=offset, length=length, crc=crc,
+            generation=self.generation, partition=sid.partition, run=sid.run, seq=sid.seq,
+            flags=flags))
 
     @property
     def slots(self) -> list[int]:
         return [w.slot for w in self._writers]
 
-    def commit(self) -> list[dict]:
+    def commit(self) -> list[SegmentLocation]:
+        """Make every segment durable (each slot, then the device); their locations."""
         for writer in self._writers:
             writer.flush()
         if self._writers:
@@ -460,35 +467,33 @@ class SegmentReader:
             self._buf = mmap.mmap(-1, align_up(max(size, 1 << 20)))
         return self._buf
 
-    def read(self, loc: dict, expect: SegmentId) -> tuple[bytes, int]:
+    def read(self, loc: SegmentLocation, expect: SegmentId) -> tuple[bytes, int]:
         """The payload and flags of one segment, or FetchError when it is not intact."""
-        where = f"{loc['node']} slot {loc['slot']} offset {loc['offset']}"
-        if loc["offset"] % ALIGN:
-            raise FetchError(f"unaligned segment at {where}", node=loc["node"])
-        size = align_up(loc["length"])
+        where = f"{loc.node} slot {loc.slot} offset {loc.offset}"
+        if loc.offset % ALIGN:
+            raise FetchError(f"unaligned segment at {where}", node=loc.node)
+        size = align_up(loc.length)
         try:
-            fd = self._fd(loc["node"], loc["slot"])
+            fd = self._fd(loc.node, loc.slot)
             buf = self._buffer(size)
             view = memoryview(buf)[:size]
             try:
-                n = os.preadv(fd, [view], loc["offset"])
+                n = os.preadv(fd, [view], loc.offset)
             finally:
                 view.release()
         except OSError as exc:
-            raise FetchError(f"cannot read {where}: {exc.strerror}", node=loc["node"]) from None
-        if n < loc["length"]:
-            raise FetchError(f"short read at {where}", node=loc["node"])
+            raise FetchError(f"cannot read {where}: {exc.strerror}", node=loc.node) from None
+        if n < loc.length:
+            raise FetchError(f"short read at {where}", node=loc.node)
         try:
             sid, flags, length, crc = decode_header(buf[:HEADER_SIZE])
         except (StorageError, struct.error):
-            raise FetchError(f"no segment header at {where}", node=loc["node"]) from None
-        if (sid != expect or HEADER_SIZE + length != loc["length"]
-                or flags != loc.get("flags", 0)):
-            raise FetchError(f"segment at {where} is {sid}, expected {expect}",
-                             node=loc["node"])
+            raise FetchError(f"no segment header at {where}", node=loc.node) from None
+        if sid != expect or HEADER_SIZE + length != loc.length or flags != loc.flags:
+            raise FetchError(f"segment at {where} is {sid}, expected {expect}", node=loc.node)
         payload = buf[HEADER_SIZE:HEADER_SIZE + length]
-        if zlib.crc32(payload) != crc or crc != loc["crc"]:
-            raise FetchError(f"checksum mismatch at {where}", node=loc["node"])
+        if zlib.crc32(payload) != crc or crc != loc.crc:
+            raise FetchError(f"checksum mismatch at {where}", node=loc.node)
         return payload, flags
 
     def close(self) -> None:
@@ -505,10 +510,10 @@ class SegmentReader:
 def remount(path: str, tries: int = 1, pause: float = 0.3) -> None:
     """Drop a peer view's caches by mounting it again with the same source and options.
     A view that is busy (files open on it) is tried again, up to `tries` times."""
-    found = mount_of(path)
+    found = mount_at(path)
     if found is None:
         return
-    source, fstype, _ = found
+    source, fstype = found.source, found.fstype
     for attempt in range(tries):
         done = subprocess.run(["umount", path], capture_output=True)
         if done.returncode == 0:
@@ -545,7 +550,7 @@ def _still_mounted(device: str) -> bool:
 
 
 def ensure_generation(disk: str, generation: int) -> Manifest:
-    """Make our view of a peer's disk current for a generation (DESIGN §2, invariant 5)."""
+    """Make our view of a peer's disk current for a generation (storage rule 5)."""
     try:
         manifest = read_manifest(disk, direct=True)
     except OSError:
@@ -573,9 +578,11 @@ class SlotLeases:
         self.holder: dict[int, str] = {}
 
     def free_count(self) -> int:
+        """Slots no attempt holds."""
         return self.slot_count - len(self.holder)
 
     def lease(self, attempt: str) -> int:
+        """The lowest free slot, now held by `attempt`; PoolExhausted when none is free."""
         for slot in range(self.slot_count):
             if slot not in self.holder:
                 self.holder[slot] = attempt
@@ -583,12 +590,14 @@ class SlotLeases:
         raise PoolExhausted(f"all {self.slot_count} slots are leased")
 
     def release_attempt(self, attempt: str) -> list[int]:
+        """Free a failed or killed attempt's slots."""
         slots = [s for s, a in self.holder.items() if a == attempt]
         for s in slots:
             del self.holder[s]
         return slots
 
     def release_job(self, job: str) -> list[int]:
+        """Free every slot of a job (attempt ids start with JOB/)."""
         slots = [s for s, a in self.holder.items() if a.split("/", 1)[0] == job]
         for s in slots:
             del self.holder[s]
@@ -599,5 +608,6 @@ class SlotLeases:
         self.holder = {s: a for s, a in held if 0 <= s < self.slot_count}
 
     def resize(self, slot_count: int) -> None:
+        """A new pool shape (SIGHUP): leases of slots that are gone are dropped."""
         self.slot_count = slot_count
         self.holder = {s: a for s, a in self.holder.items() if s < slot_count}

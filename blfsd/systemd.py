@@ -50,6 +50,7 @@ class Notifier:
         self._last_status = ""
 
     def notify(self, *lines: str) -> None:
+        """Send sd_notify lines (READY=1, STATUS=..., WATCHDOG=1)."""
         if not self.enabled:
             return
         text = "\n".join(lines)
@@ -59,6 +60,7 @@ class Notifier:
             _raw_notify(text)
 
     def status(self, text: str) -> None:
+        """STATUS=text, sent only when it changed."""
         if text != self._last_status:
             self._last_status = text
             self.notify(f"STATUS={text}")

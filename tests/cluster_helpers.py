@@ -1,7 +1,7 @@
 """A real blfs cluster on one machine: one master and N workers, each its own OS process,
 talking over loopback TCP, with each worker's shuffle disk an ext4 image on loop devices.
 
-Disk layout (DESIGN §1-2, ENVIRONMENT "Block devices and file systems"): worker wi owns image
+Disk layout (docs/ARCHITECTURE.md, Storage rules; ENVIRONMENT "Block devices and file systems"): worker wi owns image
 i. Every (viewer, disk) pair gets its OWN loop device, so every view has its own page cache
 and inode/dentry cache, exactly as N hosts attached to N iSCSI LUNs:
 
@@ -9,7 +9,7 @@ and inode/dentry cache, exactly as N hosts attached to N iSCSI LUNs:
     <viewroot_i>/wj   image j through loop (i,j), ro,noload    (wi's view of wj's disk)
 
 The pool is prepared on each own disk, and the block device flushed, BEFORE any peer view of
-that disk is mounted (DESIGN §2 invariant 1): a peer view never sees the pool change shape.
+that disk is mounted (storage rule 1): a peer view never sees the pool change shape.
 
 Everything is torn down by ``LoopCluster.close()`` even when a step fails: the daemons this
 object started are stopped by PID (SIGTERM, then SIGKILL of the process and of the process

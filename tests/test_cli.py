@@ -1,4 +1,4 @@
-"""The `blfs` command line as a user meets it (DESIGN §5-6), run as a real subprocess.
+"""The `blfs` command line as a user meets it (docs/ARCHITECTURE.md, Job API; README.md), run as a real subprocess.
 
 Bad input must get one clear line on stderr, starting with "blfs: ", naming the problem,
 with a non-zero exit and never an internal traceback: a missing job file, a file with no

@@ -1,4 +1,4 @@
-"""Two hosts on one disk, without cache coherence: why the storage rules exist (DESIGN §2).
+"""Two hosts on one disk, without cache coherence: why the storage rules exist (docs/ARCHITECTURE.md, Storage rules).
 
 One ext4 image file, two loop devices over it. View A (loop A, mounted read-write) is the
 disk's owner; view B (loop B, mounted ``ro,noload``) is a peer. Each loop device has its own
@@ -29,7 +29,7 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.loopdev import Resources, mount_options, root, run
 
-from blfsd import storage
+from blfsd import mounts, storage
 from blfsd.errors import FetchError
 from blfsd.storage import (ALIGN, HEADER_SIZE, SegmentId, SegmentReader, SegmentSink,
                            encode_header, ensure_generation, fsync_device, prepare_pool,
@@ -174,7 +174,7 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
     manifest, changed = prepare_pool(views.a, NODE, slot_count, SLOT)
     assert changed
     views.flush_a()
-    views.mount_b()  # B mounts only after preparation (DESIGN §2 invariant 1)
+    views.mount_b()  # B mounts only after preparation (storage rule 1)
     assert read_manifest(views.b) == manifest
     assert storage.block_device_of(views.a) == views.dev_a
 
@@ -217,7 +217,7 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
             sink.close()
 
             for loc, (sid, payload) in zip(locations, written):
-                key = (loc["slot"], loc["offset"])
+                key = (loc.slot, loc.offset)
                 places[key] = places.get(key, 0) + 1
                 try:
                     got, _ = reader.read(loc, sid)
@@ -227,8 +227,8 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
                     stale_direct += 1
                 if poison:
                     poisoned_segments += 1
-                    region = buffered_read(slot_path(views.b, loc["slot"]), loc["offset"],
-                                           loc["length"])
+                    region = buffered_read(slot_path(views.b, loc.slot), loc.offset,
+                                           loc.length)
                     if region != encode_header(sid, payload) + payload:
                         stale_buffered += 1
     finally:
@@ -302,7 +302,7 @@ def test_ensure_generation_remounts_a_stale_view(views, monkeypatch):
                   if n.startswith("slot-")) == [f"slot-{i:05d}" for i in range(6)]
     options = mount_options(views.b).split(",")
     assert "ro" in options
-    assert storage.mount_of(views.b)[0] == views.dev_b
+    assert mounts.mount_at(views.b).source == views.dev_b
 
     # A segment in a new slot written on A reads back on B.
     sid = SegmentId("gen", 1, 0, 0)
@@ -342,7 +342,7 @@ def test_remount_refuses_to_pretend_while_another_namespace_pins_the_view(views)
         storage.publish_metadata(views.a, views.dev_a)
         with pytest.raises(FetchError, match="another mount namespace"):
             storage.remount(views.b)
-        assert storage.mount_of(views.b)[0] == views.dev_b  # still mounted, read-only
+        assert mounts.mount_at(views.b).source == views.dev_b  # still mounted, read-only
         with pytest.raises(OSError):  # and still stale: the proof that the warning is due
             open(os.path.join(views.b, "data", "new"), "rb").read()
     finally:
@@ -363,7 +363,7 @@ def test_remount_of_a_busy_view_is_tried_again_then_refused(views):
     try:
         with pytest.raises(FetchError, match=f"cannot remount {re.escape(views.b)}: .*busy"):
             storage.remount(views.b, tries=3, pause=0.05)
-        assert storage.mount_of(views.b)[0] == views.dev_b
+        assert mounts.mount_at(views.b).source == views.dev_b
         closer.start()
         storage.remount(views.b, tries=50, pause=0.05)
     finally:
@@ -371,5 +371,5 @@ def test_remount_of_a_busy_view_is_tried_again_then_refused(views):
             os.close(held)  # the timer never started
         else:
             closer.join()
-    assert storage.mount_of(views.b)[0] == views.dev_b
+    assert mounts.mount_at(views.b).source == views.dev_b
     assert "ro" in mount_options(views.b).split(",")

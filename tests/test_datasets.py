@@ -1,4 +1,4 @@
-"""Cluster storage (DESIGN §6): `blfs put` datasets, `--input NAME`, `--output NAME`,
+"""Cluster storage (docs/ARCHITECTURE.md, Cluster storage): `blfs put` datasets, `--input NAME`, `--output NAME`,
 `blfs cat`, `blfs get`, `blfs ls`, `blfs rm`, on a master and three workers whose disks are
 ext4 images on loop devices (tests/cluster_helpers.py: each view its own loop device).
 

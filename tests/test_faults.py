@@ -78,7 +78,7 @@ def test_corrupted_segment_reruns_the_map(tmp_path, corpus, no_leftovers):
 
 
 def test_status_updates_keep_a_slow_task_alive(tmp_path, corpus, no_leftovers):
-    """DESIGN §5: a status update also proves the task is alive (4 s of work, 2 s timeout)."""
+    """Job API: a status update also proves the task is alive (4 s of work, 2 s timeout)."""
     out = tmp_path / "out"
     r = submit_local(os.path.join(JOBS, "chatty_slow.py"), corpus, out, "--task-timeout", "2",
                      "--max-attempts", "1")

@@ -72,6 +72,11 @@ def repo_modules() -> list:
     return sorted(found)
 
 
+def repo_packages() -> list:
+    """blfsd's subpackages (relative paths), e.g. master, worker."""
+    return sorted(os.path.dirname(m) for m in repo_modules() if m.endswith("/__init__.py"))
+
+
 def run(*argv: str, timeout: float = 120, env: dict | None = None, check: bool = True,
         cwd: str | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env,
@@ -321,14 +326,15 @@ def test_rpm_files(packages):
     files = set(run("rpm", "-qpl", rpm).stdout.split())
     missing = [p for p in RPM_PATHS if p not in files]
     assert not missing, f"missing from the .rpm: {missing}"
-    shipped = sorted(p[len(f"{RPM_SITE}/blfsd/"):] for p in files
-                     if p.startswith(f"{RPM_SITE}/blfsd/"))
-    assert shipped == repo_modules()
-    assert not [p for p in files if p.startswith("/lib/") or "__pycache__" in p]
     # directories the package owns, so that an erase removes them, and none of the system's
     owned = {line.split()[1] for line in rpm_q(rpm, "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]")
              if line.startswith("d")}
+    shipped = sorted(p[len(f"{RPM_SITE}/blfsd/"):] for p in files - owned
+                     if p.startswith(f"{RPM_SITE}/blfsd/"))
+    assert shipped == repo_modules()
+    assert not [p for p in files if p.startswith("/lib/") or "__pycache__" in p]
     assert {"/etc/blfs", f"{RPM_SITE}/blfsd", "/usr/share/doc/blfs"} <= owned
+    assert {f"{RPM_SITE}/blfsd/{d}" for d in repo_packages()} <= owned  # subpackages too
     assert not owned & {"/etc", "/usr/bin", RPM_SITE, "/usr/lib/systemd/system",
                         "/usr/share/doc", "/usr/share/man/man1"}
     assert rpm_q(rpm, "--qf", "%{ARCH}") == ["noarch"]
@@ -371,9 +377,11 @@ def test_both_packages_carry_the_same_code(packages, tmp_path):
              ("etc/blfs", "etc/blfs")]
     for deb_dir, rpm_dir in pairs:
         a, b = deb_root / deb_dir, rpm_root / rpm_dir
-        assert sorted(os.listdir(a)) == sorted(os.listdir(b)), deb_dir
-        for name in os.listdir(a):
-            assert (a / name).read_bytes() == (b / name).read_bytes(), f"{deb_dir}/{name}"
+        in_a = sorted(str(p.relative_to(a)) for p in a.rglob("*"))
+        assert in_a == sorted(str(p.relative_to(b)) for p in b.rglob("*")), deb_dir
+        for name in in_a:
+            if (a / name).is_file():  # blfsd's subpackages are directories
+                assert (a / name).read_bytes() == (b / name).read_bytes(), f"{deb_dir}/{name}"
 
 
 # ----------------------------------------------------------------------------- under systemd

@@ -1,4 +1,4 @@
-"""The wire protocol in isolation (DESIGN §4): framing, decoding, validation, FrameStream, auth.
+"""The wire protocol in isolation (docs/ARCHITECTURE.md, Wire protocol): framing, decoding, validation, FrameStream, auth.
 
 No daemons here (see test_daemons_malformed.py); FrameStream and the handshakes run over real
 socket pairs and real loopback TCP with asyncio streams.
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from blfsd import auth, protocol, secure
 from blfsd.errors import AuthError, ConnectionClosed, ProtocolError
+from blfsd.messages import AttemptSpec, AttemptState, FailureKind, JobSpec, TaskResult
 from blfsd.protocol import (MAX_FRAME, SCHEMAS, SESSION_LIMITS, Limits, decode, encode,
                             frame_length, validate)
 from blfsd.transport import FrameStream
@@ -183,8 +184,16 @@ def test_validate_fuzz_known_ops(op, fields):
 
 # ------------------------------------------------------------------------------ validate
 
+_SPLIT = {"path": "/in", "start": 0, "end": 1}
 _SAMPLE = {int: 1, str: "s", dict: {}, list: [], bytes: b"x", bool: True, (int, float): 1.5,
-           (str, type(None)): None, (int, type(None)): None}
+           (str, type(None)): None, (int, type(None)): None,
+           JobSpec: {"name": "n", "job_file": "j.py", "source": "", "class": "J", "args": [],
+                     "input_format": "lines", "splits": [_SPLIT], "output": "/out"},
+           AttemptSpec: {"id": "j/m-00000/0", "job": "j", "task": "m-00000", "kind": "map",
+                         "index": 0, "attempt": 0, "source": "", "job_file": "j.py",
+                         "class": "J", "input_format": "lines", "reducers": 1,
+                         "output": "/out", "split": _SPLIT},
+           TaskResult: {"counters": {}}, AttemptState: "running", FailureKind: "user"}
 
 
 def _valid(op: str, with_optional: bool) -> dict:
@@ -241,8 +250,8 @@ def test_validate_refuses_unknown_op():
     {"op": "kill", "attempt": 3},
     {"op": "commit", "attempt": "a", "source": "s", "target": 1},
     {"op": "release_job", "job": "j", "output_tmp": 5},
-    {"op": "sync", "held": {}, "generation_of": {}},
-    {"op": "sync", "held": [], "generation_of": []},
+    {"op": "sync", "held": {}},
+    {"op": "sync", "held": None},
     {"op": "attempt_update", "attempt": "a", "state": 1},
     {"op": "pool_changed", "generation": False, "slots": 1},
     {"op": "pool_changed", "generation": 1, "slots": "1"},

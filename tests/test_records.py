@@ -1,8 +1,8 @@
 """Records (blfsd.records) and the map side's output buffer (blfsd.runtime.MapOutput).
 
-DESIGN §5: the default partition is the same in every process and on every node, keys
+Job API: the default partition is the same in every process and on every node, keys
 arrive sorted within a partition, output lines are `key<TAB>value` (str for str/int/float,
-JSON for lists and maps). DESIGN §7: a map buffers and combines its output up to a limit,
+JSON for lists and maps). Data path: a map buffers and combines its output up to a limit,
 then spills sorted segments per partition.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The master's decisions (blfsd.scheduler), driven with explicit clocks: DESIGN §7.
+"""The master's decisions (blfsd.scheduler), driven with explicit clocks (docs/ARCHITECTURE.md, Scheduling).
 
 The Scheduler is pure: events go in (worker_up/down, attempt_succeeded/failed, tick, ...),
 actions come out (Launch, Kill, Commit, Release, JobEnded). Every test here feeds events
@@ -13,45 +13,46 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from blfsd import scheduler as sch
+from blfsd.messages import (FINISHED, FailureKind, JobSpec, JobState, SegmentLocation, Split,
+                            TaskResult)
 from blfsd.scheduler import Commit, JobEnded, Kill, Launch, Release, Scheduler, Settings
 
 # ------------------------------------------------------------------------- helpers
 
 
 def make_spec(maps: int = 2, reducers: int = 2, nodes: Optional[list] = None,
-              **extra) -> dict:
-    splits = []
-    for i in range(maps):
-        split = {"path": f"/in/file-{i}", "start": 0, "end": 100}
-        if nodes and i < len(nodes) and nodes[i]:
-            split["node"] = nodes[i]
-        splits.append(split)
-    spec = {"splits": splits, "reducers": reducers, "name": "test", "output": "/out"}
-    spec.update(extra)
-    return spec
+              **extra) -> JobSpec:
+    splits = [Split(path=f"/in/file-{i}", start=0, end=100,
+                    node=nodes[i] if nodes and i < len(nodes) and nodes[i] else None)
+              for i in range(maps)]
+    fields = dict(name="test", job_file="test.py", source="", job_class="Test", args=[],
+                  input_format="lines", splits=splits, reducers=reducers, output="/out")
+    fields.update(extra)
+    return JobSpec(**fields)
 
 
 _slot = iter(range(10**9))
 
 
-def map_result(s: Scheduler, attempt_id: str, counters: Optional[dict] = None) -> dict:
+def map_result(s: Scheduler, attempt_id: str, counters: Optional[dict] = None) -> TaskResult:
     """A plausible map result: one segment per partition on the attempt's worker."""
     a = s.attempts[attempt_id]
     n = len(a.task.job.reduces)
-    return {"segments": [{"node": a.worker, "slot": next(_slot), "offset": 0, "length": 10,
-                          "crc": 0, "generation": 1, "partition": p, "run": 0, "seq": 0,
-                          "flags": 0} for p in range(n)],
-            "counters": counters or {}}
+    return TaskResult(segments=[SegmentLocation(node=a.worker, slot=next(_slot), offset=0,
+                                                length=10, crc=0, generation=1, partition=p,
+                                                run=0, seq=0, flags=0) for p in range(n)],
+                      counters=counters or {})
 
 
-def reduce_result(s: Scheduler, attempt_id: str, counters: Optional[dict] = None) -> dict:
+def reduce_result(s: Scheduler, attempt_id: str,
+                  counters: Optional[dict] = None) -> TaskResult:
     a = s.attempts[attempt_id]
     i = a.task.index
-    return {"path": f"/out/_temporary/{a.task.job.id}/r-{i:05d}.{a.number}/part-{i:05d}",
-            "target": f"/out/part-{i:05d}", "counters": counters or {}}
+    return TaskResult(path=f"/out/_temporary/{a.task.job.id}/r-{i:05d}.{a.number}/part-{i:05d}",
+                      target=f"/out/part-{i:05d}", counters=counters or {})
 
 
-def result_for(s: Scheduler, attempt_id: str, counters: Optional[dict] = None) -> dict:
+def result_for(s: Scheduler, attempt_id: str, counters: Optional[dict] = None) -> TaskResult:
     if s.attempts[attempt_id].task.kind == "map":
         return map_result(s, attempt_id, counters)
     return reduce_result(s, attempt_id, counters)
@@ -69,8 +70,8 @@ def launched(actions: list) -> dict:
     """task name -> Launch, for the Launch actions in a list."""
     out = {}
     for a in of(actions, Launch):
-        assert a.attempt["task"] not in out, "two launches of one task in one batch"
-        out[a.attempt["task"]] = a
+        assert a.attempt.task not in out, "two launches of one task in one batch"
+        out[a.attempt.task] = a
     return out
 
 
@@ -105,12 +106,12 @@ def check_consistent(s: Scheduler) -> None:
                 assert (a.state == "running") == (a.id in s.attempts), a.id
             workers = [a.worker for a in task.running()]
             assert len(workers) == len(set(workers)) <= 2, f"{task.name} runs on {workers}"
-            if job.state == sch.RUNNING:
+            if job.state == JobState.RUNNING:
                 if task.state == "running":
                     assert task.running(), f"{task.name} is running with no running attempt"
                 if task.state == "pending":
                     assert not task.running(), f"{task.name} is pending but has attempts"
-            if job.state in sch.FINISHED or job.state == sch.COMMITTING:
+            if job.state in FINISHED or job.state == JobState.COMMITTING:
                 assert not task.running(), f"{job.state} job {job.id} still runs {task.name}"
             if task.state == "succeeded":
                 assert task.winner is not None and task.winner.state == "succeeded"
@@ -131,15 +132,15 @@ def run_maps(s: Scheduler, job: str, now: float) -> None:
 def test_maps_run_first_and_reduces_only_after_every_map_succeeded():
     s = cluster("w1", "w2", parallelism=4)
     s.submit("j", make_spec(maps=3, reducers=2), now=0)
-    assert s.jobs["j"].state == sch.QUEUED
+    assert s.jobs["j"].state == JobState.QUEUED
     acts = s.schedule(0)
-    assert s.jobs["j"].state == sch.RUNNING
+    assert s.jobs["j"].state == JobState.RUNNING
     got = launched(acts)
     assert set(got) == {"m-00000", "m-00001", "m-00002"}
-    assert all(a.attempt["kind"] == "map" and a.attempt["attempt"] == 0 for a in got.values())
-    assert [a.attempt["split"]["path"] for a in sorted(got.values(),
-            key=lambda a: a.attempt["index"])] == ["/in/file-0", "/in/file-1", "/in/file-2"]
-    ids = {name: a.attempt["id"] for name, a in got.items()}
+    assert all(a.attempt.kind == "map" and a.attempt.attempt == 0 for a in got.values())
+    assert [a.attempt.split.path for a in sorted(got.values(),
+            key=lambda a: a.attempt.index)] == ["/in/file-0", "/in/file-1", "/in/file-2"]
+    ids = {name: a.attempt.id for name, a in got.items()}
     assert ids["m-00000"] == "j/m-00000/0"
 
     # two maps done: still no reduce
@@ -154,27 +155,27 @@ def test_maps_run_first_and_reduces_only_after_every_map_succeeded():
     got = launched(s.schedule(6))
     assert set(got) == {"r-00000", "r-00001"}
     for name, launch in got.items():
-        p = launch.attempt["index"]
-        assert launch.attempt["kind"] == "reduce"
-        segs = launch.attempt["segments"]
+        p = launch.attempt.index
+        assert launch.attempt.kind == "reduce"
+        segs = launch.attempt.segments
         # exactly the segments of partition p from every map, tagged with map and attempt
-        expected = sorted((m, r["segments"][p]["slot"]) for m, r in
+        expected = sorted((m, r.segments[p].slot) for m, r in
                           ((int(k[2:]), v) for k, v in results.items()))
-        assert sorted((x["map_task"], x["slot"]) for x in segs) == expected
-        assert all(x["partition"] == p and x["map_attempt"] == 0 for x in segs)
+        assert sorted((x.map_task, x.slot) for x in segs) == expected
+        assert all(x.partition == p and x.map_attempt == 0 for x in segs)
 
     # reduces done -> commit of exactly those parts, then release and end
-    r_ids = [l.attempt["id"] for l in got.values()]
+    r_ids = [l.attempt.id for l in got.values()]
     assert succeed(s, r_ids[0], 7) == []
     acts = succeed(s, r_ids[1], 8)
     commits = of(acts, Commit)
     assert len(commits) == 1 and commits[0].job == "j"
     assert sorted(p[1] for p in commits[0].parts) == sorted(r_ids)
     assert sorted(p[3] for p in commits[0].parts) == ["/out/part-00000", "/out/part-00001"]
-    assert s.jobs["j"].state == sch.COMMITTING
+    assert s.jobs["j"].state == JobState.COMMITTING
     acts = s.commit_done("j", 9)
-    assert acts == [Release("j", ["w1", "w2"]), JobEnded("j", sch.SUCCEEDED, None)]
-    assert s.jobs["j"].state == sch.SUCCEEDED
+    assert acts == [Release("j", ["w1", "w2"]), JobEnded("j", JobState.SUCCEEDED, None)]
+    assert s.jobs["j"].state == JobState.SUCCEEDED
     assert s.commit_done("j", 10) == []  # once only
     check_consistent(s)
 
@@ -188,7 +189,7 @@ def test_commit_failure_fails_the_job():
     assert of(succeed(s, rid, 3), Commit)
     acts = s.commit_failed("j", "disk full", 4)
     ended = of(acts, JobEnded)
-    assert ended and ended[0].state == sch.FAILED and "disk full" in ended[0].error
+    assert ended and ended[0].state == JobState.FAILED and "disk full" in ended[0].error
     assert of(acts, Release)
     assert s.commit_done("j", 5) == []
 
@@ -213,7 +214,7 @@ def test_a_freed_worker_takes_its_own_split_before_anothers():
     got = launched(s.schedule(0))
     assert {n: l.worker for n, l in got.items()} == {
         "m-00000": "w1", "m-00001": "w2", "m-00002": "w3"}
-    succeed(s, got["m-00001"].attempt["id"], 1)
+    succeed(s, got["m-00001"].attempt.id, 1)
     again = launched(s.schedule(1))
     assert {n: l.worker for n, l in again.items()} == {"m-00004": "w2"}
     check_consistent(s)
@@ -238,12 +239,12 @@ def test_reduces_go_to_the_least_loaded_workers():
     s.submit("a", make_spec(maps=3, reducers=1, nodes=["w1", "w1", "w1"]), 0)
     s.submit("b", make_spec(maps=1, reducers=3), 1)
     got = of(s.schedule(1), Launch)
-    assert [(l.attempt["job"], l.worker) for l in got] == \
+    assert [(l.attempt.job, l.worker) for l in got] == \
         [("a", "w1"), ("a", "w1"), ("a", "w1"), ("b", "w2")]
     assert of(s.schedule(1), Launch) == []  # nothing more to place
     (bm,) = running_ids(s, "b")
     succeed(s, bm, 2)
-    reduces = [l for l in of(s.schedule(3), Launch) if l.attempt["job"] == "b"]
+    reduces = [l for l in of(s.schedule(3), Launch) if l.attempt.job == "b"]
     assert len(reduces) == 3
     where = [l.worker for l in reduces]
     # w1 runs 3, w2 and w3 none: the three reduces go to w2 and w3 only
@@ -272,7 +273,7 @@ def test_parallelism_is_never_exceeded():
     assert of(s.tick(2), Launch) == []
     assert s.workers["w1"].free == 0 and s.workers["w2"].free == 0
     # one finishes on w1: exactly one new launch, on w1
-    a = next(l.attempt["id"] for l in got if l.worker == "w1")
+    a = next(l.attempt.id for l in got if l.worker == "w1")
     succeed(s, a, 3)
     again = of(s.schedule(3), Launch)
     assert [l.worker for l in again] == ["w1"]
@@ -283,7 +284,7 @@ def test_no_worker_no_launch_and_a_late_worker_gets_the_work():
     s = Scheduler()
     s.submit("j", make_spec(maps=2, reducers=1), 0)
     assert s.schedule(0) == []
-    assert s.jobs["j"].state == sch.RUNNING
+    assert s.jobs["j"].state == JobState.RUNNING
     assert s.worker_up("w1", 0) == []  # parallelism at least 1
     got = of(s.schedule(1), Launch)
     assert len(got) == 1 and got[0].worker == "w1"
@@ -292,20 +293,20 @@ def test_no_worker_no_launch_and_a_late_worker_gets_the_work():
 # -------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("kind", [sch.USER, sch.CRASHED, sch.TIMEOUT, sch.POOL])
+@pytest.mark.parametrize("kind", [FailureKind.USER, FailureKind.CRASHED, FailureKind.TIMEOUT, FailureKind.POOL])
 def test_counted_failure_requeues_on_another_worker(kind):
     s = cluster("w1", "w2", parallelism=2)
     s.submit("j", make_spec(maps=1, reducers=1, nodes=["w1"]), 0)
     (l0,) = of(s.schedule(0), Launch)
     assert l0.worker == "w1"
-    acts = s.attempt_failed(l0.attempt["id"], kind, "Traceback: boom", 1)
+    acts = s.attempt_failed(l0.attempt.id, kind, "Traceback: boom", 1)
     assert of(acts, JobEnded) == [] and of(acts, Kill) == []
     task = s.jobs["j"].maps[0]
     assert task.state == "pending" and task.failures == 1 and "w1" in task.avoid
     (l1,) = of(s.schedule(1), Launch)
     # preferred another worker although w1 holds the split and has room
     assert l1.worker == "w2"
-    assert l1.attempt["attempt"] == 1 and l1.attempt["id"] == "j/m-00000/1"
+    assert l1.attempt.attempt == 1 and l1.attempt.id == "j/m-00000/1"
     st_ = s.job_status("j")
     assert st_["failed_attempts"][-1]["kind"] == kind
     assert st_["failed_attempts"][-1]["worker"] == "w1"
@@ -316,41 +317,41 @@ def test_retry_waits_for_a_busy_fresh_worker_rather_than_the_failed_one():
     s = cluster("w1", "w2", parallelism=1)
     s.submit("j", make_spec(maps=2, reducers=1, nodes=["w1", "w2"]), 0)
     got = launched(s.schedule(0))
-    s.attempt_failed(got["m-00000"].attempt["id"], sch.USER, "boom", 1)
+    s.attempt_failed(got["m-00000"].attempt.id, FailureKind.USER, "boom", 1)
     # w1 is free, but m-00000 failed there; w2 is busy: wait
     assert of(s.schedule(1), Launch) == []
-    succeed(s, got["m-00001"].attempt["id"], 2)
+    succeed(s, got["m-00001"].attempt.id, 2)
     (l,) = of(s.schedule(2), Launch)
-    assert l.worker == "w2" and l.attempt["task"] == "m-00000"
+    assert l.worker == "w2" and l.attempt.task == "m-00000"
 
 
 def test_retry_falls_back_to_a_failed_worker_when_it_is_the_only_one():
     s = cluster("w1")
     s.submit("j", make_spec(maps=1, reducers=1), 0)
     (l,) = of(s.schedule(0), Launch)
-    s.attempt_failed(l.attempt["id"], sch.CRASHED, "segfault", 1)
+    s.attempt_failed(l.attempt.id, FailureKind.CRASHED, "segfault", 1)
     (l2,) = of(s.schedule(1), Launch)
-    assert l2.worker == "w1" and l2.attempt["attempt"] == 1
+    assert l2.worker == "w1" and l2.attempt.attempt == 1
 
 
 def test_max_attempts_fails_the_job_with_a_precise_error_and_cleans_up():
     s = cluster("w1", "w2", "w3", parallelism=2, settings_=Settings(max_attempts=3))
     s.submit("j", make_spec(maps=2, reducers=1, nodes=["w1", "w2"]), 0)
     got = launched(s.schedule(0))
-    other = got["m-00001"].attempt["id"]
-    bad = got["m-00000"].attempt["id"]
+    other = got["m-00001"].attempt.id
+    bad = got["m-00000"].attempt.id
     workers_used = []
     for n in range(3):
         workers_used.append(s.attempts[bad].worker)
-        acts = s.attempt_failed(bad, sch.USER,
+        acts = s.attempt_failed(bad, FailureKind.USER,
                                 f"Traceback (most recent call last):\nValueError: boom {n}",
                                 10 + n)
         if n < 2:
             assert of(acts, JobEnded) == []
-            nxt = [l for l in of(s.schedule(10 + n), Launch) if l.attempt["task"] == "m-00000"]
+            nxt = [l for l in of(s.schedule(10 + n), Launch) if l.attempt.task == "m-00000"]
             assert len(nxt) == 1
             assert nxt[0].worker not in workers_used  # a new worker each time
-            bad = nxt[0].attempt["id"]
+            bad = nxt[0].attempt.id
     assert workers_used == sorted(set(workers_used), key=workers_used.index)
     # the job failed: the other running attempt is killed, slots released, job ended
     assert of(acts, Kill) == [Kill("w2", other)]
@@ -358,20 +359,20 @@ def test_max_attempts_fails_the_job_with_a_precise_error_and_cleans_up():
     assert rel == [Release("j", ["w1", "w2", "w3"])]
     (ended,) = of(acts, JobEnded)
     assert acts.index(rel[0]) < acts.index(ended)
-    assert ended.state == sch.FAILED
+    assert ended.state == JobState.FAILED
     err = ended.error
     assert "m-00000" in err
     assert "attempt 2" in err
     assert workers_used[-1] in err
     assert "ValueError: boom 2" in err
     job = s.jobs["j"]
-    assert job.state == sch.FAILED and job.error == err
-    assert s.job_status("j")["state"] == sch.FAILED
+    assert job.state == JobState.FAILED and job.error == err
+    assert s.job_status("j")["state"] == JobState.FAILED
     # nothing of the job runs or gets launched any more; late reports are ignored
     assert s.attempts == {}
     assert of(s.schedule(20), Launch) == [] and of(s.tick(21), Launch) == []
     assert s.attempt_succeeded(other, {"segments": []}, 22) == []
-    assert s.attempt_failed(other, sch.USER, "late", 22) == []
+    assert s.attempt_failed(other, FailureKind.USER, "late", 22) == []
     assert s.cancel("j", 23) == []
     check_consistent(s)
 
@@ -380,7 +381,7 @@ def test_killed_attempt_report_is_not_a_failure():
     s = cluster("w1", "w2")
     s.submit("j", make_spec(maps=1, reducers=1), 0)
     (l,) = of(s.schedule(0), Launch)
-    assert s.attempt_failed(l.attempt["id"], sch.KILLED, "killed", 1) == []
+    assert s.attempt_failed(l.attempt.id, FailureKind.KILLED, "killed", 1) == []
     task = s.jobs["j"].maps[0]
     assert task.failures == 0 and task.lost == 0 and not task.avoid
     assert s.job_status("j")["failed_attempts"] == []
@@ -394,11 +395,11 @@ def test_unsolicited_killed_report_requeues_the_task():
     s = cluster("w1", "w2")
     s.submit("j", make_spec(maps=1, reducers=1), 0)
     (l,) = of(s.schedule(0), Launch)
-    s.attempt_failed(l.attempt["id"], sch.KILLED, "killed", 1)
+    s.attempt_failed(l.attempt.id, FailureKind.KILLED, "killed", 1)
     task = s.jobs["j"].maps[0]
     assert task.state == "pending"
     relaunch = of(s.tick(10_000), Launch)
-    assert [x.attempt["task"] for x in relaunch] == ["m-00000"]
+    assert [x.attempt.task for x in relaunch] == ["m-00000"]
 
 
 # ---------------------------------------------------------------- lost workers
@@ -410,8 +411,8 @@ def test_lost_worker_reruns_its_attempts_elsewhere_without_counting():
     got = launched(s.schedule(0))
     assert got["m-00000"].worker == "w1" and got["m-00001"].worker == "w1"
     # m-00000 finishes on w1: its output lives on w1's disk
-    done_on_w1 = map_result(s, got["m-00000"].attempt["id"])
-    s.attempt_succeeded(got["m-00000"].attempt["id"], done_on_w1, 1)
+    done_on_w1 = map_result(s, got["m-00000"].attempt.id)
+    s.attempt_succeeded(got["m-00000"].attempt.id, done_on_w1, 1)
     acts = s.worker_down("w1", 2)
     assert of(acts, JobEnded) == [] and of(acts, Kill) == []
     assert s.workers["w1"].running == set() and not s.workers["w1"].alive
@@ -420,20 +421,20 @@ def test_lost_worker_reruns_its_attempts_elsewhere_without_counting():
     assert s.worker_down("w1", 2) == []  # twice is once
     assert s.worker_down("nobody", 2) == []
     (l,) = of(s.schedule(2), Launch)
-    assert l.worker == "w2" and l.attempt["task"] == "m-00001"
+    assert l.worker == "w2" and l.attempt.task == "m-00001"
     # finished map output on the dead worker is still used
     assert s.jobs["j"].maps[0].state == "succeeded"
-    assert s.held_slots("w1") == [(done_on_w1["segments"][0]["slot"], "j/m-00000/0"),
-                                  (done_on_w1["segments"][1]["slot"], "j/m-00000/0")]
+    assert s.held_slots("w1") == [(done_on_w1.segments[0].slot, "j/m-00000/0"),
+                                  (done_on_w1.segments[1].slot, "j/m-00000/0")]
     for aid in running_ids(s, "j"):
         succeed(s, aid, 3)
     reduces = of(s.schedule(4), Launch)
     assert len(reduces) == 2
     for r in reduces:
         assert r.worker == "w2"
-        from_m0 = [x for x in r.attempt["segments"] if x["map_task"] == 0]
-        assert len(from_m0) == 1 and from_m0[0]["node"] == "w1"
-        assert from_m0[0]["map_attempt"] == 0
+        from_m0 = [x for x in r.attempt.segments if x.map_task == 0]
+        assert len(from_m0) == 1 and from_m0[0].node == "w1"
+        assert from_m0[0].map_attempt == 0
     check_consistent(s)
 
 
@@ -448,7 +449,7 @@ def test_losses_do_not_count_toward_max_attempts():
         acts = s.worker_down(l.worker, t + 1)
         assert of(acts, JobEnded) == [], f"loss {n + 1} failed the job"
         t += 2
-    assert s.jobs["j"].state == sch.RUNNING
+    assert s.jobs["j"].state == JobState.RUNNING
     assert s.jobs["j"].maps[0].failures == 0
 
 
@@ -463,7 +464,7 @@ def test_endless_losses_end_the_job_instead_of_looping():
         ended += of(s.worker_down("w1", n + 0.5), JobEnded)
         if ended:
             break
-    assert ended and ended[0].state == sch.FAILED and "m-00000" in ended[0].error
+    assert ended and ended[0].state == JobState.FAILED and "m-00000" in ended[0].error
 
 
 def test_worker_rejoining_while_alive_loses_its_old_attempts():
@@ -475,7 +476,7 @@ def test_worker_rejoining_while_alive_loses_its_old_attempts():
     assert s.workers["w1"].running == set()
     assert s.jobs["j"].maps[0].failures == 0
     (l2,) = of(s.schedule(1), Launch)
-    assert l2.attempt["attempt"] == 1
+    assert l2.attempt.attempt == 1
     check_consistent(s)
 
 
@@ -486,7 +487,7 @@ def test_silent_attempt_times_out_is_killed_and_retried():
     s = cluster("w1", "w2", settings_=Settings(task_timeout=10, speculation=False))
     s.submit("j", make_spec(maps=1, reducers=1, nodes=["w1"]), 0)
     (l,) = of(s.schedule(0), Launch)
-    aid = l.attempt["id"]
+    aid = l.attempt.id
     assert s.tick(5) == []
     s.attempt_progress(aid, 8, 0.5, "halfway")
     assert s.tick(17.9) == []  # 9.9 s since the last sign of life
@@ -494,11 +495,11 @@ def test_silent_attempt_times_out_is_killed_and_retried():
     assert acts[0] == Kill("w1", aid)
     relaunch = of(acts, Launch)
     assert len(relaunch) == 1 and relaunch[0].worker == "w2"
-    assert relaunch[0].attempt["attempt"] == 1
+    assert relaunch[0].attempt.attempt == 1
     task = s.jobs["j"].maps[0]
     assert task.failures == 1
     fa = s.job_status("j")["failed_attempts"][-1]
-    assert fa["kind"] == sch.TIMEOUT and fa["attempt"] == aid
+    assert fa["kind"] == FailureKind.TIMEOUT and fa["attempt"] == aid
     # a late report from the killed attempt changes nothing
     assert s.attempt_succeeded(aid, {"segments": []}, 19) == []
     assert task.state == "running"
@@ -513,7 +514,7 @@ def test_job_task_timeout_overrides_the_default_and_timeouts_count():
     assert len(of(acts, Kill)) == 1 and len(of(acts, Launch)) == 1
     acts = s.tick(8)
     (ended,) = of(acts, JobEnded)
-    assert ended.state == sch.FAILED and "timeout" in ended.error
+    assert ended.state == JobState.FAILED and "timeout" in ended.error
     assert of(acts, Launch) == []
 
 
@@ -521,7 +522,7 @@ def test_progress_of_unknown_attempt_is_ignored():
     s = cluster("w1")
     s.attempt_progress("nope/m-00000/0", 1, 0.5)
     assert s.attempt_succeeded("nope/m-00000/0", {}, 1) == []
-    assert s.attempt_failed("nope/m-00000/0", sch.USER, "x", 1) == []
+    assert s.attempt_failed("nope/m-00000/0", FailureKind.USER, "x", 1) == []
 
 
 # ----------------------------------------------------------------- fetch failures
@@ -532,8 +533,8 @@ def _to_reduce_phase(s: Scheduler, maps: int = 2, reducers: int = 2, nodes=None)
     got = launched(s.schedule(0))
     results = {}
     for name, l in got.items():
-        results[name] = map_result(s, l.attempt["id"])
-        s.attempt_succeeded(l.attempt["id"], results[name], 1)
+        results[name] = map_result(s, l.attempt.id)
+        s.attempt_succeeded(l.attempt.id, results[name], 1)
     return got, results
 
 
@@ -541,8 +542,8 @@ def test_fetch_failure_reruns_the_map_and_sends_the_reduce_back_to_pending():
     s = cluster("w1", "w2", "w3", parallelism=2, settings_=Settings(speculation=False))
     maps, results = _to_reduce_phase(s, nodes=["w1", "w2"])
     reduces = launched(s.schedule(2))
-    r0 = reduces["r-00000"].attempt["id"]
-    acts = s.attempt_failed(r0, sch.FETCH, "checksum mismatch in slot 3", 3,
+    r0 = reduces["r-00000"].attempt.id
+    acts = s.attempt_failed(r0, FailureKind.FETCH, "checksum mismatch in slot 3", 3,
                             {"map_task": 1, "node": "w2"})
     assert of(acts, JobEnded) == []
     job = s.jobs["j"]
@@ -554,15 +555,15 @@ def test_fetch_failure_reruns_the_map_and_sends_the_reduce_back_to_pending():
     assert st_["maps"]["done"] == 1 and st_["reduces"]["running"] == 1
     # the map runs again, not where its unreadable output was; the reduce waits
     again = of(s.schedule(3), Launch)
-    assert [l.attempt["task"] for l in again] == ["m-00001"]
-    assert again[0].worker != "w2" and again[0].attempt["attempt"] == 1
-    new = map_result(s, again[0].attempt["id"])
-    s.attempt_succeeded(again[0].attempt["id"], new, 4)
+    assert [l.attempt.task for l in again] == ["m-00001"]
+    assert again[0].worker != "w2" and again[0].attempt.attempt == 1
+    new = map_result(s, again[0].attempt.id)
+    s.attempt_succeeded(again[0].attempt.id, new, 4)
     (rl,) = of(s.schedule(4), Launch)
-    assert rl.attempt["task"] == "r-00000" and rl.attempt["attempt"] == 1
-    from_m1 = [x for x in rl.attempt["segments"] if x["map_task"] == 1]
-    assert [(x["slot"], x["map_attempt"], x["node"]) for x in from_m1] == \
-        [(new["segments"][0]["slot"], 1, again[0].worker)]
+    assert rl.attempt.task == "r-00000" and rl.attempt.attempt == 1
+    from_m1 = [x for x in rl.attempt.segments if x.map_task == 1]
+    assert [(x.slot, x.map_attempt, x.node) for x in from_m1] == \
+        [(new.segments[0].slot, 1, again[0].worker)]
     check_consistent(s)
 
 
@@ -572,12 +573,12 @@ def test_fetch_failure_without_a_valid_map_only_requeues_the_reduce(info):
     s = cluster("w1", "w2", settings_=Settings(speculation=False))
     _to_reduce_phase(s)
     reduces = launched(s.schedule(2))
-    s.attempt_failed(reduces["r-00000"].attempt["id"], sch.FETCH, "io error", 3, info)
+    s.attempt_failed(reduces["r-00000"].attempt.id, FailureKind.FETCH, "io error", 3, info)
     job = s.jobs["j"]
     assert job.maps_done()
     assert job.reduces[0].state == "pending"
     (l,) = of(s.schedule(3), Launch)
-    assert l.attempt["task"] == "r-00000"
+    assert l.attempt.task == "r-00000"
 
 
 def test_repeated_fetch_failures_of_one_map_fail_the_job():
@@ -585,16 +586,16 @@ def test_repeated_fetch_failures_of_one_map_fail_the_job():
                                                                      speculation=False))
     _to_reduce_phase(s, maps=1, reducers=1)
     (r,) = of(s.schedule(2), Launch)
-    acts = s.attempt_failed(r.attempt["id"], sch.FETCH, "bad crc", 3, {"map_task": 0})
+    acts = s.attempt_failed(r.attempt.id, FailureKind.FETCH, "bad crc", 3, {"map_task": 0})
     assert of(acts, JobEnded) == []
     (m,) = of(s.schedule(3), Launch)
-    assert m.attempt["task"] == "m-00000" and m.attempt["attempt"] == 1
-    succeed(s, m.attempt["id"], 4)
+    assert m.attempt.task == "m-00000" and m.attempt.attempt == 1
+    succeed(s, m.attempt.id, 4)
     (r,) = of(s.schedule(4), Launch)
-    assert r.attempt["task"] == "r-00000" and r.attempt["attempt"] == 1
-    acts = s.attempt_failed(r.attempt["id"], sch.FETCH, "bad crc", 5, {"map_task": 0})
+    assert r.attempt.task == "r-00000" and r.attempt.attempt == 1
+    acts = s.attempt_failed(r.attempt.id, FailureKind.FETCH, "bad crc", 5, {"map_task": 0})
     (ended,) = of(acts, JobEnded)
-    assert ended.state == sch.FAILED
+    assert ended.state == JobState.FAILED
     assert "m-00000" in ended.error and "bad crc" in ended.error
     assert of(acts, Release) == [Release("j", ["w1", "w2", "w3"])]
 
@@ -603,7 +604,7 @@ def test_fetch_failure_naming_several_maps_reruns_them_all_at_once():
     s = cluster("w1", "w2", "w3", parallelism=2, settings_=Settings(speculation=False))
     _to_reduce_phase(s, maps=3, reducers=1, nodes=["w1", "w2", "w3"])
     (r,) = of(s.schedule(2), Launch)
-    s.attempt_failed(r.attempt["id"], sch.FETCH, "node w3 unreadable", 3,
+    s.attempt_failed(r.attempt.id, FailureKind.FETCH, "node w3 unreadable", 3,
                      {"map_task": 0, "map_tasks": [0, 2], "node": "w3"})
     job = s.jobs["j"]
     assert [t.state for t in job.maps] == ["pending", "succeeded", "pending"]
@@ -616,17 +617,17 @@ def test_fetch_failure_that_fails_the_job_ends_it_once():
     s = cluster("w1", "w2", settings_=Settings(max_attempts=1, speculation=False))
     _to_reduce_phase(s, maps=2, reducers=1)
     (r,) = of(s.schedule(2), Launch)
-    acts = s.attempt_failed(r.attempt["id"], sch.FETCH, "gone", 3, {"map_tasks": [0, 1]})
+    acts = s.attempt_failed(r.attempt.id, FailureKind.FETCH, "gone", 3, {"map_tasks": [0, 1]})
     assert len(of(acts, JobEnded)) == 1 and len(of(acts, Release)) == 1
-    assert s.jobs["j"].state == sch.FAILED
+    assert s.jobs["j"].state == JobState.FAILED
 
 
 def test_max_attempts_of_the_job_overrides_the_default():
     s = cluster("w1", "w2", settings_=Settings(max_attempts=4))
     s.submit("j", make_spec(maps=1, reducers=1, max_attempts=1), 0)
     (l,) = of(s.schedule(0), Launch)
-    (ended,) = of(s.attempt_failed(l.attempt["id"], sch.USER, "boom", 1), JobEnded)
-    assert ended.state == sch.FAILED and "boom" in ended.error
+    (ended,) = of(s.attempt_failed(l.attempt.id, FailureKind.USER, "boom", 1), JobEnded)
+    assert ended.state == JobState.FAILED and "boom" in ended.error
 
 
 def test_attempt_ids_carry_the_master_session():
@@ -634,10 +635,10 @@ def test_attempt_ids_carry_the_master_session():
     s.worker_up("w1", 1)
     s.submit("j", make_spec(maps=1, reducers=1), 0)
     (l,) = of(s.schedule(0), Launch)
-    assert l.attempt["id"] == "j/m-00000/0@e7" and l.attempt["attempt"] == 0
+    assert l.attempt.id == "j/m-00000/0@e7" and l.attempt.attempt == 0
     # a report about the same attempt of another master session is not this one
     assert s.attempt_succeeded("j/m-00000/0", {"segments": []}, 1) == []
-    assert s.attempt_failed("j/m-00000/0@e6", sch.USER, "old", 1) == []
+    assert s.attempt_failed("j/m-00000/0@e6", FailureKind.USER, "old", 1) == []
     assert s.jobs["j"].maps[0].state == "running"
 
 
@@ -651,58 +652,58 @@ def _straggler_setup(speculation=True):
     s.submit("j", make_spec(maps=4, reducers=2, nodes=["w1", "w2", "w3", "w1"]), 0)
     got = launched(s.schedule(0))
     for name in ("m-00000", "m-00001", "m-00002"):
-        succeed(s, got[name].attempt["id"], 10)  # each took 10 s: threshold 15 s
+        succeed(s, got[name].attempt.id, 10)  # each took 10 s: threshold 15 s
     return s, got
 
 
 def test_straggler_gets_a_backup_and_first_success_wins():
     s, got = _straggler_setup()
-    slow = got["m-00003"].attempt["id"]
+    slow = got["m-00003"].attempt.id
     assert of(s.schedule(14), Launch) == []  # not yet a straggler
     acts = of(s.schedule(16), Launch)
     assert len(acts) == 1
     backup = acts[0]
-    assert backup.attempt["task"] == "m-00003" and backup.attempt["attempt"] == 1
+    assert backup.attempt.task == "m-00003" and backup.attempt.attempt == 1
     assert backup.worker != "w1"
     assert of(s.schedule(17), Launch) == []  # one backup only
     running = s.job_status("j")["running"]
     assert sorted((r["attempt"], r["backup"]) for r in running) == \
-        [(slow, False), (backup.attempt["id"], True)]
+        [(slow, False), (backup.attempt.id, True)]
     # the backup finishes first: it wins, the original is killed
-    b_result = map_result(s, backup.attempt["id"], counters={"c": {"n": 7}})
-    acts = s.attempt_succeeded(backup.attempt["id"], b_result, 18)
+    b_result = map_result(s, backup.attempt.id, counters={"c": {"n": 7}})
+    acts = s.attempt_succeeded(backup.attempt.id, b_result, 18)
     assert acts == [Kill("w1", slow)]
     task = s.jobs["j"].maps[3]
-    assert task.winner.id == backup.attempt["id"] and task.result is b_result
+    assert task.winner.id == backup.attempt.id and task.result is b_result
     # the loser's late success is ignored
     late = {"segments": [{"node": "w1", "slot": 999, "offset": 0, "length": 1, "crc": 0,
                           "generation": 1, "partition": p, "run": 0, "seq": 0, "flags": 0}
                          for p in range(2)], "counters": {"c": {"n": 1000}}}
     assert s.attempt_succeeded(slow, late, 19) == []
-    assert task.winner.id == backup.attempt["id"] and task.result is b_result
+    assert task.winner.id == backup.attempt.id and task.result is b_result
     assert s.job_status("j")["counters"] == {"c": {"n": 7}}
     assert all(slot != 999 for slot, _ in s.held_slots("w1"))
     # reduces read the winner's output only
     reduces = of(s.schedule(20), Launch)
     assert len(reduces) == 2
     for r in reduces:
-        m3 = [x for x in r.attempt["segments"] if x["map_task"] == 3]
-        assert len(m3) == 1 and m3[0]["map_attempt"] == 1 and m3[0]["slot"] != 999
-        assert m3[0]["node"] == backup.worker
+        m3 = [x for x in r.attempt.segments if x.map_task == 3]
+        assert len(m3) == 1 and m3[0].map_attempt == 1 and m3[0].slot != 999
+        assert m3[0].node == backup.worker
     check_consistent(s)
 
 
 def test_original_wins_and_commit_names_only_the_winner():
     s, got = _straggler_setup()
-    succeed(s, got["m-00003"].attempt["id"], 11)
+    succeed(s, got["m-00003"].attempt.id, 11)
     reduces = launched(s.schedule(11))
-    r0, r1 = reduces["r-00000"].attempt["id"], reduces["r-00001"].attempt["id"]
+    r0, r1 = reduces["r-00000"].attempt.id, reduces["r-00001"].attempt.id
     succeed(s, r0, 20)  # 9 s: threshold max(2, 13.5)
     assert of(s.schedule(24), Launch) == []
     (backup,) = of(s.schedule(25), Launch)
-    assert backup.attempt["task"] == "r-00001" and backup.worker != reduces["r-00001"].worker
-    b_id = backup.attempt["id"]
-    assert backup.attempt["segments"] == reduces["r-00001"].attempt["segments"]
+    assert backup.attempt.task == "r-00001" and backup.worker != reduces["r-00001"].worker
+    b_id = backup.attempt.id
+    assert backup.attempt.segments == reduces["r-00001"].attempt.segments
     acts = succeed(s, r1, 26)  # the original finishes first
     assert Kill(backup.worker, b_id) in acts
     (commit,) = of(acts, Commit)
@@ -728,18 +729,18 @@ def test_no_speculation_while_a_task_of_the_phase_is_pending():
     s = cluster("w1", "w2", "w3", parallelism=1, settings_=st_)
     s.submit("j", make_spec(maps=3, reducers=1, nodes=["w1", "w2", "w3"]), 0)
     got = launched(s.schedule(0))
-    succeed(s, got["m-00000"].attempt["id"], 1)
-    s.attempt_failed(got["m-00002"].attempt["id"], sch.USER, "x", 1)  # failed on w3
+    succeed(s, got["m-00000"].attempt.id, 1)
+    s.attempt_failed(got["m-00002"].attempt.id, FailureKind.USER, "x", 1)  # failed on w3
     (retry,) = of(s.schedule(1), Launch)
     assert retry.worker == "w1"
-    s.attempt_failed(retry.attempt["id"], sch.USER, "x", 2)  # and on w1
+    s.attempt_failed(retry.attempt.id, FailureKind.USER, "x", 2)  # and on w1
     # m-00002 now waits for w2, busy with the straggling m-00001; w1 and w3 are free,
     # but no backup is started while a task of the phase still waits for its place
     assert of(s.schedule(100), Launch) == []
     assert s.jobs["j"].maps[2].state == "pending"
-    succeed(s, got["m-00001"].attempt["id"], 101)
+    succeed(s, got["m-00001"].attempt.id, 101)
     (l,) = of(s.schedule(101), Launch)
-    assert l.worker == "w2" and l.attempt["task"] == "m-00002"
+    assert l.worker == "w2" and l.attempt.task == "m-00002"
 
 
 def test_backup_respects_avoid():
@@ -747,14 +748,14 @@ def test_backup_respects_avoid():
     s = cluster("w1", "w2", "w3", parallelism=1, settings_=st_)
     s.submit("j", make_spec(maps=2, reducers=1, nodes=["w1", "w2"]), 0)
     got = launched(s.schedule(0))
-    succeed(s, got["m-00000"].attempt["id"], 1)
+    succeed(s, got["m-00000"].attempt.id, 1)
     # m-00001 fails on w2, runs again on w1 (least loaded, name first)
-    s.attempt_failed(got["m-00001"].attempt["id"], sch.USER, "x", 1)
+    s.attempt_failed(got["m-00001"].attempt.id, FailureKind.USER, "x", 1)
     (retry,) = of(s.schedule(1), Launch)
     assert retry.worker == "w1"
     # straggling: a backup may not go to w2 (failed there) nor w1 (running there)
     (backup,) = of(s.schedule(10), Launch)
-    assert backup.worker == "w3" and backup.attempt["attempt"] == 2
+    assert backup.worker == "w3" and backup.attempt.attempt == 2
 
 
 # ------------------------------------------------------------------------ cancel
@@ -766,12 +767,12 @@ def test_cancel_kills_releases_and_ends():
     got = of(s.schedule(0), Launch)
     acts = s.cancel("j", 1)
     assert sorted((k.worker, k.attempt) for k in of(acts, Kill)) == \
-        sorted((l.worker, l.attempt["id"]) for l in got)
-    assert acts[-2:] == [Release("j", ["w1", "w2"]), JobEnded("j", sch.CANCELLED, "cancelled")]
-    assert s.jobs["j"].state == sch.CANCELLED
+        sorted((l.worker, l.attempt.id) for l in got)
+    assert acts[-2:] == [Release("j", ["w1", "w2"]), JobEnded("j", JobState.CANCELLED, "cancelled")]
+    assert s.jobs["j"].state == JobState.CANCELLED
     assert s.cancel("j", 2) == []
     assert of(s.schedule(3), Launch) == []
-    assert s.attempt_succeeded(got[0].attempt["id"], {"segments": []}, 4) == []
+    assert s.attempt_succeeded(got[0].attempt.id, {"segments": []}, 4) == []
     check_consistent(s)
 
 
@@ -779,7 +780,7 @@ def test_cancel_a_queued_job():
     s = Scheduler()
     s.submit("j", make_spec(), 0)
     acts = s.cancel("j", 1)
-    assert of(acts, JobEnded) == [JobEnded("j", sch.CANCELLED, "cancelled")]
+    assert of(acts, JobEnded) == [JobEnded("j", JobState.CANCELLED, "cancelled")]
     s.worker_up("w1", 4)
     assert s.schedule(2) == []
 
@@ -793,11 +794,11 @@ def test_cancel_while_committing_is_too_late():
     s.schedule(2)
     (rid,) = running_ids(s, "j")
     succeed(s, rid, 3)
-    assert s.jobs["j"].state == sch.COMMITTING
+    assert s.jobs["j"].state == JobState.COMMITTING
     assert s.cancel("j", 4) == []
-    assert s.jobs["j"].state == sch.COMMITTING
+    assert s.jobs["j"].state == JobState.COMMITTING
     assert of(s.commit_done("j", 5), JobEnded)
-    assert s.jobs["j"].state == sch.SUCCEEDED
+    assert s.jobs["j"].state == JobState.SUCCEEDED
 
 
 # ------------------------------------------------------------------ several jobs
@@ -814,15 +815,15 @@ def test_queued_jobs_run_in_submission_order():
         if not acts:
             break
         (l,) = acts
-        order.append((l.attempt["job"], l.attempt["task"]))
-        acts = succeed(s, l.attempt["id"], now + 1)
+        order.append((l.attempt.job, l.attempt.task))
+        acts = succeed(s, l.attempt.id, now + 1)
         for c in of(acts, Commit):
             s.commit_done(c.job, now + 1)
         now += 2
     assert order == [("c-first", "m-00000"), ("c-first", "r-00000"),
                      ("b-second", "m-00000"), ("b-second", "r-00000"),
                      ("a-third", "m-00000"), ("a-third", "r-00000")]
-    assert all(j.state == sch.SUCCEEDED for j in s.jobs.values())
+    assert all(j.state == JobState.SUCCEEDED for j in s.jobs.values())
 
 
 def test_same_time_submissions_keep_their_order():
@@ -830,7 +831,7 @@ def test_same_time_submissions_keep_their_order():
     for job in ["z", "y", "x"]:
         s.submit(job, make_spec(maps=1, reducers=1), now=5)
     (l,) = of(s.schedule(5), Launch)
-    assert l.attempt["job"] == "z"
+    assert l.attempt.job == "z"
 
 
 def test_a_later_job_uses_capacity_the_first_cannot_use():
@@ -838,19 +839,19 @@ def test_a_later_job_uses_capacity_the_first_cannot_use():
     s.submit("a", make_spec(maps=1, reducers=1), 0)
     s.submit("b", make_spec(maps=5, reducers=1), 1)
     got = of(s.schedule(2), Launch)
-    assert [l.attempt["job"] for l in got] == ["a", "b", "b", "b"]
+    assert [l.attempt.job for l in got] == ["a", "b", "b", "b"]
 
 
 def test_jobs_are_independent():
     s = cluster("w1", "w2", parallelism=4, settings_=Settings(max_attempts=1))
     s.submit("a", make_spec(maps=1, reducers=1), 0)
     s.submit("b", make_spec(maps=1, reducers=1), 0)
-    got = {l.attempt["job"]: l for l in of(s.schedule(0), Launch)}
-    acts = s.attempt_failed(got["a"].attempt["id"], sch.USER, "boom", 1)
+    got = {l.attempt.job: l for l in of(s.schedule(0), Launch)}
+    acts = s.attempt_failed(got["a"].attempt.id, FailureKind.USER, "boom", 1)
     assert of(acts, JobEnded)[0].job == "a"
     assert of(acts, Kill) == []  # b's attempt is untouched
-    assert s.jobs["b"].state == sch.RUNNING
-    assert got["b"].attempt["id"] in s.attempts
+    assert s.jobs["b"].state == JobState.RUNNING
+    assert got["b"].attempt.id in s.attempts
 
 
 # -------------------------------------------------------------------- held slots
@@ -863,24 +864,24 @@ def test_held_slots_lists_map_outputs_of_live_jobs_only():
     got = of(s.schedule(0), Launch)
     res = {}
     for l in got:
-        res[l.attempt["id"]] = map_result(s, l.attempt["id"])
-        s.attempt_succeeded(l.attempt["id"], res[l.attempt["id"]], 1)
+        res[l.attempt.id] = map_result(s, l.attempt.id)
+        s.attempt_succeeded(l.attempt.id, res[l.attempt.id], 1)
     # a running map's output is not held (not reported yet): nothing running here
-    a0 = res["a/m-00000/0"]["segments"]
-    b0 = res["b/m-00000/0"]["segments"]
-    a1 = res["a/m-00001/0"]["segments"]
+    a0 = res["a/m-00000/0"].segments
+    b0 = res["b/m-00000/0"].segments
+    a1 = res["a/m-00001/0"].segments
     assert sorted(s.held_slots("w1")) == sorted(
-        [(x["slot"], "a/m-00000/0") for x in a0] + [(x["slot"], "b/m-00000/0") for x in b0])
-    assert sorted(s.held_slots("w2")) == sorted((x["slot"], "a/m-00001/0") for x in a1)
+        [(x.slot, "a/m-00000/0") for x in a0] + [(x.slot, "b/m-00000/0") for x in b0])
+    assert sorted(s.held_slots("w2")) == sorted((x.slot, "a/m-00001/0") for x in a1)
     assert s.held_slots("w9") == []
     # b finishes: its slots are no longer held
     s.schedule(2)
     (rb,) = running_ids(s, "b", "reduce")
     (commit,) = of(succeed(s, rb, 3), Commit)
     assert sorted(s.held_slots("w1")) == sorted(
-        [(x["slot"], "a/m-00000/0") for x in a0] + [(x["slot"], "b/m-00000/0") for x in b0])
+        [(x.slot, "a/m-00000/0") for x in a0] + [(x.slot, "b/m-00000/0") for x in b0])
     s.commit_done("b", 4)  # released only once the job has ended
-    assert sorted(s.held_slots("w1")) == sorted((x["slot"], "a/m-00000/0") for x in a0)
+    assert sorted(s.held_slots("w1")) == sorted((x.slot, "a/m-00000/0") for x in a0)
     s.cancel("a", 5)
     assert s.held_slots("w1") == [] and s.held_slots("w2") == []
 
@@ -890,7 +891,7 @@ def test_held_slots_forget_an_output_that_is_being_rerun():
     _to_reduce_phase(s, maps=1, reducers=1, nodes=["w1"])
     assert len(s.held_slots("w1")) == 1
     (r,) = of(s.schedule(2), Launch)
-    s.attempt_failed(r.attempt["id"], sch.FETCH, "bad", 3, {"map_task": 0})
+    s.attempt_failed(r.attempt.id, FailureKind.FETCH, "bad", 3, {"map_task": 0})
     assert s.held_slots("w1") == []
 
 
@@ -901,30 +902,30 @@ def test_job_status_counts_and_counters():
     s = cluster("w1", "w2", parallelism=1, settings_=Settings(speculation=False))
     s.submit("j", make_spec(maps=3, reducers=2, name="wc"), 0)
     st_ = s.job_status("j")
-    assert st_["state"] == sch.QUEUED and st_["name"] == "wc" and st_["output"] == "/out"
+    assert st_["state"] == JobState.QUEUED and st_["name"] == "wc" and st_["output"] == "/out"
     assert st_["maps"] == {"total": 3, "done": 0, "running": 0}
     assert st_["reduces"] == {"total": 2, "done": 0, "running": 0}
     assert st_["progress"] == 0
     v0 = st_["version"]
     got = of(s.schedule(0), Launch)
     st_ = s.job_status("j")
-    assert st_["state"] == sch.RUNNING and st_["version"] > v0
+    assert st_["state"] == JobState.RUNNING and st_["version"] > v0
     assert st_["maps"] == {"total": 3, "done": 0, "running": 2}
-    s.attempt_progress(got[0].attempt["id"], 1, 0.5, "reading", {"user": {"lines": 3}})
+    s.attempt_progress(got[0].attempt.id, 1, 0.5, "reading", {"user": {"lines": 3}})
     st_ = s.job_status("j")
     run = {r["attempt"]: r for r in st_["running"]}
-    assert run[got[0].attempt["id"]]["status"] == "reading"
-    assert run[got[0].attempt["id"]]["progress"] == 0.5
+    assert run[got[0].attempt.id]["status"] == "reading"
+    assert run[got[0].attempt.id]["progress"] == 0.5
     assert st_["counters"] == {}  # counters of unfinished attempts are not summed
     assert st_["progress"] == pytest.approx(0.5 / 5, abs=1e-3)
     # progress never goes backwards and never above 1
-    s.attempt_progress(got[0].attempt["id"], 2, 0.2)
-    s.attempt_progress(got[1].attempt["id"], 2, 7.0)
+    s.attempt_progress(got[0].attempt.id, 2, 0.2)
+    s.attempt_progress(got[1].attempt.id, 2, 7.0)
     run = {r["attempt"]: r for r in s.job_status("j")["running"]}
-    assert run[got[0].attempt["id"]]["progress"] == 0.5
-    assert run[got[1].attempt["id"]]["progress"] == 1.0
-    s.attempt_failed(got[1].attempt["id"], sch.USER, "oops", 3)
-    succeed(s, got[0].attempt["id"], 3, counters={"user": {"lines": 4}, "blfs": {"x": 1}})
+    assert run[got[0].attempt.id]["progress"] == 0.5
+    assert run[got[1].attempt.id]["progress"] == 1.0
+    s.attempt_failed(got[1].attempt.id, FailureKind.USER, "oops", 3)
+    succeed(s, got[0].attempt.id, 3, counters={"user": {"lines": 4}, "blfs": {"x": 1}})
     st_ = s.job_status("j")
     assert st_["maps"] == {"total": 3, "done": 1, "running": 0}
     assert st_["counters"] == {"user": {"lines": 4}, "blfs": {"x": 1}}
@@ -932,9 +933,9 @@ def test_job_status_counts_and_counters():
     assert "oops" in st_["failed_attempts"][0]["error"]
     for _ in range(10):
         for l in of(s.schedule(4), Launch):
-            succeed(s, l.attempt["id"], 5, counters={"user": {"lines": 1}})
+            succeed(s, l.attempt.id, 5, counters={"user": {"lines": 1}})
     st_ = s.job_status("j")
-    assert st_["state"] == sch.COMMITTING
+    assert st_["state"] == JobState.COMMITTING
     assert st_["maps"]["done"] == 3 and st_["reduces"]["done"] == 2
     assert st_["progress"] == 1.0
     assert st_["counters"] == {"user": {"lines": 4 + 4}, "blfs": {"x": 1}}
@@ -942,7 +943,7 @@ def test_job_status_counts_and_counters():
     assert ("j/m-00001/0", "failed") in states and ("j/m-00001/1", "succeeded") in states
     s.commit_done("j", 6)
     st_ = s.job_status("j")
-    assert st_["state"] == sch.SUCCEEDED and st_["finished"] == 6 and st_["started"] == 0
+    assert st_["state"] == JobState.SUCCEEDED and st_["finished"] == 6 and st_["started"] == 0
 
 
 def test_commit_leaves_no_attempt_running():
@@ -952,23 +953,23 @@ def test_commit_leaves_no_attempt_running():
     s = cluster("w1", "w2", "w3", parallelism=2, settings_=st_)
     _to_reduce_phase(s, maps=2, reducers=2, nodes=["w1", "w2"])
     reduces = launched(s.schedule(2))
-    succeed(s, reduces["r-00000"].attempt["id"], 3)
+    succeed(s, reduces["r-00000"].attempt.id, 3)
     (backup,) = of(s.schedule(10), Launch)  # r-00001 straggles: a backup
-    assert backup.attempt["task"] == "r-00001"
+    assert backup.attempt.task == "r-00001"
     # the original r-00001 cannot read m-00000: m-00000 runs again
-    acts = s.attempt_failed(reduces["r-00001"].attempt["id"], sch.FETCH, "bad crc", 11,
+    acts = s.attempt_failed(reduces["r-00001"].attempt.id, FailureKind.FETCH, "bad crc", 11,
                             {"map_task": 0})
-    rerun = [l for l in of(s.schedule(11), Launch) if l.attempt["task"] == "m-00000"]
+    rerun = [l for l in of(s.schedule(11), Launch) if l.attempt.task == "m-00000"]
     assert len(rerun) == 1
     # ... but the backup had read it fine and succeeds: every reduce is done
-    acts = succeed(s, backup.attempt["id"], 12)
+    acts = succeed(s, backup.attempt.id, 12)
     assert of(acts, Commit)
     acts += s.commit_done("j", 13)
-    assert of(acts, JobEnded)[0].state == sch.SUCCEEDED
+    assert of(acts, JobEnded)[0].state == JobState.SUCCEEDED
     # the job is over: nothing of it may still run, or hold a worker's capacity
-    assert Kill(rerun[0].worker, rerun[0].attempt["id"]) in acts
+    assert Kill(rerun[0].worker, rerun[0].attempt.id) in acts
     assert running_ids(s, "j") == []
-    assert rerun[0].attempt["id"] not in s.workers[rerun[0].worker].running
+    assert rerun[0].attempt.id not in s.workers[rerun[0].worker].running
 
 
 # ------------------------------------------------------------ random event sequences
@@ -990,25 +991,25 @@ def _random_run(rnd: random.Random, steps: int) -> None:
     def apply(actions: list) -> None:
         for act in actions:
             if isinstance(act, Launch):
-                ever.append(act.attempt["id"])
+                ever.append(act.attempt.id)
                 w = s.workers[act.worker]
-                assert w.alive and act.attempt["id"] in w.running
-                job = s.jobs[act.attempt["job"]]
-                assert job.state == sch.RUNNING
-                if act.attempt["kind"] == "reduce":
+                assert w.alive and act.attempt.id in w.running
+                job = s.jobs[act.attempt.job]
+                assert job.state == JobState.RUNNING
+                if act.attempt.kind == "reduce":
                     # reduces read winners' outputs only, of every map
                     assert job.maps_done()
                     seen = set()
-                    for seg in act.attempt["segments"]:
-                        m = job.maps[seg["map_task"]]
-                        assert m.winner.number == seg["map_attempt"]
-                        assert seg in [dict(x, map_task=m.index, map_attempt=m.winner.number)
-                                       for x in m.result["segments"]]
-                        seen.add(seg["map_task"])
+                    for seg in act.attempt.segments:
+                        m = job.maps[seg.map_task]
+                        assert m.winner.number == seg.map_attempt
+                        assert seg in [x.replace(map_task=m.index, map_attempt=m.winner.number)
+                                       for x in m.result.segments]
+                        seen.add(seg.map_task)
                     assert seen == set(range(len(job.maps)))
             elif isinstance(act, Commit):
                 job = s.jobs[act.job]
-                assert job.state == sch.COMMITTING
+                assert job.state == JobState.COMMITTING
                 assert len(act.parts) == len(job.reduces)
                 for (worker, aid, _, target), t in zip(act.parts, job.reduces):
                     assert t.winner.id == aid and t.winner.state == "succeeded"
@@ -1017,7 +1018,7 @@ def _random_run(rnd: random.Random, steps: int) -> None:
                     apply(s.commit_done(act.job, now) if rnd.random() < 0.8
                           else s.commit_failed(act.job, "no", now))
             elif isinstance(act, JobEnded):
-                assert s.jobs[act.job].state in sch.FINISHED
+                assert s.jobs[act.job].state in FINISHED
 
     for _ in range(steps):
         op = rnd.random()
@@ -1034,9 +1035,9 @@ def _random_run(rnd: random.Random, steps: int) -> None:
             apply(s.schedule(now))
         elif op < 0.55 and s.attempts:
             aid = rnd.choice(sorted(s.attempts))
-            kind = rnd.choice([sch.USER, sch.CRASHED, sch.TIMEOUT, sch.POOL, sch.LOST,
-                               sch.KILLED, sch.FETCH])
-            info = {"map_task": rnd.randint(-1, 5)} if kind == sch.FETCH else None
+            kind = rnd.choice([FailureKind.USER, FailureKind.CRASHED, FailureKind.TIMEOUT, FailureKind.POOL, FailureKind.LOST,
+                               FailureKind.KILLED, FailureKind.FETCH])
+            info = {"map_task": rnd.randint(-1, 5)} if kind == FailureKind.FETCH else None
             apply(s.attempt_failed(aid, kind, "err", now, info))
             apply(s.schedule(now))
         elif op < 0.62 and ever:
@@ -1044,9 +1045,8 @@ def _random_run(rnd: random.Random, steps: int) -> None:
             aid = rnd.choice(ever)
             if aid not in s.attempts:
                 before = {j: s.job_status(j) for j in s.jobs}
-                assert s.attempt_succeeded(aid, {"segments": [], "path": "x",
-                                                 "target": "y"}, now) == []
-                assert s.attempt_failed(aid, sch.USER, "late", now) == []
+                assert s.attempt_succeeded(aid, TaskResult(path="x", target="y"), now) == []
+                assert s.attempt_failed(aid, FailureKind.USER, "late", now) == []
                 s.attempt_progress(aid, now, 0.9)
                 assert {j: s.job_status(j) for j in s.jobs} == before
         elif op < 0.70:
@@ -1070,3 +1070,45 @@ def _random_run(rnd: random.Random, steps: int) -> None:
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 120))
 def test_random_event_sequences_keep_the_bookkeeping_consistent(seed, steps):
     _random_run(random.Random(seed), steps)
+
+
+# ------------------------------------------------------------------- pure helpers
+
+
+def test_choose_worker_prefers_the_split_holder_then_the_least_loaded():
+    s = cluster("w1", "w2", "w3", parallelism=2)
+    s.submit("j", make_spec(maps=2, reducers=1, nodes=["w3", None]), 0)
+    local, anywhere = s.jobs["j"].maps
+    workers = list(s.workers.values())
+    assert sch.choose_worker(local, workers, local_only=True) == "w3"
+    assert sch.choose_worker(anywhere, workers, local_only=True) is None
+    s.workers["w1"].running.add("x")
+    assert sch.choose_worker(anywhere, workers) == "w2"
+    anywhere.avoid = {"w2"}
+    assert sch.choose_worker(anywhere, workers) == "w3"
+    # failed on every free worker, but w1 (busy) is still fresh: wait for it
+    anywhere.avoid = {"w2", "w3"}
+    s.workers["w1"].running.add("y")
+    assert sch.choose_worker(anywhere, workers) is None
+
+
+def test_straggler_threshold_and_backup_worker():
+    s, got = _straggler_setup()
+    phase = s.jobs["j"].maps
+    st_ = Settings(speculation_min_seconds=2, speculation_slowdown=1.5)
+    assert sch.straggler_threshold(phase, st_) == 15.0  # 1.5 x the median of 10 s
+    assert sch.straggler_threshold(phase, Settings(speculation_min_seconds=20)) == 20
+    phase[0].state = "pending"
+    assert sch.straggler_threshold(phase, st_) is None
+    workers = list(s.workers.values())
+    assert sch.backup_worker(workers, {"w1"}) in {"w2", "w3"}
+    assert sch.backup_worker(workers, {"w1", "w2", "w3"}) is None
+
+
+def test_timed_out_uses_the_job_limit_before_the_masters():
+    s = cluster("w1", parallelism=2, settings_=Settings(task_timeout=100, speculation=False))
+    s.submit("short", make_spec(maps=1, reducers=1, task_timeout=5), 0)
+    s.submit("long", make_spec(maps=1, reducers=1), 0)
+    s.schedule(0)
+    late = sch.timed_out(list(s.attempts.values()), s.settings, 50)
+    assert [(a.task.job.id, limit) for a, limit in late] == [("short", 5)]

@@ -3,7 +3,7 @@
 A line belongs to the split in which its first byte lies: a split that starts inside a line
 skips to the next line, a line that crosses the split's end is read whole by that split.
 Whatever the split size and the read block size, every line of a file is read exactly once,
-in order, whole, with its byte offset as the key (DESIGN §5).
+in order, whole, with its byte offset as the key (docs/ARCHITECTURE.md, Job API).
 """
 from __future__ import annotations
 

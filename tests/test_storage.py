@@ -1,4 +1,4 @@
-"""blfsd.storage without root: pools, segment format, sink/reader, leases (DESIGN §2).
+"""blfsd.storage without root: pools, segment format, sink/reader, leases (docs/ARCHITECTURE.md, Storage rules).
 
 Everything here runs in tmp_path directories. Reads use allow_buffered=True so the tests
 also pass where the temporary directory is tmpfs (which refuses O_DIRECT); the O_DIRECT
@@ -299,18 +299,18 @@ def test_sink_writes_aligned_segments_and_leases_new_slots(pool):
     assert all(a == "job1/m-00000/0" for a in leases.holder.values())
     prev_end = {}
     for loc, (sid, payload) in zip(locations, segments):
-        assert loc["offset"] % ALIGN == 0
-        assert loc["length"] == HEADER_SIZE + len(payload)
-        assert loc["offset"] + loc["length"] <= SLOT
-        assert loc["crc"] == zlib.crc32(payload)
-        assert loc["node"] == "node-a" and loc["generation"] == manifest.generation
-        assert loc["partition"] == sid.partition
+        assert loc.offset % ALIGN == 0
+        assert loc.length == HEADER_SIZE + len(payload)
+        assert loc.offset + loc.length <= SLOT
+        assert loc.crc == zlib.crc32(payload)
+        assert loc.node == "node-a" and loc.generation == manifest.generation
+        assert loc.partition == sid.partition
         # Segments in one slot are packed at the next aligned offset, never overlapping.
-        if loc["slot"] in prev_end:
-            assert loc["offset"] == storage.align_up(prev_end[loc["slot"]])
+        if loc.slot in prev_end:
+            assert loc.offset == storage.align_up(prev_end[loc.slot])
         else:
-            assert loc["offset"] == 0
-        prev_end[loc["slot"]] = loc["offset"] + loc["length"]
+            assert loc.offset == 0
+        prev_end[loc.slot] = loc.offset + loc.length
     reader = make_reader(disk)
     try:
         for loc, (sid, payload) in zip(locations, segments):
@@ -376,11 +376,11 @@ def write_one(disk, manifest, sid, payload, flags=0):
 
 def corrupt(disk, loc, at: int) -> None:
     """Flip every bit of one byte at `at` bytes into the segment."""
-    path = slot_path(disk, loc["slot"])
+    path = slot_path(disk, loc.slot)
     with open(path, "r+b") as f:
-        f.seek(loc["offset"] + at)
+        f.seek(loc.offset + at)
         b = f.read(1)
-        f.seek(loc["offset"] + at)
+        f.seek(loc.offset + at)
         f.write(bytes([b[0] ^ 0xFF]))
 
 
@@ -449,7 +449,7 @@ def test_flipped_header_flags_byte_is_a_fetch_error(pool):
     disk, manifest = pool
     sid = SegmentId("j", 1, 0, 2)
     loc = write_one(disk, manifest, sid, os.urandom(500))
-    assert loc["flags"] == 0
+    assert loc.flags == 0
     corrupt(disk, loc, _FLAGS_OFFSET)
     reader = make_reader(disk)
     try:
@@ -466,9 +466,9 @@ def test_location_crc_mismatch_is_a_fetch_error(pool):
     loc = write_one(disk, manifest, sid, b"payload")
     reader = make_reader(disk)
     with pytest.raises(FetchError):
-        reader.read(dict(loc, crc=loc["crc"] ^ 1), sid)
+        reader.read(loc.replace(crc=loc.crc ^ 1), sid)
     with pytest.raises(FetchError):
-        reader.read(dict(loc, length=loc["length"] + 1), sid)
+        reader.read(loc.replace(length=loc.length + 1), sid)
     reader.close()
 
 
@@ -478,13 +478,13 @@ def test_unaligned_or_unwritten_location_is_a_fetch_error(pool):
     loc = write_one(disk, manifest, sid, b"payload")
     reader = make_reader(disk)
     with pytest.raises(FetchError, match="unaligned"):
-        reader.read(dict(loc, offset=loc["offset"] + 512), sid)
+        reader.read(loc.replace(offset=loc.offset + 512), sid)
     with pytest.raises(FetchError):  # zeros: never written
-        reader.read(dict(loc, offset=SLOT - ALIGN, length=HEADER_SIZE + 7), sid)
+        reader.read(loc.replace(offset=SLOT - ALIGN, length=HEADER_SIZE + 7), sid)
     with pytest.raises(FetchError):  # past the end of the slot
-        reader.read(dict(loc, offset=SLOT), sid)
+        reader.read(loc.replace(offset=SLOT), sid)
     with pytest.raises(FetchError):  # a slot that does not exist
-        reader.read(dict(loc, slot=99), sid)
+        reader.read(loc.replace(slot=99), sid)
     reader.close()
 
 
@@ -543,7 +543,7 @@ def test_random_payload_sizes_round_trip(shared_pool, sizes, seed):
     locations = sink.commit()
     sink.close()
     for loc, (sid, payload) in zip(locations, written):
-        assert loc["offset"] % ALIGN == 0
+        assert loc.offset % ALIGN == 0
         got, _ = reader.read(loc, sid)
         assert got == payload
 

@@ -496,6 +496,7 @@ class Sleepy(Job):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_worker_keeps_supervising_an_attempt_across_gc(tmp_path):
     from blfsd import worker as workermod
+    from blfsd.messages import AttemptSpec
     from blfsd.cli import _daemon_config, build_parser
 
     root = tmp_path / "node"
@@ -514,16 +515,16 @@ def test_worker_keeps_supervising_an_attempt_across_gc(tmp_path):
     async def go() -> bool:
         w = workermod.Worker(cfg, None)
         w.open_pool()
-        w.launch(spec)
+        w.attempts.launch(None, AttemptSpec.from_wire(spec))
         await asyncio.sleep(0.3)  # the supervisor waits for the task's first message
         gc.collect()
         deadline = time.monotonic() + 5
-        while w.attempts and time.monotonic() < deadline:
+        while w.attempts.running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for attempt in list(w.attempts.values()):  # do not leave the task process behind
-            w._kill(attempt)
+        for attempt in list(w.attempts.running.values()):  # do not leave the task behind
+            w.attempts.terminate(attempt)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(attempt.pid, 0)
-        return not w.attempts
+        return not w.attempts.running
 
     assert asyncio.run(go()), "the attempt finished but its supervisor never saw it"

@@ -45,13 +45,14 @@ def test_sighup_adopts_a_new_pool_generation_and_announces_it(tmp_path):
         async def scenario() -> tuple:
             announced: list = []
 
-            async def handler(peer, msg):
-                announced.append(msg)
+            def pool_changed(peer, **fields):
+                announced.append({"op": "pool_changed", **fields})
 
-            peer, _ = await rpc.connect(address, key, "master", "m", handler=handler,
+            peer, _ = await rpc.connect(address, key, "master", "m",
+                                        handler={"pool_changed": pool_changed},
                                         expect_role="worker", default_port=7071)
             serving = asyncio.ensure_future(peer.serve())
-            before = await peer.call("sync", limit=10, held=[], generation_of={})
+            before = await peer.call("sync", limit=10, held=[])
             old = storage.read_manifest(disk, direct=False)
             new, changed = storage.prepare_pool(disk, "w0", 6, SLOT, durable=False,
                                                 fill=False)

@@ -1,0 +1,179 @@
+"""Cluster storage as clients see it: puts, reads of outputs, ls and rm.
+
+The master decides where each split goes and relays every chunk to its worker, which
+writes the file on its own disk; the catalog records a dataset only once every split is
+stored. A put that is abandoned (by the client, or with its connection) is removed from
+every worker it touched. Reads go to the worker that wrote the part or, when it is down,
+to any connected worker through its view of that disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from .. import catalog as cat, rpc
+from ..aio import TaskSet
+from ..catalog import DATASETS, OUTPUTS, Catalog
+from ..errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
+from ..scheduler import Scheduler
+from . import placement
+from .links import WorkerLinks
+
+log = logging.getLogger("blfs.master")
+
+DATA_LIMIT = 60.0  # seconds for a worker to store or read one chunk
+
+
+@dataclass
+class Put:
+    """A `blfs put` in progress: where each split goes, and what has been stored."""
+    name: str
+    client: rpc.Peer
+    nodes: list
+    stored: dict = field(default_factory=dict)  # index -> {node, file, size, crc}
+
+
+class Datasets:
+    """The client's requests about datasets and outputs."""
+
+    def __init__(self, catalog: Catalog, links: WorkerLinks, sched: Scheduler, tasks: TaskSet):
+        self.catalog = catalog
+        self.links = links
+        self.sched = sched
+        self.tasks = tasks
+        self.puts: dict[str, Put] = {}
+        self.handlers = {"put_begin": self.put_begin, "put_data": self.put_data,
+                         "put_end": self.put_end, "put_abort": self.put_abort,
+                         "dataset": self.dataset, "output": self.output, "read": self.read,
+                         "ls": self.ls, "remove": self.remove}
+
+    # ------------------------------------------------------------------ puts
+
+    def put_begin(self, peer: rpc.Peer, name: str, splits: int, size: int) -> dict:
+        """Where each split of a new dataset goes: spread over the workers, roomiest first."""
+        cat.check_name(name)
+        placement.check_dataset_name(name, self.catalog.has(DATASETS, name),
+                                     any(p.name == name for p in self.puts.values()))
+        if not 1 <= splits <= placement.MAX_PUT_SPLITS:
+            raise ProtocolError(f"put_begin: splits must be from 1 to "
+                                f"{placement.MAX_PUT_SPLITS}")
+        nodes = placement.split_nodes(self.links.connected(), splits)
+        token = secrets.token_hex(8)
+        self.puts[token] = Put(name, peer, nodes)
+        log.info("put %s: %d splits, %d bytes on %s", name, splits, size,
+                 ", ".join(sorted(set(nodes))))
+        return {"put": token, "nodes": nodes}
+
+    def _put(self, peer: rpc.Peer, token: str) -> Put:
+        """The client's own put in progress with this token, or NotFound."""
+        put = self.puts.get(token)
+        if put is None or put.client is not peer:
+            raise NotFound("no such put in progress on this connection")
+        return put
+
+    async def put_data(self, peer: rpc.Peer, put: str, index: int, offset: int, data: bytes,
+                       last: bool) -> None:
+        """Relay one chunk of a split to its worker."""
+        session = self._put(peer, put)
+        if not 0 <= index < len(session.nodes):
+            raise ProtocolError(f"put_data: no split {index}")
+        node = session.nodes[index]
+        if node not in self.links.peers:
+            raise ConnectionClosed(f"worker {node} went away during the put")
+        stored = await self.links.call(node, "store", limit=DATA_LIMIT, name=session.name,
+                                       index=index, offset=offset, data=data, last=last)
+        if self.puts.get(put) is not session:  # abandoned while this chunk was on its way
+            await self.links.send(node, "abort_put", name=session.name)
+            raise Conflict(f"the put of {session.name} was abandoned")
+        if last:
+            session.stored[index] = dict(stored, node=node)
+
+    def put_end(self, peer: rpc.Peer, put: str) -> dict:
+        """Every split is stored: record the dataset."""
+        session = self._put(peer, put)
+        if len(session.stored) != len(session.nodes):
+            raise ProtocolError(f"put_end: {len(session.nodes) - len(session.stored)} "
+                                "splits are not complete")
+        del self.puts[put]
+        splits = [session.stored[i] for i in range(len(session.nodes))]
+        entry = self.catalog.add(DATASETS, session.name, {"splits": splits})
+        log.info("dataset %s stored: %d splits, %d bytes", session.name, len(splits),
+                 sum(s["size"] for s in splits))
+        return entry
+
+    async def put_abort(self, peer: rpc.Peer, put: str) -> None:
+        """Forget a put and remove what it stored, from every worker it was to use."""
+        session = self._put(peer, put)
+        del self.puts[put]
+        log.warning("put of %s abandoned; removing what was stored", session.name)
+        await asyncio.gather(*(self.links.send(n, "abort_put", name=session.name)
+                               for n in sorted(set(session.nodes))))
+
+    async def abandon(self, client: rpc.Peer) -> None:
+        """A client went away: its puts in progress are abandoned."""
+        for token, put in list(self.puts.items()):
+            if put.client is client:
+                await self.put_abort(client, token)
+
+    # ------------------------------------------------------------------ reads
+
+    def dataset(self, peer: rpc.Peer, name: str) -> dict:
+        return self.catalog.get(DATASETS, name)
+
+    def output(self, peer: rpc.Peer, name: str) -> dict:
+        return self.catalog.get(OUTPUTS, name)
+
+    def ls(self, peer: rpc.Peer) -> list:
+        """`blfs ls`: one row per dataset and output."""
+        return self.catalog.listing()
+
+    async def read(self, peer: rpc.Peer, name: str, part: int, offset: int,
+                   length: int) -> dict:
+        """A chunk of an output's part, from its node, or through a peer's view of its disk
+        when that node is down (the disk outlives its worker)."""
+        parts = self.catalog.get(OUTPUTS, name)["parts"]
+        if not 0 <= part < len(parts):
+            raise NotFound(f"output {name} has no part {part}")
+        f = parts[part]
+        last: Exception = ConnectionClosed("no worker is connected to the master")
+        for node in placement.read_sources(f["node"], self.links.connected()):
+            try:
+                return await self.links.call(node, "fetch", limit=DATA_LIMIT, node=f["node"],
+                                             file=f["file"], offset=offset, length=length,
+                                             size=f["size"], crc=f.get("crc"))
+            except (BlfsError, asyncio.TimeoutError) as exc:
+                last = exc
+        raise last if isinstance(last, BlfsError) else ConnectionClosed(str(last))
+
+    # ------------------------------------------------------------------ removal
+
+    async def remove(self, peer: rpc.Peer, name: str) -> dict:
+        """Forget a dataset or output and delete its files (`blfs rm`)."""
+        kind = DATASETS if self.catalog.has(DATASETS, name) else OUTPUTS
+        entry = self.catalog.get(kind, name)
+        user = placement.user_of(name, self.sched.jobs.values())
+        if user is not None:
+            raise Conflict(f"job {user} uses {name}")
+        return await self._drop(kind, name, entry)
+
+    def remove_temporary(self, names: list) -> None:
+        """Datasets that submit put for one job only, now that it ended."""
+        for name in names:
+            if self.catalog.has(DATASETS, name):
+                self.tasks.spawn(self._drop(DATASETS, name, self.catalog.get(DATASETS, name)))
+
+    async def _drop(self, kind: str, name: str, entry: dict) -> dict:
+        """Forget a dataset or output, and have every node that holds files drop them."""
+        self.catalog.remove(kind, name)
+        files = entry.get("splits") or entry.get("parts") or []
+        nodes = sorted({f["node"] for f in files})
+        results = await asyncio.gather(*(self.links.send(n, "drop", kind=kind, name=name)
+                                         for n in nodes))
+        left = [n for n, r in zip(nodes, results) if r is None]
+        if left:
+            log.warning("%s removed, but its files stay on %s (not connected)", name,
+                        ", ".join(left))
+        return {"name": name, "kind": kind, "nodes": nodes, "left_on": left}
+

@@ -1,0 +1,69 @@
+"""The master's decisions about data, without I/O: where a put's splits go, how many reducers
+a job gets, which outputs and datasets are taken, and who serves a read.
+
+(The decisions about tasks, such as placement, retries, speculation and commit, are the
+scheduler's: blfsd.scheduler.)
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Optional
+
+from ..errors import Conflict, ConnectionClosed
+from ..messages import FINISHED, JobSpec
+
+MAX_PUT_SPLITS = 100_000
+
+
+def roomiest_first(disk_free: Mapping[str, Optional[int]]) -> list[str]:
+    """Workers by the room left on their disks, most first; equals by name (a worker that
+    has not said yet counts as full)."""
+    return sorted(sorted(disk_free), key=lambda n: -(disk_free[n] or 0))
+
+
+def split_nodes(workers: list[str], splits: int) -> list[str]:
+    """The worker of each split of a new dataset: round robin over `workers` (roomiest
+    first, so that a put smaller than the cluster lands on the emptiest disks)."""
+    if not workers:
+        raise ConnectionClosed("no worker is connected to the master")
+    return [workers[i % len(workers)] for i in range(splits)]
+
+
+def default_reducers(asked: Optional[int], configured: int, alive: int) -> int:
+    """The job's own count, else [master] reducers, else one per live worker."""
+    return asked or configured or max(1, alive)
+
+
+def check_output(spec: JobSpec, recorded: bool, has_success: bool,
+                 live_outputs: Iterable[tuple[str, str]]) -> None:
+    """Conflict unless the job's output is free: a cluster output of that name is not
+    `recorded` yet, an output directory does not hold a finished job's _SUCCESS, and no
+    unfinished job (id, output) writes there."""
+    output = spec.output
+    if spec.output_name and recorded:
+        raise Conflict(f"output {output} already exists (blfs rm {output} first)")
+    if not spec.output_name and has_success:
+        raise Conflict(f"output {output} already holds a finished job's _SUCCESS")
+    for job_id, other in live_outputs:
+        if other == output:
+            raise Conflict(f"job {job_id} is already writing to {output}")
+
+
+def check_dataset_name(name: str, stored: bool, putting: bool) -> None:
+    """Conflict when a dataset of that name exists or is being put."""
+    if stored or putting:
+        raise Conflict(f"dataset {name!r} already exists (blfs rm {name} first)")
+
+
+def user_of(name: str, jobs: Iterable) -> Optional[str]:
+    """The id of an unfinished job that reads dataset `name` or writes output `name`."""
+    for job in jobs:
+        if job.state not in FINISHED and name in job.spec.datasets + [job.spec.output_name]:
+            return job.id
+    return None
+
+
+def read_sources(owner: str, connected: list[str]) -> list[str]:
+    """Who may serve a read of a file on `owner`'s disk, in the order to try them: the
+    owner while it is connected; when it is not, every connected worker (the disk outlives
+    its worker, and every node mounts it)."""
+    return [owner] if owner in connected else list(connected)

@@ -1,0 +1,380 @@
+"""Typed messages: what crosses processes, the names of states and kinds, and the one
+way wire data is checked.
+
+A message is a frozen dataclass (a `Message`). On the wire, and in the master's records, it
+is a msgpack map of its fields (a field may have another name there: `class` is a Python
+keyword); `to_wire` writes that map (fields that are None and optional are left out) and
+`protocol.encode` calls it for any message it meets. `from_wire` builds a message from a
+map, checking each field with `check`, which is also what `protocol.validate` uses for the
+fields of every op: a missing field, a field of the wrong type or a value a message refuses
+(its `_refuse`) all become one ProtocolError naming the field, and nothing else reads
+wire data by hand.
+
+The enums are `StrEnum`s: plain strings on the wire and in records, equal to those strings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from .catalog import is_name
+from .errors import ProtocolError
+
+# ----------------------------------------------------------------------------------- enums
+
+
+class JobState(enum.StrEnum):
+    """A job's life: queued, running, committing (every part is done), then finished."""
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMMITTING = "committing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class TaskState(enum.StrEnum):
+    """A task: pending (to be placed), running (an attempt runs), succeeded."""
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+
+
+class AttemptState(enum.StrEnum):
+    """An attempt as the scheduler keeps it. A worker reports running (progress),
+    succeeded or failed (attempt_update); killed is what the master did to it."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+
+
+class FailureKind(enum.StrEnum):
+    """Why an attempt failed. Whose fault it was decides whether it counts."""
+    USER = "user"  # the user's code raised
+    CRASHED = "crashed"  # the task process died, or our data path failed it
+    TIMEOUT = "timeout"  # no progress for task_timeout seconds
+    LOST = "lost"  # its worker went away (counted apart, with a higher limit)
+    FETCH = "fetch"  # a reduce could not read a map's output (counted against the map)
+    POOL = "pool"  # no free slot on its worker
+    KILLED = "killed"  # killed, but not by the master (it forgets what it kills)
+
+    @property
+    def counted(self) -> bool:
+        """Whether it counts toward --max-attempts of its task."""
+        return self in _COUNTED
+
+
+_COUNTED = frozenset({FailureKind.USER, FailureKind.CRASHED, FailureKind.TIMEOUT,
+                      FailureKind.POOL})
+
+
+class TaskKind(enum.StrEnum):
+    """What a task runs: a map (over a split) or a reduce (of a partition)."""
+    MAP = "map"
+    REDUCE = "reduce"
+
+
+# ------------------------------------------------------------------------ the checker
+
+def check(value: Any, typ: Any, where: str) -> Any:
+    """`value` as `typ`, or a ProtocolError that says what `where` must be.
+
+    `typ` is a plain type (an int is never a bool, a float may be an int), a tuple of plain
+    types (any of them), Optional[X], list[X], dict, an enum (from its value), a Message
+    (from its map) or Any. Values are never echoed: a message must stay short.
+    """
+    if typ is Any:
+        return value
+    if isinstance(typ, tuple):
+        if any(_is(value, t) for t in typ):
+            return value
+        raise ProtocolError(f"{where} must be {_describe(typ)}")
+    origin = typing.get_origin(typ)
+    if origin in (Union, types.UnionType):
+        return _check_optional(value, typ, where)
+    if origin is list or typ is list:
+        return _check_list(value, typ, where)
+    if origin is dict:
+        typ = dict
+    if isinstance(typ, type) and issubclass(typ, enum.Enum):
+        return _check_enum(value, typ, where)
+    if isinstance(typ, type) and issubclass(typ, Message):
+        return typ.from_wire(value, where)
+    if _is(value, typ):
+        return value
+    raise ProtocolError(f"{where} must be {_describe(typ)}")
+
+
+def _is(value: Any, t: type) -> bool:
+    """isinstance, except that a bool is not a number here (True is not 1 on the wire)."""
+    if t is type(None):
+        return value is None
+    if isinstance(value, bool) and t in (int, float):
+        return False
+    if t is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, t)
+
+
+def _check_optional(value: Any, typ: Any, where: str) -> Any:
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if value is None:
+        return None
+    return check(value, args[0] if len(args) == 1 else tuple(args), where)
+
+
+def _check_list(value: Any, typ: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise ProtocolError(f"{where} must be a list")
+    (item,) = typing.get_args(typ) or (Any,)
+    if item is Any:
+        return value
+    return [check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def _check_enum(value: Any, typ: type, where: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return typ(value)
+        except ValueError:
+            pass
+    raise ProtocolError(f"{where} must be one of {', '.join(m.value for m in typ)}")
+
+
+_NAMES = {int: "int", float: "a number", str: "str", bytes: "bytes", bool: "bool",
+          dict: "a map", list: "a list", type(None): "None"}
+
+
+def _describe(typ: Any) -> str:
+    if isinstance(typ, tuple):
+        if set(typ) == {int, float}:
+            return "int or float"
+        return " or ".join(_describe(t) for t in typ)
+    if isinstance(typ, type) and issubclass(typ, Message):
+        return f"a map ({typ.__name__})"
+    return _NAMES.get(typ, getattr(typ, "__name__", str(typ)))
+
+
+# --------------------------------------------------------------------------- messages
+
+@dataclass(frozen=True)
+class _Field:
+    name: str  # in Python
+    wire: str  # on the wire
+    type: Any
+    required: bool
+
+
+class Message:
+    """Base of typed messages (frozen, keyword-only dataclasses with a wire form)."""
+
+    @classmethod
+    def from_wire(cls, data: Any, where: str = "") -> Any:
+        """A message from its map (or the message itself); ProtocolError when it is not one."""
+        where = where or cls.__name__
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{where} must be {_describe(cls)}")
+        values = {}
+        for f in _fields(cls):
+            if f.wire in data:
+                values[f.name] = check(data[f.wire], f.type, f"{where}.{f.wire}")
+            elif f.required:
+                raise ProtocolError(f"{where}: missing field {f.wire!r}")
+        message = cls(**values)
+        problem = message._refuse()
+        if problem:
+            raise ProtocolError(f"{where}: {problem}")
+        return message
+
+    def _refuse(self) -> Optional[str]:
+        """Why this message cannot be used although every field has its type (or None)."""
+        return None
+
+    def to_wire(self) -> dict:
+        """The message as plain maps and lists, ready for msgpack."""
+        out = {}
+        for f in _fields(type(self)):
+            value = getattr(self, f.name)
+            if value is None and not f.required:
+                continue
+            out[f.wire] = plain(value)
+        return out
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (messages are frozen)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def plain(value: Any) -> Any:
+    """Messages anywhere inside `value` turned into their wire maps."""
+    if isinstance(value, Message):
+        return value.to_wire()
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+@functools.cache
+def _fields(cls: type) -> tuple:
+    """A message's fields with their wire names, resolved types and whether required."""
+    hints = typing.get_type_hints(cls)
+    return tuple(_Field(f.name, f.metadata.get("wire", f.name), hints[f.name],
+                        f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING)
+                 for f in dataclasses.fields(cls))
+
+
+def _wire_name(name: str) -> Any:
+    return field(metadata={"wire": name})
+
+
+# Every message below is frozen and keyword-only: built by name, never changed in place.
+message = dataclass(frozen=True, kw_only=True)
+
+
+@message
+class Split(Message):
+    """A map task's input: bytes [start, end) of a file every node sees at `path`, or, for
+    a dataset, of the split file `file` on the disk of `node` (with its crc32)."""
+    path: str
+    start: int
+    end: int
+    node: Optional[str] = None
+    file: Optional[str] = None
+    crc: Optional[int] = None
+
+    def _refuse(self) -> Optional[str]:
+        return None if 0 <= self.start <= self.end else "a split needs 0 <= start <= end"
+
+
+@message
+class SegmentLocation(Message):
+    """Where one segment of a map's output is: written, fsynced and checksummed, in `slot`
+    of `node`'s pool of `generation`. A reduce's spec adds which map attempt wrote it."""
+    node: str
+    slot: int
+    offset: int
+    length: int
+    crc: int
+    generation: int
+    partition: int
+    run: int = 0
+    seq: int = 0
+    flags: int = 0
+    map_task: Optional[int] = None
+    map_attempt: Optional[int] = None
+
+
+@message
+class TaskResult(Message):
+    """What a successful attempt reports. A map: its segments. A reduce: where its part was
+    written (`path`) and where the commit moves it (`target`); for a cluster output also
+    the part's file (relative to its node's disk), size and crc32."""
+    counters: dict = field(default_factory=dict)
+    segments: list[SegmentLocation] = field(default_factory=list)
+    path: Optional[str] = None
+    target: Optional[str] = None
+    file: Optional[str] = None
+    size: Optional[int] = None
+    crc: Optional[int] = None
+
+
+@message
+class Progress(Message):
+    """A running attempt's report: how far, what the user said last, its counters."""
+    progress: float = 0.0
+    status: str = ""
+    counters: dict = field(default_factory=dict)
+
+
+@message
+class Failure(Message):
+    """A failed attempt's report; `info` says which maps' output a fetch failure could not
+    read (`map_tasks`)."""
+    kind: FailureKind = FailureKind.CRASHED
+    error: str = ""
+    info: dict = field(default_factory=dict)
+
+
+@message
+class Success(Message):
+    """A successful attempt's report (attempt_update, state succeeded)."""
+    result: TaskResult
+
+
+@message
+class JobSpec(Message):
+    """A submitted job, as the client sends it and the master records it."""
+    name: str
+    job_file: str
+    source: str  # the job file's text
+    job_class: str = _wire_name("class")
+    args: list[str]
+    input_format: str
+    splits: list[Split]
+    output: str  # an absolute directory, or the name of a cluster output
+    output_name: Optional[str] = None  # set (to `output`) for a cluster output
+    datasets: list[str] = field(default_factory=list)
+    temp_datasets: list[str] = field(default_factory=list)  # put by submit, removed after
+    reducers: Optional[int] = None  # None: the master's default
+    task_timeout: Optional[float] = None
+    max_attempts: Optional[int] = None
+    submitted_at: float = 0.0  # set by the master: wall clock, orders jobs across restarts
+
+    def _refuse(self) -> Optional[str]:
+        if not self.splits:
+            return "the input is empty"
+        if self.output_name is not None:
+            if not is_name(self.output_name) or self.output != self.output_name:
+                return "output_name must be a valid name equal to output"
+        elif not os.path.isabs(self.output):
+            return "the output must be an absolute path or a name"
+        for name, value, low, high in (("reducers", self.reducers, 1, 10000),
+                                       ("max_attempts", self.max_attempts, 1, 1000)):
+            if value is not None and not low <= value <= high:
+                return f"{name} must be an integer from {low} to {high}"
+        if self.task_timeout is not None and not 0 < self.task_timeout < 1e9:
+            return "task_timeout must be a positive number"
+        return None
+
+
+@message
+class AttemptSpec(Message):
+    """One attempt of one task, as the master launches it and the task process runs it."""
+    id: str  # JOB/TASK/NUMBER@EPOCH
+    job: str
+    task: str  # m-00003, r-00001
+    kind: TaskKind
+    index: int
+    attempt: int
+    source: str
+    job_file: str
+    job_class: str = _wire_name("class")
+    args: list[str] = field(default_factory=list)
+    input_format: str
+    reducers: int
+    output: str
+    output_name: Optional[str] = None
+    split: Optional[Split] = None  # a map's input
+    segments: Optional[list[SegmentLocation]] = None  # a reduce's input
+
+    def _refuse(self) -> Optional[str]:
+        if self.kind == TaskKind.MAP and self.split is None:
+            return "a map attempt needs a split"
+        if self.kind == TaskKind.REDUCE and self.segments is None:
+            return "a reduce attempt needs segments"
+        return None
