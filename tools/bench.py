@@ -296,10 +296,14 @@ class Row:
         return self.med(self.base.get(name, []))
 
 
+def others(run: Run) -> str:
+    return "n/a" if run.m.others is None else f"{run.m.others:.1f}"
+
+
 def describe(run: Run) -> str:
     peak, role = run.task_peak()
-    text = (f"{run.wall:7.2f} s  CPU {run.m.cpu_share * 100:4.0f}%  largest process "
-            f"{mib(run.m.maxrss)}")
+    text = (f"{run.wall:7.2f} s  CPU {run.m.cpu_share * 100:4.0f}%  others {others(run)} CPUs  "
+            f"largest process {mib(run.m.maxrss)}")
     if run.what == "blfs":
         text += f", largest task {mib(peak)} ({role}), tree {mib(run.m.tree_peak)}"
     return text
@@ -511,7 +515,10 @@ def phase_line(run: Run) -> dict:
     m = run.m
     maps, reduces = m.phase("map"), m.phase("reduce")
     tasks = m.phase("map", "reduce", "task")
-    d = {"startup": tasks[0] if tasks else None,
+    started, finished = run.status.get("started"), run.status.get("finished")
+    job = (finished - started) if started and finished and finished >= started else None
+    d = {"job": job, "outside": (m.wall - job) if job is not None else None,
+         "startup": tasks[0] if tasks else None,
          "map": (maps[1] - maps[0]) if maps else None,
          "between": (reduces[0] - maps[1]) if maps and reduces else None,
          "reduce": (reduces[1] - reduces[0]) if reduces else None,
@@ -536,26 +543,29 @@ def print_results(rows: list, tiny: tuple, shuffle: Optional[dict], sched: Optio
     if sort_rows:
         say(f"\n== sort: wall seconds, {med} (blfs {SORT_JOB} --local --workers {args.workers}; "
             f"python = 1 process readlines/sort/writelines; GNU = sort -S 1G --parallel=2)")
-        say(f"{'input':<16} {'blfs':>7} {'python':>7} {'GNU':>7} {'blfs/py':>8} "
+        say(f"{'input':<16} {'blfs':>7} {'(min)':>7} {'python':>7} {'GNU':>7} {'blfs/py':>8} "
             f"{'blfs/GNU':>8}  check")
         for r in sort_rows:
             b, p, g = r.blfs_time, r.base_time("python"), r.base_time("gnu")
-            say(f"{r.label:<16} {secs(b):>7} {secs(p):>7} {secs(g):>7} "
+            lo = min((x.wall for x in r.blfs), default=None) if b else None
+            say(f"{r.label:<16} {secs(b):>7} {secs(lo):>7} {secs(p):>7} {secs(g):>7} "
                 f"{(f'{b / p:.2f}x' if b and p else '-'):>8} "
                 f"{(f'{b / g:.2f}x' if b and g else '-'):>8}  {r.check}")
     if wc_rows:
         say(f"\n== word count: wall seconds, {med} (blfs {WC_JOB} --local --workers "
             f"{args.workers}; baseline = {args.workers} processes x Counter)")
-        say(f"{'input':<16} {'blfs':>7} {'baseline':>8} {'blfs/base':>9}  check")
+        say(f"{'input':<16} {'blfs':>7} {'(min)':>7} {'baseline':>8} {'blfs/base':>9}  check")
         for r in wc_rows:
             b, p = r.blfs_time, r.base_time("baseline")
-            say(f"{r.label:<16} {secs(b):>7} {secs(p):>8} "
+            lo = min((x.wall for x in r.blfs), default=None) if b else None
+            say(f"{r.label:<16} {secs(b):>7} {secs(lo):>7} {secs(p):>8} "
                 f"{(f'{b / p:.2f}x' if b and p else '-'):>9}  {r.check}")
     measured = [r for r in rows if r.blfs and r.error is None]
     if measured:
-        say(f"\n== resources of each blfs run (the median run; RSS = peak resident set; "
-            f"CPU = user+sys / wall, 200% = both CPUs)")
-        say(f"{'run':<22} {'wall':>6} {'CPU':>5} {'map RSS':>8} {'reduce RSS':>10} "
+        say(f"\n== resources of each blfs run (the median run; RSS = peak resident set, sampled; "
+            f"tree = largest sum of RSS at one sample; CPU = user+sys of the tree / wall, "
+            f"200% = both CPUs; others = CPUs the rest of the machine kept busy meanwhile)")
+        say(f"{'run':<22} {'wall':>6} {'CPU':>5} {'others':>6} {'map RSS':>8} {'reduce RSS':>10} "
             f"{'largest':>8} {'tree':>8}  {'maps x reduces':>14}  baselines: CPU, largest")
         for r in measured:
             run = median_run(r.blfs)
@@ -566,16 +576,18 @@ def print_results(rows: list, tiny: tuple, shuffle: Optional[dict], sched: Optio
             maps = (run.status.get("maps") or {}).get("total", len(run.m.of_role("map")))
             reds = (run.status.get("reduces") or {}).get("total", len(run.m.of_role("reduce")))
             say(f"{r.bench + ' ' + r.label:<22} {run.wall:>6.2f} {run.m.cpu_share * 100:>4.0f}% "
-                f"{mib(mp.hwm if mp else 0):>8} {mib(rd.hwm if rd else 0):>10} "
+                f"{others(run):>6} {mib(mp.hwm if mp else 0):>8} {mib(rd.hwm if rd else 0):>10} "
                 f"{mib(run.m.maxrss):>8} {mib(run.m.tree_peak):>8}  {f'{maps} x {reds}':>14}  "
                 f"{bases}")
-        say(f"\n== where blfs's time went (the median run). Phases from the process samples "
-            f"(every {args.interval:g} s): start = until the first task, map = first map "
-            f"start .. last map end, gap, reduce, end = last task .. exit. CPU seconds of "
-            f"all map / reduce tasks, of the workers and of the master (sampled). Counters "
-            f"(group blfs, summed over tasks) from the job's status: n/a = not reported by "
-            f"the engine.")
-        say(f"{'run':<22} {'start':>5} {'map':>6} {'gap':>5} {'reduce':>6} {'end':>5} | "
+        say(f"\n== where blfs's time went (the median run). job = the master's started .. "
+            f"finished, outside = the rest of the command (local cluster start and stop). "
+            f"Phases from the process samples (every {args.interval:g} s): start = until the "
+            f"first task, map = first map start .. last map end, gap, reduce, end = last task "
+            f".. exit. CPU seconds of all map / reduce tasks, of the workers and of the master "
+            f"(sampled). Counters (group blfs, summed over tasks) from the job's status: n/a = "
+            f"not reported by the engine.")
+        say(f"{'run':<22} {'job':>6} {'outside':>7} | {'start':>5} {'map':>6} {'gap':>5} "
+            f"{'reduce':>6} {'end':>5} | "
             f"{'mapCPU':>6} {'redCPU':>6} {'wkrCPU':>6} {'mstCPU':>6} | "
             f"{'map_s':>6} {'spill_s':>7} {'shuffle_read_s':>14} {'reduce_s':>8} {'spills':>6}")
         for r in measured:
@@ -584,7 +596,8 @@ def print_results(rows: list, tiny: tuple, shuffle: Optional[dict], sched: Optio
             def f(x, w, prec=2):
                 return f"{'n/a' if x is None else f'{x:.{prec}f}':>{w}}"
 
-            say(f"{r.bench + ' ' + r.label:<22} {f(d['startup'], 5)} {f(d['map'], 6)} "
+            say(f"{r.bench + ' ' + r.label:<22} {f(d['job'], 6)} {f(d['outside'], 7)} | "
+                f"{f(d['startup'], 5)} {f(d['map'], 6)} "
                 f"{f(d['between'], 5)} {f(d['reduce'], 6)} {f(d['end'], 5)} | "
                 f"{f(d['map_cpu'], 6, 1)} {f(d['reduce_cpu'], 6, 1)} "
                 f"{f(d['worker_cpu'], 6, 1)} {f(d['master_cpu'], 6, 1)} | "
@@ -618,8 +631,11 @@ def print_results(rows: list, tiny: tuple, shuffle: Optional[dict], sched: Optio
     runs, tiny_check = tiny
     if runs:
         t = [r.wall for r in runs]
+        d = phase_line(median_run(runs))
         say(f"\n== tiny job (3 lines, --local --workers {args.workers}) end to end: median "
             f"{statistics.median(t):.2f} s of {len(t)} (min {min(t):.2f}, max {max(t):.2f}); "
+            f"of the median run {secs(d['job'])} s inside the master's job, "
+            f"{secs(d['outside'])} s outside it (starting and stopping the local cluster); "
             f"CPU {median_run(runs).m.cpu_share * 100:.0f}%, largest process "
             f"{mib(median_run(runs).m.maxrss)}; output {tiny_check}")
         acceptance.append(ok("tiny job <= 0.3 s", statistics.median(t) <= 0.3,

@@ -2,7 +2,9 @@
 
 `measure(argv, ...)` starts the command, samples every process below it every `interval`
 seconds, and reaps it with wait4, which gives the exact user+sys CPU time of the whole
-tree (every descendant that its parent waited for).  Sampling adds, per process: its peak RSS (VmHWM, which the kernel
+tree (every descendant that its parent waited for); /proc/stat before and after gives what
+the rest of the machine used meanwhile (`others`, in CPUs: other users' work, and this
+sampler), which says how much a figure was disturbed.  Sampling adds, per process: its peak RSS (VmHWM, which the kernel
 keeps, so it is exact as long as the process lives past one sample), its CPU time when
 last seen, and when it was first and last seen; and for the tree, the largest sum of VmRSS
 seen at one instant (shared pages of forked processes are counted in each, so this is an
@@ -121,6 +123,8 @@ class Measurement:
     rusage_maxrss: int = 0
     tree_peak: int = 0  # bytes: the largest sum of VmRSS over the tree at one sample
     samples: int = 0
+    t0: float = 0.0  # time.monotonic() when the command started (CLOCK_MONOTONIC)
+    others: Optional[float] = None  # CPUs busy with anything but this tree, on average
     procs: dict = field(default_factory=dict)  # pid -> Proc
     output: list = field(default_factory=list)  # (seconds, line) of stdout+stderr
 
@@ -167,6 +171,20 @@ def read_rate(reads: list) -> Optional[tuple]:
     return b1 - b0, max(t1 - t0, 1e-6)
 
 
+def busy_seconds() -> Optional[float]:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat: all but idle and
+    iowait), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+
+
 def _role(depth: int, roles: tuple) -> str:
     return roles[min(depth, len(roles) - 1)]
 
@@ -180,7 +198,8 @@ def measure(argv: list, *, cwd: Optional[str] = None, env: Optional[dict] = None
     other processes to watch (daemons the command talks to) to the depth they count as,
     which gives them and their children a role."""
     m = Measurement(list(argv))
-    t0 = time.monotonic()
+    busy0 = busy_seconds()
+    t0 = m.t0 = time.monotonic()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", start_new_session=True)
@@ -215,6 +234,10 @@ def measure(argv: list, *, cwd: Optional[str] = None, env: Optional[dict] = None
     proc.returncode = os.waitstatus_to_exitcode(status)
     m.returncode = proc.returncode
     m.user, m.sys = usage.ru_utime, usage.ru_stime
+    busy1 = busy_seconds()
+    if busy0 is not None and busy1 is not None and m.wall > 0:
+        # the rest of the machine: other users, and this measuring process itself
+        m.others = max(0.0, (busy1 - busy0 - m.cpu) / m.wall)
     m.rusage_maxrss = usage.ru_maxrss * 1024
     thread.join(5)
     if proc.stdout:
