@@ -349,17 +349,18 @@ def test_slope_and_verdicts():
     assert bench_scheduler.slope(sizes, [1.0, 2.0, 4.0]) == pytest.approx(1.0)
     assert bench_scheduler.slope(sizes, [1.0, 4.0, 16.0]) == pytest.approx(2.0)
     verdicts = bench_scheduler.verdicts({
-        "quadratic": {"maps": (2.0, 1.0)},
-        "product": {"maps": (1.0, 1.0), "reduces": (0.9, 1.0)},
-        "linear": {"maps": (1.0, 1.0), "reduces": (0.1, 1.0), "workers": (0.0, 1.0)},
-        "per worker": {"maps": (1.0, 1.0), "reduces": (0.0, 1.0), "workers": (1.0, 1.0)},
-        "cheap": {"maps": (3.0, 1e-6)},
+        "quadratic": {"tasks": (2.0, 1.0), "maps": (1.0, 1.0)},
+        "n log n": {"tasks": (1.4, 1.0)},
+        "linear": {"tasks": (1.0, 1.0), "maps": (1.0, 1.0), "workers": (0.0, 1.0)},
+        "per worker": {"tasks": (1.0, 1.0), "workers": (1.0, 1.0)},
+        "cheap": {"tasks": (3.0, 1e-6)},
     })
     text = "\n".join(verdicts)
-    assert "SUPER-LINEAR quadratic" in text and "SUPER-LINEAR product" in text
+    assert "SUPER-LINEAR quadratic: slope 2.00 against the job's tasks (quadratic)" in text
+    assert "SUPER-LINEAR n log n: slope 1.40" in text
     assert "x WORKERS    per worker" in text
     assert "linear:" not in text and "cheap" not in text
-    assert bench_scheduler.verdicts({"linear": {"maps": (1.0, 1.0)}}) == \
+    assert bench_scheduler.verdicts({"linear": {"tasks": (1.0, 1.0)}}) == \
         ["   no decision grows faster than the number of tasks of its job"]
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmarks of blfs (issue 13), each printed beside its baselines from the same run.
 
-What `make bench` runs (about 15-20 minutes on 2 CPUs; --quick for a smoke run):
+What `make bench` runs (about 20 minutes on 2 CPUs, more on a busy machine; --quick is a
+smoke run of about a minute):
   sort       100-byte records (tools/gen_records.py: a unique 10-letter key, a TAB, an
              88-byte payload) through examples/sort.py (identity map, range partitioner on
              the first letter, no combiner, 2 reducers) with `blfs submit --local

@@ -4,7 +4,8 @@
 Only the scheduler's public methods are used (blfsd.scheduler: Scheduler, Settings,
 worker_up, worker_down, submit, attempt_progress, attempt_succeeded, attempt_failed, tick,
 schedule, held_slots, job_status, commit_done) and the actions they return. Time is
-virtual: nothing sleeps; every call into the scheduler is timed with perf_counter.
+virtual: nothing sleeps; every call into the scheduler is timed with this thread's CPU
+clock (time.thread_time), so that other processes on a busy machine do not count.
 
 1. The scenario: W workers x P task slots (default 64 x 4) run one job of M maps and R
    reduces (default 10,000 and 64). Maps take about 10 s, reduces about 20 s (log-normal),
@@ -20,10 +21,12 @@ virtual: nothing sleeps; every call into the scheduler is timed with perf_counte
    --schedule-every 0 replays the master exactly (after every event, tick every 0.2 s).
    Either way every call is timed, and the printed "master at this scale" line estimates
    what the faithful pattern costs from the measured per-call cost.
-2. Scaling probes: the cost of one decision of each kind at M = 1,250 .. 10,000 maps (and
-   R = 16 .. 128 reduces, W = 16 .. 64 workers), reached through the public methods; the
-   exponent is log2(cost(2n) / cost(n)): 1 is linear in that parameter, 2 quadratic.
-   A decision whose cost grows faster than the number of tasks of its job is marked.
+2. Scaling probes: the CPU time of one decision of each kind as the job grows (M = 1,250 ..
+   10,000 maps with R = 8 .. 64 reduces, doubled together), against maps alone, and against
+   W = 16 .. 64 workers, each state reached through the public methods; the slope is
+   d log(cost) / d log(size): 1 is linear, 2 quadratic. A decision whose cost grows faster
+   than the number of tasks of its job is marked SUPER-LINEAR, one that also grows with the
+   number of workers x WORKERS.
 
     .venv/bin/python tools/bench_scheduler.py              # the scenario and the probes
     .venv/bin/python tools/bench_scheduler.py --quick      # 1,000 maps, 16 workers
@@ -48,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from blfsd.scheduler import (Commit, JobEnded, Kill, Launch, Scheduler,  # noqa: E402
                              Settings)
 
+clock = time.thread_time  # CPU seconds of this thread: immune to other processes' load
 TICK = 0.2  # blfsd/master.py: the master's tick interval
 HEARTBEAT = 0.5  # tasks report progress every 0.5 s (blfsd/runtime.py REPORT_EVERY)
 JOB = "20261201-000000-bench"
@@ -110,9 +114,9 @@ class Timings:
         self.context: dict = defaultdict(list)  # kind -> [(seconds, pending tasks)]
 
     def time(self, kind: str, fn: Callable, *args, context: Optional[int] = None):
-        t0 = time.perf_counter()
+        t0 = clock()
         out = fn(*args)
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         self.calls[kind].append(dt)
         if context is not None:
             self.context[kind].append((dt, context))
@@ -252,7 +256,7 @@ class Scenario:
         """A worker relays the progress reports of its attempts (each every 0.5 s)."""
         if worker not in self.alive:
             return
-        t0 = time.perf_counter()
+        t0 = clock()
         n = 0
         for attempt_id in list(self.by_worker[worker]):
             _, spec, silent = self.running[attempt_id]
@@ -262,7 +266,7 @@ class Scenario:
             self.sched.attempt_progress(attempt_id, self.now, 0.5, "",
                                         {"blfs": {"map_input_records": 1000 * n}})
         self.t.calls["heartbeat (one worker's progress reports)"].append(
-            time.perf_counter() - t0)
+            clock() - t0)
         self.stats["progress reports"] += n
         self.at(self.now + HEARTBEAT, "heartbeat", worker)
 
@@ -374,9 +378,9 @@ def _best(fn: Callable, repeat: int = 3) -> float:
     gc.disable()
     try:
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, clock() - t0)
     finally:
         gc.enable()
     return best
@@ -407,13 +411,13 @@ def probe(workers: int, parallelism: int, maps: int, reduces: int) -> dict:
     gc.collect()
     gc.disable()
     try:
-        t0 = time.perf_counter()
+        t0 = clock()
         s.attempt_succeeded(last.attempt["id"], result, now + 3.0)
-        out["attempt_succeeded (the last map)"] = time.perf_counter() - t0
+        out["attempt_succeeded (the last map)"] = clock() - t0
         # the schedule() after the last map launches every reduce
-        t0 = time.perf_counter()
+        t0 = clock()
         launches = [a for a in s.schedule(now + 3.0) if isinstance(a, Launch)]
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
     finally:
         gc.enable()
     n_red = sum(1 for a in launches if a.attempt["kind"] == "reduce")
@@ -434,23 +438,19 @@ def slope(sizes: list, costs: list) -> float:
 
 
 def verdicts(slopes: dict) -> list:
-    """Which decisions grow faster than the number of tasks of their job (M + R), and
-    which are linear in it but also grow with the number of workers."""
+    """Which decisions grow faster than the number of tasks of their job (slope against
+    the job growing as a whole), and which also grow with the number of workers."""
     lines = []
     for kind, by in slopes.items():
-        m, r, w = (by.get(x, (0.0, 0.0)) for x in ("maps", "reduces", "workers"))
-        if max(m[1], r[1], w[1]) < 2e-4:
+        t, w = by.get("tasks", (0.0, 0.0)), by.get("workers", (0.0, 0.0))
+        if max(t[1], w[1]) < 2e-4:
             continue  # too cheap to matter at any size measured
-        if m[0] > 1.25 or r[0] > 1.25:
-            lines.append(f"   SUPER-LINEAR {kind}: slope {max(m[0], r[0]):.2f} against the "
-                         "job's tasks")
-        elif m[0] > 0.7 and r[0] > 0.7:
-            lines.append(f"   SUPER-LINEAR {kind}: grows with maps x reduces (slopes "
-                         f"{m[0]:.2f} and {r[0]:.2f}): quadratic in the job's tasks when "
-                         "both grow")
+        if t[0] > 1.3:
+            lines.append(f"   SUPER-LINEAR {kind}: slope {t[0]:.2f} against the job's tasks"
+                         + (" (quadratic)" if t[0] > 1.7 else ""))
         if w[0] > 0.5:
-            lines.append(f"   x WORKERS    {kind}: linear in the job's tasks (slope "
-                         f"{m[0]:.2f}) times the number of workers (slope {w[0]:.2f})")
+            lines.append(f"   x WORKERS    {kind}: slope {w[0]:.2f} against the number of "
+                         f"workers, on top of slope {t[0]:.2f} against the job's tasks")
     return lines or ["   no decision grows faster than the number of tasks of its job"]
 
 
@@ -501,11 +501,20 @@ def master_estimate(sc: Scenario) -> list:
     else:
         total = sc.estimate
         how = "estimated: each skipped call costed as the nearest tick"
+    status = sc.t.calls.get("job_status (a client's wait)", [])
+    reports = sc.stats["progress reports"] / max(1.0, sc.now)
+    follow = []
+    if status:
+        per = statistics.fmean(status)
+        follow = [f"   a following client (`blfs submit` waits on the job's version, which every "
+                  f"progress report changes): {reports:,.0f} reports/s here, job_status "
+                  f"{fmt_t(per)} each: up to {reports * per:,.1f} CPU-seconds per second if it "
+                  f"asked after each one (the simulation asks every {HEARTBEAT} s)"]
     return [f"   master at this scale: one tick() at the start of the job costs {fmt_t(first)}: "
             f"ticking every {TICK} s is then {first / TICK:.0%} of a CPU on its own",
             f"   the master's pattern (schedule() after each of the job's ~{events:,} events, "
             f"tick() every {TICK} s) spends {total:,.0f} s of CPU in the scheduler for a job "
-            f"of {sc.now:,.0f} s ({how})"]
+            f"of {sc.now:,.0f} s ({how})"] + follow
 
 
 def main(argv: list | None = None) -> int:
@@ -558,18 +567,18 @@ def main(argv: list | None = None) -> int:
             stats.sort_stats("cumulative").print_stats(25)
     if not args.no_probes:
         m_sizes = [250, 500, 1000] if args.quick else [1250, 2500, 5000, 10_000]
-        r_sizes = [16, 32, 64] if args.quick else [16, 32, 64, 128]
         w_sizes = [4, 8, 16] if args.quick else [16, 32, 64]
-        r_maps = m_sizes[1]
-        say(f"   scaling: one decision of each kind (best of 3) against maps (R={args.reduces}, "
-            f"W={args.workers}), reduces (M={r_maps:,}, W={args.workers}) and workers "
-            f"(M={m_sizes[-1]:,}, R={args.reduces}); slope = d log(cost) / d log(size): "
-            f"1 = linear")
+        top = m_sizes[-1]
+        # the job grows as a whole: maps and reduces doubled together, ending at M x R
+        tasks = [(m, max(2, args.reduces * m // top)) for m in m_sizes]
+        say(f"   scaling: CPU time of one decision of each kind (best of 3) as the job grows "
+            f"(maps and reduces together, W={args.workers}), against maps alone "
+            f"(R={args.reduces}) and against workers (M={top:,}, R={args.reduces}); slope = "
+            f"d log(cost) / d log(size): 1 = linear, 2 = quadratic")
         series = [
+            ("tasks (M/R)", tasks, lambda mr: probe(args.workers, args.parallelism, *mr)),
             ("maps", m_sizes, lambda n: probe(args.workers, args.parallelism, n, args.reduces)),
-            ("reduces", r_sizes, lambda n: probe(args.workers, args.parallelism, r_maps, n)),
-            ("workers", w_sizes, lambda n: probe(n, args.parallelism, m_sizes[-1],
-                                                 args.reduces)),
+            ("workers", w_sizes, lambda n: probe(n, args.parallelism, top, args.reduces)),
         ]
         slopes: dict = defaultdict(dict)
         for what, sizes, make in series:
@@ -577,13 +586,15 @@ def main(argv: list | None = None) -> int:
             for n in sizes:
                 gc.collect()
                 rows[n] = make(n)
-            say(f"   {'against ' + what:<44}" + "".join(f"{n:>10,}" for n in sizes)
+            xs = [(n[0] + n[1]) if isinstance(n, tuple) else n for n in sizes]
+            heads = [f"{n[0]:,}/{n[1]}" if isinstance(n, tuple) else f"{n:,}" for n in sizes]
+            say(f"   {'against ' + what:<44}" + "".join(f"{h:>11}" for h in heads)
                 + "     slope")
             for kind in rows[sizes[0]]:
                 costs = [rows[n][kind] for n in sizes]
-                slopes[kind][what] = (slope(sizes, costs), costs[-1])
-                say(f"   {kind:<44}" + "".join(f"{fmt_t(c):>10}" for c in costs)
-                    + f"{slopes[kind][what][0]:>10.2f}")
+                slopes[kind][what.split()[0]] = (slope(xs, costs), costs[-1])
+                say(f"   {kind:<44}" + "".join(f"{fmt_t(c):>11}" for c in costs)
+                    + f"{slopes[kind][what.split()[0]][0]:>10.2f}")
         for line in verdicts(slopes):
             say(line)
     return 0
