@@ -14,7 +14,7 @@ import sys
 import zlib
 from typing import Any, Callable, Iterator, Optional
 
-from . import auth, config as configmod, inputs, rpc, storage
+from . import auth, config as configmod, inputs, rpc, sandbox, storage
 from .errors import (BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, StorageError,
                      UsageError)
 from .catalog import check_name, is_name
@@ -56,6 +56,13 @@ def _add_submit(sub: Any) -> None:
                         "cluster's task slots, at most 64M each)")
     s.add_argument("--max-attempts", type=int, default=None, metavar="N")
     s.add_argument("--task-timeout", type=float, default=None, metavar="SECONDS")
+    s.add_argument("--task-memory", metavar="SIZE",
+                   help="memory each task attempt may use (e.g. 512M; default: the "
+                        "workers' [worker] task_memory); past it the attempt fails")
+    s.add_argument("--task-pids", type=int, metavar="N",
+                   help="processes and threads each attempt may have")
+    s.add_argument("--task-cpu-weight", type=int, metavar="W",
+                   help="CPU share of each attempt (1-10000, 100 is the default share)")
     s.add_argument("--local", action="store_true", help="run on an embedded cluster here")
     s.add_argument("--workers", type=int, default=0, metavar="N",
                    help="worker processes with --local (default: number of CPUs)")
@@ -164,6 +171,8 @@ def prepare_submit(args: argparse.Namespace) -> dict:
         "source": source, "class": attrs["class"], "args": job_args,
         "input_format": attrs["input_format"], "files": files, "datasets": datasets,
         "output": output, "reducers": reducers, "task_timeout": args.task_timeout,
+        "task_memory": parse_size(args.task_memory) if args.task_memory else None,
+        "task_pids": args.task_pids, "task_cpu_weight": args.task_cpu_weight,
     }
     if named_output:
         spec["output_name"] = output
@@ -623,6 +632,8 @@ def _daemon_config(args: argparse.Namespace) -> configmod.Config:
         cfg.durable_pool = False
         cfg.fill_pool = False
         cfg.allow_buffered_reads = True
+        # paths the job names are the user's own: used with the rights of who ran blfs
+        cfg.path_user = sandbox.Identity.current().name
     for attr, value in (("worker_name", getattr(args, "name", None)),
                         ("slot_count", getattr(args, "slots", None)),
                         ("slot_size", getattr(args, "slot_size", None)),

@@ -51,8 +51,16 @@ class Config:
     worker_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     worker_listen: str = f"0.0.0.0:{WORKER_PORT}"
     disks_root: str = "/var/lib/blfs/disks"
-    work_dir: str = "/var/lib/blfs/worker"
+    work_dir: str = "/var/lib/blfs/worker"  # task attempts' scratch directories
     parallelism: int = 0  # 0: number of CPUs
+    # task containment (worker/containment.py): whom tasks run as, whose rights paths
+    # named by jobs are used with ("": the task user), and each attempt's limits
+    task_user: str = "blfs-task"
+    path_user: str = ""
+    task_cgroups: bool = True
+    task_memory: int = 2 << 30
+    task_pids: int = 1024
+    task_cpu_weight: int = 100
     spill_records: int = 1_000_000
     segment_max: int = 4 << 20
     slot_size: int = 64 << 20
@@ -100,6 +108,12 @@ _KEYS = {
     ("worker", "listen"): ("worker_listen", str),
     ("worker", "disks_root"): ("disks_root", str),
     ("worker", "work_dir"): ("work_dir", str),
+    ("worker", "task_user"): ("task_user", str),
+    ("worker", "path_user"): ("path_user", str),
+    ("worker", "task_cgroups"): ("task_cgroups", bool),
+    ("worker", "task_memory"): ("task_memory", "size"),
+    ("worker", "task_pids"): ("task_pids", int),
+    ("worker", "task_cpu_weight"): ("task_cpu_weight", int),
     ("worker", "parallelism"): ("parallelism", int),
     ("worker", "spill_records"): ("spill_records", int),
     ("worker", "segment_max"): ("segment_max", "size"),

@@ -53,6 +53,18 @@ class StorageError(BlfsError):
     code = "storage"
 
 
+class PathRefused(StorageError):
+    """A path the job named cannot be used with the path user's rights: the job's fault."""
+
+    code = "path"
+
+
+class DiskFull(StorageError):
+    """No room left on a node's disk (a put, a task's output): not the job's fault."""
+
+    code = "disk_full"
+
+
 class PoolExhausted(StorageError):
     """No free slot in a worker's pool."""
     code = "pool_exhausted"

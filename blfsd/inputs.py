@@ -1,10 +1,11 @@
 """Input: finding files, cutting them into splits, and reading a split's records."""
 from __future__ import annotations
 
+import contextlib
 import os
 from bisect import bisect_left
 from itertools import accumulate
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional, Union
 
 from .errors import UsageError
 
@@ -90,7 +91,20 @@ def _after_newline(f, pos: int, size: int) -> int:
         pos += len(block)
 
 
-def line_batches(path: str, start: int, end: int,
+Source = Union[str, BinaryIO]  # a path, or a file already open (a task's, from its worker)
+
+
+@contextlib.contextmanager
+def _opened(source: Source) -> Iterator[BinaryIO]:
+    """The file of a path, opened here and closed after; or the open file itself."""
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            yield f
+    else:
+        yield source
+
+
+def line_batches(source: Source, start: int, end: int,
                  block: int = BLOCK) -> Iterator[tuple[list, list, int]]:
     """(offsets, lines, position) batches for the lines that start in [start, end).
 
@@ -98,7 +112,7 @@ def line_batches(path: str, start: int, end: int,
     inside a line skips to the next line, and a line that crosses `end` is read whole.
     Lines are decoded as UTF-8 (bad bytes replaced), without their newline or CR.
     """
-    with open(path, "rb") as f:
+    with _opened(source) as f:
         pos = start
         if start > 0:
             f.seek(start - 1)
@@ -144,10 +158,10 @@ def _texts(lines: list) -> list:
     return [_text(x) for x in lines]
 
 
-def byte_batches(path: str, start: int, end: int,
+def byte_batches(source: Source, start: int, end: int,
                  chunk: int = BYTES_CHUNK) -> Iterator[tuple[list, list, int]]:
     """(offsets, chunks, position): the split's bytes, each exactly once."""
-    with open(path, "rb") as f:
+    with _opened(source) as f:
         f.seek(start)
         pos = start
         while pos < end:
@@ -158,10 +172,12 @@ def byte_batches(path: str, start: int, end: int,
             pos += len(data)
 
 
-def file_batches(path: str, start: int, end: int) -> Iterator[tuple[list, list, int]]:
-    with open(path, "rb") as f:
+def file_batches(source: Source, start: int, end: int,
+                 path: str = "") -> Iterator[tuple[list, list, int]]:
+    """One record: (the file's path, its whole text)."""
+    with _opened(source) as f:
         text = f.read().decode("utf-8", "replace")
-    yield [path], [text], end
+    yield [path or source], [text], end
 
 
 READERS = {"lines": line_batches, "bytes": byte_batches, "files": file_batches}

@@ -87,6 +87,9 @@ class LocalCluster:
     async def _start(self) -> None:
         """Key, workers, their addresses, then the master (__aenter__ stops it all on a failure)."""
         self.root = tempfile.mkdtemp(prefix="blfs-local-")
+        # traversable, not listable: task processes (another user) reach their scratch
+        # directories below by path; every file here keeps its own mode (the key is 0600)
+        os.chmod(self.root, 0o711)
         key_path = os.path.join(self.root, "cluster.key")
         key = auth.generate_key(key_path)
         os.makedirs(os.path.join(self.root, "logs"))

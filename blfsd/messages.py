@@ -61,9 +61,12 @@ class AttemptState(enum.StrEnum):
 class FailureKind(enum.StrEnum):
     """Why an attempt failed. Whose fault it was decides whether it counts."""
     USER = "user"  # the user's code raised
-    CRASHED = "crashed"  # the task process died, or our data path failed it
+    CRASHED = "crashed"  # the task process died (a signal, an exit without a report)
+    OOM = "oom"  # killed by the kernel at its memory limit
     TIMEOUT = "timeout"  # no progress for task_timeout seconds
     LOST = "lost"  # its worker went away (counted apart, with a higher limit)
+    DISK_FULL = "disk_full"  # no room on a node's disk (counted apart; that node avoided)
+    INTERNAL = "internal"  # a fault of ours, not of the job (counted apart)
     FETCH = "fetch"  # a reduce could not read a map's output (counted against the map)
     POOL = "pool"  # no free slot on its worker
     KILLED = "killed"  # killed, but not by the master (it forgets what it kills)
@@ -73,9 +76,16 @@ class FailureKind(enum.StrEnum):
         """Whether it counts toward --max-attempts of its task."""
         return self in _COUNTED
 
+    @property
+    def apart(self) -> bool:
+        """Not the job's fault: counted apart, with twice the limit (lost workers, full
+        disks, our own faults)."""
+        return self in _APART
 
-_COUNTED = frozenset({FailureKind.USER, FailureKind.CRASHED, FailureKind.TIMEOUT,
-                      FailureKind.POOL})
+
+_COUNTED = frozenset({FailureKind.USER, FailureKind.CRASHED, FailureKind.OOM,
+                      FailureKind.TIMEOUT, FailureKind.POOL})
+_APART = frozenset({FailureKind.LOST, FailureKind.DISK_FULL, FailureKind.INTERNAL})
 
 
 class TaskKind(enum.StrEnum):
@@ -333,6 +343,10 @@ class JobSpec(Message):
     reducers: Optional[int] = None  # None: the master's default
     task_timeout: Optional[float] = None
     max_attempts: Optional[int] = None
+    # each attempt's limits (None: the workers' configuration)
+    task_memory: Optional[int] = None  # bytes
+    task_pids: Optional[int] = None
+    task_cpu_weight: Optional[int] = None
     submitted_at: float = 0.0  # set by the master: wall clock, orders jobs across restarts
 
     def _refuse(self) -> Optional[str]:
@@ -349,6 +363,11 @@ class JobSpec(Message):
                 return f"{name} must be an integer from {low} to {high}"
         if self.task_timeout is not None and not 0 < self.task_timeout < 1e9:
             return "task_timeout must be a positive number"
+        for name, value, low, high in (("task_memory", self.task_memory, 1 << 20, 1 << 50),
+                                       ("task_pids", self.task_pids, 1, 1 << 22),
+                                       ("task_cpu_weight", self.task_cpu_weight, 1, 10000)):
+            if value is not None and not low <= value <= high:
+                return f"{name} must be from {low} to {high}"
         return None
 
 
@@ -371,6 +390,9 @@ class AttemptSpec(Message):
     output_name: Optional[str] = None
     split: Optional[Split] = None  # a map's input
     segments: Optional[list[SegmentLocation]] = None  # a reduce's input
+    task_memory: Optional[int] = None  # limits (None: the worker's configuration)
+    task_pids: Optional[int] = None
+    task_cpu_weight: Optional[int] = None
 
     def _refuse(self) -> Optional[str]:
         if self.kind == TaskKind.MAP and self.split is None:

@@ -177,11 +177,15 @@ MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
               "crc?": _OPT_INT},
 }
 
-# a task process to its worker, over their socketpair (runtime.Channel)
+# a task process to its worker, over their socketpair (taskchannel.py). The replies to
+# lease, device, open_split, open_slot and create_output carry a descriptor: a task may
+# open nothing on the disks itself.
 TASK_TO_WORKER: dict[str, dict[str, Any]] = {
     "lease": {},
-    "ensure_view": {"node": str, "generation": int},
-    "fresh_file": {"node": str, "file": str, "size": int, "crc?": _OPT_INT},
+    "device": {},
+    "open_split": {},
+    "open_slot": {"node": str, "slot": int, "generation": int},
+    "create_output": {},
     "progress": {"progress": _NUM, "status": str, "counters": dict},
     "done": {"result": TaskResult},
     "failed": {"kind": FailureKind, "error": str, "info?": dict},

@@ -14,7 +14,7 @@ import inspect
 import itertools
 import logging
 import time as _clock
-from typing import Any, Awaitable, Callable, Collection, Mapping, Optional
+from typing import Any, Callable, Collection, Mapping, Optional
 
 from . import auth, protocol
 from .admission import Gate, Ticket

@@ -1,27 +1,33 @@
 """What runs inside a task process: the user's map, combine and reduce around our data path.
 
-A task process is forked by the worker for one attempt. It talks to its worker over a
-socketpair (Channel): it asks for slot leases and peer-view checks, reports progress,
-and finally reports success (with its segment locations) or failure (with the traceback).
+A task process is forked by the worker for one attempt and runs as a user that may open
+nothing on the disks. It talks to its worker over a socketpair (taskchannel.TaskEnd): every
+file it reads or writes (its split, its slots, peers' slots, its output) comes from the
+worker as a descriptor (WorkerFiles); it reports progress, and finally success (with its
+segment locations) or failure (with a kind and, for the user's own errors, the traceback).
 """
 from __future__ import annotations
 
+import errno
+import functools
 import heapq
 import os
-import socket
 import time
 import traceback
+import zlib
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from dataclasses import dataclass
 from itertools import chain, groupby, repeat, starmap
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
-from . import datafiles, protocol, records, storage
-from .errors import FetchError, PoolExhausted, RemoteError, StorageError
+from . import records, storage
+from .errors import (DiskFull, FetchError, PathRefused, PoolExhausted, RemoteError,
+                     StorageError)
 from .inputs import READERS
 from .job import (_NOT_CONSTANT, Context, Job, constant_value, has_combiner,
                   load_job_class)
 from .messages import AttemptSpec, FailureKind, SegmentLocation, TaskKind, TaskResult
+from .taskchannel import TaskEnd, close_all
 
 REPORT_EVERY = 0.5  # seconds between progress reports (they also prove we are alive)
 _NOTHING: dict = {}
@@ -29,53 +35,82 @@ _NOTHING: dict = {}
 
 @dataclass(frozen=True)
 class TaskEnv:
-    """What a task process knows of its worker and its disk (handed over by the fork)."""
+    """What a task process knows of its worker (handed over by the fork). It knows no
+    path of any disk: it gets descriptors (WorkerFiles)."""
     node: str  # the worker's name
-    disk: str  # its own disk
-    disks_root: str  # where every node's disk is mounted here
     generation: int  # of its own pool
     slot_size: int
-    device: Optional[str]  # the block device under its disk (None in --local)
-    allow_buffered: bool  # --local on tmpfs: O_DIRECT refused, reads buffered
     spill_records: int
     segment_max: int
 
 
-class Channel:
-    """The task's blocking end of its connection to the worker."""
+Channel = TaskEnd  # the task's end of its socket to the worker
 
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self._next = 1
 
-    def send(self, msg: dict) -> None:
-        self.sock.sendall(protocol.encode(msg))
+class WorkerFiles:
+    """Every file a task reads or writes, opened by its worker and passed as a descriptor:
+    the task runs as a user that may open nothing on the disks."""
 
-    def notify(self, op: str, **fields: Any) -> None:
-        """A report that gets no answer (id 0)."""
-        self.send(protocol.request(op, 0, **fields))
+    def __init__(self, chan: TaskEnd):
+        self.chan = chan
+        self._device: Optional[int] = None  # -1: there is none (--local)
 
-    def _read(self) -> dict:
-        header = self._exact(protocol.LENGTH.size)
-        return protocol.decode(self._exact(protocol.frame_length(header)))
+    def _fd(self, op: str, **fields: Any) -> tuple[dict, int]:
+        result, fds = self.chan.call_fds(op, **fields)
+        if len(fds) != 1:
+            close_all(fds)
+            raise StorageError(f"{op}: the worker passed {len(fds)} descriptors, not one")
+        return result, fds[0]
 
-    def _exact(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            part = self.sock.recv(n - len(buf))
-            if not part:
-                raise ConnectionError("the worker went away")
-            buf += part
-        return bytes(buf)
+    def lease(self) -> tuple[int, int]:
+        """A slot of our pool (its number, and a descriptor to write it)."""
+        try:
+            result, fd = self._fd("lease")
+        except RemoteError as exc:
+            raise PoolExhausted(str(exc)) from None
+        return result["slot"], fd
 
-    def call(self, op: str, **fields: Any) -> Any:
-        """A request to the worker, and its answer (RemoteError for an error reply)."""
-        msg_id, self._next = self._next, self._next + 1
-        self.send(protocol.request(op, msg_id, **fields))
-        answer = self._read()
-        if "error" in answer:
-            raise RemoteError(answer["error"]["code"], answer["error"]["message"])
-        return answer["result"]
+    def flush_device(self) -> None:
+        """fsync the block device under our pool (after the slots: storage rule 3)."""
+        if self._device is None:
+            result, fds = self.chan.call_fds("device")
+            self._device = fds[0] if fds else -1
+        if self._device >= 0:
+            os.fsync(self._device)
+
+    def split(self, spec: AttemptSpec) -> BinaryIO:
+        """The map's split, open for reading."""
+        try:
+            _, fd = self._fd("open_split")
+        except RemoteError as exc:
+            raise _refused(exc) from None
+        return os.fdopen(fd, "rb")
+
+    def slot(self, loc: SegmentLocation) -> int:
+        """A slot to read a segment from (O_DIRECT), through a view current for its pool
+        generation."""
+        try:
+            return self._fd("open_slot", node=loc.node, slot=loc.slot,
+                            generation=loc.generation)[1]
+        except RemoteError as exc:
+            raise FetchError(exc.args[0], map_task=loc.map_task, node=loc.node) from None
+
+    def output(self) -> tuple[int, dict]:
+        """The file a reduce writes its part to: its descriptor, and {path, target, file}
+        (where it is, where the commit moves it, and for a cluster output its name
+        relative to our disk)."""
+        try:
+            return self._fd("create_output")[::-1]
+        except RemoteError as exc:
+            raise _refused(exc) from None
+
+
+def _refused(exc: RemoteError) -> StorageError:
+    """The worker's refusal to open a file, as the error that says whose fault it is."""
+    for kind in (DiskFull, PathRefused):
+        if exc.code == kind.code:
+            return kind(str(exc))
+    return StorageError(str(exc))
 
 
 class Reporter:
@@ -291,38 +326,16 @@ class MapOutput:
         self.reporter.count("map_spills", 1)
 
 
-def _split_path(spec: AttemptSpec, env: TaskEnv, chan: Channel) -> str:
-    """Where this host reads the map's split. A dataset's split file on another node was
-    written after we mounted that disk: our worker checks (and if need be refreshes) its
-    view first."""
-    split = spec.split
-    if not split.file:
-        return split.path
-    if split.node != env.node:
-        try:
-            chan.call("fresh_file", node=split.node, file=split.file, size=split.end,
-                      crc=split.crc)
-        except RemoteError as exc:
-            raise StorageError(f"split {split.file} on {split.node}: {exc}") from None
-    return datafiles.resolve(env.disks_root, split.node, split.file)
-
-
-def run_map(job: Job, spec: AttemptSpec, env: TaskEnv, chan: Channel,
+def run_map(job: Job, spec: AttemptSpec, env: TaskEnv, files: WorkerFiles,
             reporter: Reporter) -> TaskResult:
     """Run a map attempt over its split: records in, segments out (fsynced, slot
     then device), and their locations in the result."""
     start, end = spec.split.start, spec.split.end
-    path = _split_path(spec, env, chan)
     read = READERS[spec.input_format]
-
-    def lease() -> int:
-        try:
-            return chan.call("lease")["slot"]
-        except RemoteError as exc:
-            raise PoolExhausted(str(exc)) from None
-
-    sink = storage.SegmentSink(env.disk, env.node, env.generation, env.slot_size, lease,
-                               env.device)
+    if spec.input_format == "files":
+        read = functools.partial(read, path=spec.split.path)
+    sink = storage.SegmentSink(env.node, env.generation, env.slot_size, files.lease,
+                               files.flush_device)
 
     def sid(partition: int, run: int, seq: int) -> storage.SegmentId:
         return storage.SegmentId(spec.job, spec.index, spec.attempt, partition, run, seq)
@@ -332,10 +345,11 @@ def run_map(job: Job, spec: AttemptSpec, env: TaskEnv, chan: Channel,
     span = max(1, end - start)
     mapper = job.map
     try:
-        for keys, values, position in read(path, start, end):
-            reporter.count("map_input_records", len(keys))
-            out.add(mapper, keys, values)
-            reporter.maybe(min(1.0, (position - start) / span))
+        with files.split(spec) as f:
+            for keys, values, position in read(f, start, end):
+                reporter.count("map_input_records", len(keys))
+                out.add(mapper, keys, values)
+                reporter.maybe(min(1.0, (position - start) / span))
         out.spill()
         locations = sink.commit()
     finally:
@@ -369,12 +383,6 @@ def _runs(segments: list[SegmentLocation]) -> list:
     return [sorted(locs, key=lambda x: x.seq) for _, locs in sorted(by_run.items())]
 
 
-def _segment_reader(env: TaskEnv) -> storage.SegmentReader:
-    """O_DIRECT reads of every node's disk as this worker sees it."""
-    return storage.SegmentReader(lambda node: os.path.join(env.disks_root, node),
-                                 env.allow_buffered)
-
-
 def _expected(job_id: str, partition: int, loc: SegmentLocation) -> storage.SegmentId:
     """What the segment at a location must say it is."""
     return storage.SegmentId(job_id, loc.map_task, loc.map_attempt, partition, loc.run,
@@ -400,56 +408,90 @@ def _read_run(reader: storage.SegmentReader, job_id: str, partition: int, locs: 
         yield from records.decode_pairs(payload)
 
 
-def _ensure_views(segments: list[SegmentLocation], env: TaskEnv, chan: Channel) -> None:
-    """Ask our worker to make its view of every peer disk current for the generation the
-    segments were written under (a remount when it changed)."""
-    for node, generation in sorted({(s.node, s.generation) for s in segments}):
-        if node != env.node:
-            try:
-                chan.call("ensure_view", node=node, generation=generation)
-            except RemoteError as exc:
-                failing = [s.map_task for s in segments if s.node == node]
-                raise FetchError(exc.args[0], map_task=failing[0], node=node) from None
+class PartWriter:
+    """A reduce's output file, through the descriptor its worker made: lines of text
+    encoded once, in blocks, with the size and crc32 of what was written."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.size = self.crc = 0
+        self._lines: list = []
+        self._held = 0
+        self._closed = False
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        self._held += len(line)
+        if self._held >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        data = "".join(self._lines).encode("utf-8", "backslashreplace")
+        self._lines, self._held = [], 0
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def restart(self) -> None:
+        """Forget everything written (a reduce that starts over)."""
+        self._lines, self._held, self.size, self.crc = [], 0, 0, 0
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+
+    def finish(self) -> None:
+        """Everything on disk (fsync)."""
+        self.flush()
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self.fd)
 
 
-def run_reduce(make_job: Callable[[], tuple], spec: AttemptSpec, env: TaskEnv,
-               chan: Channel) -> TaskResult:
+def run_reduce(make_job: Callable[[], tuple], spec: AttemptSpec, files: WorkerFiles
+               ) -> TaskResult:
     """Run a reduce attempt: merge its partition's runs from every map, reduce,
     and write the part under OUTPUT/_temporary/JOB/ (moved into place by the commit)."""
     segments = spec.segments
-    _ensure_views(segments, env, chan)
     partition = spec.index
-    target = os.path.join(spec.output, f"part-{partition:05d}")
-    # named by the attempt id, whose epoch differs between master sessions
-    tmpdir = os.path.join(spec.output, "_temporary", spec.job,
-                          f"{spec.task}.{spec.id.rsplit('/', 1)[-1]}")
-    os.makedirs(tmpdir, exist_ok=True)
-    path = os.path.join(tmpdir, f"part-{partition:05d}")
+    fd, where = files.output()
+    part = PartWriter(fd)
     canonical = any(s.flags & storage.FLAG_CANONICAL_ORDER for s in segments)
-    while True:
-        job, reporter = make_job()
-        try:
-            _reduce_into(job, spec, env, segments, partition, path, canonical, reporter)
-            break
-        except _OrderError:
-            if canonical:
-                raise StorageError("keys could not be ordered even canonically") from None
-            canonical = True
-        except FetchError as exc:
-            # name every map whose output is bad, so that all of them re-run at once
-            exc.map_tasks = _unreadable_maps(spec, env, segments, partition)
-            raise
-    if not spec.output_name:
-        return TaskResult(path=path, target=target, counters=job._counters)
-    size, crc = datafiles.checksum(path)  # a cluster output: recorded, checked by readers
-    return TaskResult(path=path, target=target, counters=job._counters, size=size, crc=crc,
-                      file=os.path.relpath(target, env.disk))
+    try:
+        while True:
+            job, reporter = make_job()
+            try:
+                _reduce_into(job, spec, files, segments, partition, part, canonical,
+                             reporter)
+                break
+            except _OrderError:
+                if canonical:
+                    raise StorageError("keys could not be ordered even canonically") \
+                        from None
+                canonical = True
+                part.restart()
+            except FetchError as exc:
+                # name every map whose output is bad, so that all of them re-run at once
+                exc.map_tasks = _unreadable_maps(spec, files, segments, partition)
+                raise
+        part.finish()
+    finally:
+        part.close()
+    result = TaskResult(path=where["path"], target=where["target"], counters=job._counters)
+    if spec.output_name:  # a cluster output: recorded, checked by its readers
+        result = result.replace(size=part.size, crc=part.crc, file=where.get("file"))
+    return result
 
 
-def _unreadable_maps(spec: AttemptSpec, env: TaskEnv, segments: list,
+def _unreadable_maps(spec: AttemptSpec, files: WorkerFiles, segments: list,
                      partition: int) -> list:
     """Every map whose segments this attempt cannot read (all re-run at once)."""
-    reader = _segment_reader(env)
+    reader = storage.SegmentReader(files.slot)
     bad = set()
     try:
         for loc in segments:
@@ -464,10 +506,11 @@ def _unreadable_maps(spec: AttemptSpec, env: TaskEnv, segments: list,
     return sorted(bad)
 
 
-def _reduce_into(job: Job, spec: AttemptSpec, env: TaskEnv, segments: list, partition: int,
-                 path: str, canonical: bool, reporter: Reporter) -> None:
-    """Merge the runs, group by key, reduce, and write the part file (fsynced)."""
-    reader = _segment_reader(env)
+def _reduce_into(job: Job, spec: AttemptSpec, files: WorkerFiles, segments: list,
+                 partition: int, part: PartWriter, canonical: bool,
+                 reporter: Reporter) -> None:
+    """Merge the runs, group by key, reduce, and write the lines of the part."""
+    reader = storage.SegmentReader(files.slot)
     runs = [_read_run(reader, spec.job, partition, locs, reporter, len(segments))
             for locs in _runs(segments)]
     order = (lambda p: records.canonical(p[0])) if canonical else records.first
@@ -477,19 +520,16 @@ def _reduce_into(job: Job, spec: AttemptSpec, env: TaskEnv, segments: list, part
     fmt = records.format_line
     groups = outputs = 0
     try:
-        with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
-            for _, grp in groupby(merged, key=keyfn):
-                first_pair = next(grp)
-                key = first_pair[0]
-                values = chain((first_pair[1],), (v for _, v in grp))
-                groups += 1
-                for k, v in reduce(key, values):
-                    f.write(fmt(k, v))
-                    outputs += 1
-                if groups % 1024 == 0:
-                    reporter.maybe(reporter.progress)
-            f.flush()
-            os.fsync(f.fileno())
+        for _, grp in groupby(merged, key=keyfn):
+            first_pair = next(grp)
+            key = first_pair[0]
+            values = chain((first_pair[1],), (v for _, v in grp))
+            groups += 1
+            for k, v in reduce(key, values):
+                part.write(fmt(k, v))
+                outputs += 1
+            if groups % 1024 == 0:
+                reporter.maybe(reporter.progress)
     finally:
         reader.close()
     reporter.count("reduce_input_groups", groups)
@@ -511,13 +551,24 @@ def run_attempt(spec: AttemptSpec, env: TaskEnv, chan: Channel) -> int:
             job.setup()
             return job, reporter
 
+        files = WorkerFiles(chan)
         if spec.kind == TaskKind.MAP:
             job, reporter = make_job()
-            result = run_map(job, spec, env, chan, reporter)
+            result = run_map(job, spec, env, files, reporter)
         else:
-            result = run_reduce(make_job, spec, env, chan)
+            result = run_reduce(make_job, spec, files)
         chan.notify("done", result=result)
         return 0
+    except DiskFull as exc:
+        _report_failure(chan, FailureKind.DISK_FULL, str(exc))
+    except PathRefused as exc:  # a path the job named: its own fault, no traceback of ours
+        _report_failure(chan, FailureKind.USER, str(exc))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _report_failure(chan, FailureKind.USER, traceback.format_exc())
+        else:
+            _report_failure(chan, FailureKind.DISK_FULL, f"disk full on {env.node}: "
+                            f"{exc.filename or 'a write'}: {exc.strerror}")
     except FetchError as exc:
         _report_failure(chan, FailureKind.FETCH, str(exc), {
             "map_task": exc.map_task, "node": exc.node,
@@ -525,7 +576,7 @@ def run_attempt(spec: AttemptSpec, env: TaskEnv, chan: Channel) -> int:
     except PoolExhausted as exc:
         _report_failure(chan, FailureKind.POOL, f"out of pool slots on {env.node}: {exc}")
     except StorageError as exc:
-        _report_failure(chan, FailureKind.CRASHED, str(exc))
+        _report_failure(chan, FailureKind.INTERNAL, str(exc))
     except BaseException:
         _report_failure(chan, FailureKind.USER, traceback.format_exc())
     return 1

@@ -332,11 +332,14 @@ class Scheduler:
                 if job.state == JobState.RUNNING:
                     actions += self._refetch(job, map_index, error, now)
             return actions
-        if kind == FailureKind.LOST:
+        if kind.apart:
             task.lost += 1
+            if kind == FailureKind.DISK_FULL:
+                task.avoid.add(a.worker)  # another node's disk may have room
             if task.lost > 2 * self._max_attempts(job):
+                why = {FailureKind.LOST: "with its worker"}.get(kind, f"({kind}): {error}")
                 return self._end_job(job, JobState.FAILED,
-                                     f"{task.name} lost {task.lost} times with its worker", now)
+                                     f"{task.name} lost {task.lost} times {why}", now)
         elif kind.counted:
             task.failures += 1
             task.avoid.add(a.worker)
@@ -454,7 +457,9 @@ def attempt_spec(a: Attempt) -> AttemptSpec:
                        attempt=a.number, source=spec.source, job_file=spec.job_file,
                        job_class=spec.job_class, args=spec.args,
                        input_format=spec.input_format, reducers=len(job.reduces),
-                       output=spec.output, output_name=spec.output_name, **inputs)
+                       output=spec.output, output_name=spec.output_name,
+                       task_memory=spec.task_memory, task_pids=spec.task_pids,
+                       task_cpu_weight=spec.task_cpu_weight, **inputs)
 
 
 def job_status(job: ScheduledJob) -> dict:

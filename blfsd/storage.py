@@ -296,13 +296,19 @@ def decode_header(data: bytes) -> tuple[SegmentId, int, int, int]:
 
 
 class SlotWriter:
-    """Appends aligned segments to one leased slot. Nothing is durable before flush()."""
+    """Appends aligned segments to one leased slot, through a descriptor opened O_WRONLY
+    (never O_TRUNC, never created: storage rule 2). Nothing is durable before flush()."""
 
-    def __init__(self, disk: str, slot: int, slot_size: int):
+    def __init__(self, fd: int, slot: int, slot_size: int):
         self.slot = slot
         self.slot_size = slot_size
         self.offset = 0
-        self.fd = os.open(slot_path(disk, slot), os.O_WRONLY)  # never O_TRUNC, never create
+        self.fd = fd
+
+    @classmethod
+    def open(cls, disk: str, slot: int, slot_size: int) -> "SlotWriter":
+        """A writer of a slot of a pool at a path (where we may open it ourselves)."""
+        return cls(os.open(slot_path(disk, slot), os.O_WRONLY), slot, slot_size)
 
     def fits(self, payload_len: int) -> bool:
         """Whether a segment with this payload still fits in the slot."""
@@ -373,21 +379,30 @@ def publish_metadata(mount: str, device: Optional[str]) -> None:
 class SegmentSink:
     """Places segments in slots leased on demand, and makes them durable on commit.
 
-    lease() returns a slot number or raises PoolExhausted. Segments are reported only
-    after commit(), which fsyncs every slot written and then the block device.
+    lease() returns (slot number, descriptor open for writing) or raises PoolExhausted;
+    flush_device() fsyncs the block device under the pool. Segments are reported only
+    after commit(), which fsyncs every slot written and then the device (storage rule 3).
     """
 
-    def __init__(self, disk: str, node: str, generation: int, slot_size: int,
-                 lease: Callable[[], int], device: Optional[str] = None):
-        self.disk = disk
+    def __init__(self, node: str, generation: int, slot_size: int,
+                 lease: Callable[[], tuple[int, int]], flush_device: Callable[[], None]):
         self.node = node
         self.generation = generation
         self.slot_size = slot_size
         self.lease = lease
-        self.device = device
+        self.flush_device = flush_device
         self.max_payload = slot_size - HEADER_SIZE
         self._writers: list[SlotWriter] = []
         self.locations: list[SegmentLocation] = []
+
+    @classmethod
+    def on_disk(cls, disk: str, node: str, generation: int, slot_size: int,
+                lease: Callable[[], int], device: Optional[str] = None) -> "SegmentSink":
+        """A sink into a pool at a path, leasing slot numbers (tests, tools)."""
+        def lease_open() -> tuple[int, int]:
+            slot = lease()
+            return slot, os.open(slot_path(disk, slot), os.O_WRONLY)
+        return cls(node, generation, slot_size, lease_open, lambda: fsync_device(device))
 
     def write(self, sid: SegmentId, payload: bytes, flags: int = 0) -> None:
         """Append a segment, leasing a new slot when the current one is full."""
@@ -395,7 +410,8 @@ class SegmentSink:
             raise StorageError(f"segment payload {len(payload)} exceeds slot capacity")
         writer = self._writers[-1] if self._writers else None
         if writer is None or not writer.fits(len(payload)):
-            writer = SlotWriter(self.disk, self.lease(), self.slot_size)
+            slot, fd = self.lease()
+            writer = SlotWriter(fd, slot, self.slot_size)
             self._writers.append(writer)
         offset, length, crc = writer.append(sid, payload, flags)
         self.locations.append(SegmentLocation(
@@ -412,7 +428,7 @@ class SegmentSink:
         for writer in self._writers:
             writer.flush()
         if self._writers:
-            fsync_device(self.device)
+            self.flush_device()
         return self.locations
 
     def close(self) -> None:
@@ -444,19 +460,28 @@ def open_for_read(path: str, allow_buffered: bool) -> tuple[int, bool]:
 
 
 class SegmentReader:
-    """Reads segments of peers' slots with O_DIRECT into an aligned buffer and checks them."""
+    """Reads segments of peers' slots with O_DIRECT into an aligned buffer and checks them.
 
-    def __init__(self, disk_of: Callable[[str], str], allow_buffered: bool = False):
-        self.disk_of = disk_of
-        self.allow_buffered = allow_buffered
+    open_slot(location) gives a descriptor of the location's slot opened with O_DIRECT (a
+    task's worker opens it, after making its view of that disk current for the location's
+    pool generation)."""
+
+    def __init__(self, open_slot: Callable[[SegmentLocation], int]):
+        self.open_slot = open_slot
         self._fds: dict[tuple[str, int], int] = {}
         self._buf: Optional[mmap.mmap] = None
 
-    def _fd(self, node: str, slot: int) -> int:
-        key = (node, slot)
+    @classmethod
+    def on_disks(cls, disk_of: Callable[[str], str],
+                 allow_buffered: bool = False) -> "SegmentReader":
+        """A reader of pools at paths, disk_of(node) (tests, tools)."""
+        return cls(lambda loc: open_for_read(slot_path(disk_of(loc.node), loc.slot),
+                                             allow_buffered)[0])
+
+    def _fd(self, loc: SegmentLocation) -> int:
+        key = (loc.node, loc.slot)
         if key not in self._fds:
-            fd, _ = open_for_read(slot_path(self.disk_of(node), slot), self.allow_buffered)
-            self._fds[key] = fd
+            self._fds[key] = self.open_slot(loc)
         return self._fds[key]
 
     def _buffer(self, size: int) -> mmap.mmap:
@@ -474,7 +499,7 @@ class SegmentReader:
             raise FetchError(f"unaligned segment at {where}", node=loc.node)
         size = align_up(loc.length)
         try:
-            fd = self._fd(loc.node, loc.slot)
+            fd = self._fd(loc)
             buf = self._buffer(size)
             view = memoryview(buf)[:size]
             try:
@@ -588,6 +613,10 @@ class SlotLeases:
                 self.holder[slot] = attempt
                 return slot
         raise PoolExhausted(f"all {self.slot_count} slots are leased")
+
+    def release_slot(self, slot: int) -> None:
+        """Give back one slot (its lease could not be handed over)."""
+        self.holder.pop(slot, None)
 
     def release_attempt(self, attempt: str) -> list[int]:
         """Free a failed or killed attempt's slots."""

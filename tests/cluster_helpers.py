@@ -105,7 +105,8 @@ class LoopCluster:
 
     def __init__(self, base, workers: int = 3, image_size: int = 64 << 20,
                  slot_size: int = 1 << 20, slots: int = 8, parallelism: int = 2,
-                 heartbeat_interval: float = 0.5):
+                 heartbeat_interval: float = 0.5, path_user: str = "root",
+                 task_memory: str = "2G"):
         self.base = Path(base)
         self.n = workers
         self.image_size = image_size
@@ -113,6 +114,8 @@ class LoopCluster:
         self.slots = slots
         self.parallelism = parallelism
         self.heartbeat_interval = heartbeat_interval
+        self.path_user = path_user
+        self.task_memory = task_memory
         self.res = Resources(str(self.base))
         self.tag = self.res.tag
         self.names = [f"w{i}" for i in range(workers)]
@@ -221,6 +224,11 @@ class LoopCluster:
                 f'disks_root = "{self.viewroots[i]}"\n'
                 f'work_dir = "{work}"\n'
                 f"parallelism = {self.parallelism}\n"
+                # the tests' inputs and outputs are root's, in pytest's root-only
+                # directories: this cluster uses them with root's rights (the default,
+                # the task user's, is tested by tests/test_containment.py)
+                f'path_user = "{self.path_user}"\n'
+                f'task_memory = "{self.task_memory}"\n'
                 "[pool]\n"
                 f"slot_size = {self.slot_size}\n"
                 f"slots = {self.slots}\n")

@@ -107,6 +107,20 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
+def shared_dir():
+    """A directory task processes may write to: they run as another user (the task user,
+    or nobody), who can reach nothing below pytest's root-only tmp_path."""
+    import shutil
+    import tempfile
+    path = tempfile.mkdtemp(prefix="blfs-shared-", dir="/var/tmp")
+    os.chmod(path, 0o1777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def no_leftovers():
     """Fails the test if it leaves any local worker or task process behind."""
     yield

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 from blfsd.config import Config
 from blfsd.errors import BlfsError, ConnectionClosed
+from blfsd.sandbox import PathAccess
 from blfsd.worker.disk import OwnDisk
 from blfsd.worker.files import Files
 from blfsd.worker.views import PeerViews
@@ -19,7 +20,7 @@ def worker_files(root: str, name: str) -> Files:
     """A worker's Files service on ROOT/NAME (a directory disk, no pool, no device)."""
     disk = OwnDisk(Config(worker_name=name, disks_root=root))
     os.makedirs(disk.path, exist_ok=True)
-    files = Files(disk, PeerViews(root, name))
+    files = Files(disk, PeerViews(root, name), PathAccess(None))  # paths with our rights
     files.open()
     return files
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import select
 import os
 import re
+import select
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,7 +58,10 @@ class Pair:
         self.key = auth.generate_key(str(self.key_file))
         self.master_port, self.w1_port = free_port(), free_port()
         self.socket = str(base / "master.sock")
-        self.marker = base / "pwned"
+        # where the job's tasks (an unprivileged user) may leave their mark
+        self.shared = Path(tempfile.mkdtemp(prefix="blfs-attacks-", dir="/var/tmp"))
+        os.chmod(self.shared, 0o1777)
+        self.marker = self.shared / "pwned"
         common = (f"[cluster]\nkey_file = \"{self.key_file}\"\n"
                   f"handshake_timeout = {HANDSHAKE_TIMEOUT}\n")
         worker_cfg = base / "w0.toml"
@@ -121,6 +126,7 @@ class Pair:
     def close(self) -> None:
         self.master.stop()
         self.worker.stop()
+        shutil.rmtree(self.shared, ignore_errors=True)
 
 
 @pytest.fixture

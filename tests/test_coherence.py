@@ -185,7 +185,7 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
     def lease() -> int:
         return pending.pop(0) if pending else next(round_robin)
 
-    reader = SegmentReader(lambda node: {NODE: views.b}[node], allow_buffered=False)
+    reader = SegmentReader.on_disks(lambda node: {NODE: views.b}[node], allow_buffered=False)
     cycles = 240
     stale_direct = 0          # O_DIRECT reads that did not return the bytes just written
     poisoned_segments = 0     # segments whose region B had read buffered before the write
@@ -205,7 +205,7 @@ def test_segments_written_on_a_read_exactly_on_b(views, monkeypatch):
                 for slot in pending[:n_segments]:
                     buffered_read(slot_path(views.b, slot), 0, SLOT)
 
-            sink = SegmentSink(views.a, NODE, manifest.generation, SLOT, lease,
+            sink = SegmentSink.on_disk(views.a, NODE, manifest.generation, SLOT, lease,
                                device=views.dev_a)
             written = []
             for i, size in enumerate(sizes):
@@ -307,11 +307,11 @@ def test_ensure_generation_remounts_a_stale_view(views, monkeypatch):
     # A segment in a new slot written on A reads back on B.
     sid = SegmentId("gen", 1, 0, 0)
     payload = os.urandom(10000)
-    sink = SegmentSink(views.a, NODE, m2.generation, SLOT, lambda: 5, device=views.dev_a)
+    sink = SegmentSink.on_disk(views.a, NODE, m2.generation, SLOT, lambda: 5, device=views.dev_a)
     sink.write(sid, payload)
     (loc,) = sink.commit()
     sink.close()
-    reader = SegmentReader(lambda node: views.b)
+    reader = SegmentReader.on_disks(lambda node: views.b)
     try:
         assert reader.read(loc, sid) == (payload, 0)
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,10 +63,9 @@ def _overlap_on_different_workers(rows) -> bool:
 
 
 @pytest.mark.parametrize("phase", ["map", "reduce"])
-def test_parallelism(tmp_path, corpus, phase, no_leftovers):
+def test_parallelism(tmp_path, shared_dir, corpus, phase, no_leftovers):
     """Two maps (or reduces) provably ran at the same time on different workers."""
-    scratch = tmp_path / "timing"
-    scratch.mkdir()
+    scratch = Path(shared_dir)
     out = tmp_path / "out"
     r = submit_local(os.path.join(JOBS, "lab_timing.py"), corpus, out, "--reducers", "2",
                      "--parallelism", "1", job_args=(str(scratch), phase))
@@ -75,10 +75,9 @@ def test_parallelism(tmp_path, corpus, phase, no_leftovers):
     assert _overlap_on_different_workers(rows), rows
 
 
-def test_job_count(tmp_path, corpus, no_leftovers):
+def test_job_count(tmp_path, shared_dir, corpus, no_leftovers):
     """When nothing fails, each map runs exactly once."""
-    scratch = tmp_path / "count"
-    scratch.mkdir()
+    scratch = Path(shared_dir)
     out = tmp_path / "out"
     r = submit_local(os.path.join(JOBS, "lab_jobcount.py"), corpus, out, "--split-size", "16K",
                      job_args=(str(scratch),))

@@ -270,12 +270,12 @@ def pool(tmp_path):
 
 
 def make_sink(disk, manifest, leases: SlotLeases, attempt: str) -> SegmentSink:
-    return SegmentSink(disk, manifest.node, manifest.generation, manifest.slot_size,
+    return SegmentSink.on_disk(disk, manifest.node, manifest.generation, manifest.slot_size,
                        lambda: leases.lease(attempt))
 
 
 def make_reader(disk) -> SegmentReader:
-    return SegmentReader(lambda node: disk, allow_buffered=True)
+    return SegmentReader.on_disks(lambda node: disk, allow_buffered=True)
 
 
 def test_sink_writes_aligned_segments_and_leases_new_slots(pool):
@@ -362,7 +362,7 @@ def test_sink_raises_pool_exhausted(pool):
 
 def test_slot_writer_never_creates_a_slot(tmp_path):
     with pytest.raises(FileNotFoundError):
-        SlotWriter(str(tmp_path), 0, SLOT)
+        SlotWriter.open(str(tmp_path), 0, SLOT)
     assert not os.path.exists(slot_path(str(tmp_path), 0))
 
 

@@ -96,7 +96,8 @@ class Cluster:
         enable(root, "blfs-master.socket", "blfs-worker.socket")
         for job in (os.path.join(REPO, "examples", "wordcount.py"),
                     os.path.join(REPO, "tests", "jobs", "slow_wordcount.py"),
-                    os.path.join(REPO, "tests", "jobs", "cli_fail_map.py")):
+                    os.path.join(REPO, "tests", "jobs", "cli_fail_map.py"),
+                    os.path.join(REPO, "tests", "jobs", "escape.py")):
             shutil.copy(job, os.path.join(root, "srv"))
         os.makedirs(os.path.join(root, "srv/in"))
         os.makedirs(os.path.join(root, "srv/blfs-out"))
@@ -111,10 +112,11 @@ class Cluster:
         return self.ct.run("blfs", *args, check=check, timeout=timeout)
 
     def new_output(self) -> str:
-        """An output directory the master (user blfs) may write _SUCCESS into."""
+        """An output directory that the task user (blfs-task: the worker uses paths that
+        jobs name with its rights) and the master (blfs) may write into."""
         self.outputs += 1
         path = f"/srv/blfs-out/out{self.outputs}"
-        self.ct.run("install", "-d", "-o", "blfs", "-g", "blfs", "-m", "0775", path)
+        self.ct.run("install", "-d", "-m", "1777", path)
         return path
 
     def submit(self, job: str, inp: str, output: str, *extra: str, check: bool = True):
@@ -192,6 +194,10 @@ def test_sysusers_and_tmpfiles_applied(cluster):
     ct = cluster.ct
     assert ct.run("getent", "passwd", "blfs").stdout.split(":")[6].strip() \
         == "/usr/sbin/nologin"
+    task_user = ct.run("getent", "passwd", "blfs-task").stdout.split(":")
+    assert task_user[6].strip() == "/usr/sbin/nologin" and task_user[2] != "0"
+    groups = ct.run("id", "-nG", "blfs-task").stdout.split()
+    assert "blfs" not in groups, "the task user must not read the cluster key"
     assert ct.run("stat", "-c", "%a %U %G", "/etc/blfs/cluster.key").stdout.split() \
         == ["640", "root", "blfs"]
     assert ct.run("stat", "-c", "%a %U %G", "/var/lib/blfs/disks").stdout.split() \
@@ -240,8 +246,10 @@ def test_privileges_and_namespaces(cluster):
     assert w["Uid"].split()[0] == "0"
     assert w["NoNewPrivs"].strip() == "1"
     caps = int(w["CapBnd"].strip(), 16)
-    CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_SYS_ADMIN = 1, 2, 3, 21
-    assert caps == sum(1 << c for c in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
+    CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_KILL = 0, 1, 2, 3, 5
+    CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN = 6, 7, 21
+    assert caps == sum(1 << c for c in (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
+                                        CAP_FOWNER, CAP_KILL, CAP_SETGID, CAP_SETUID,
                                         CAP_SYS_ADMIN))
 
     def mnt_ns(pid) -> str:
@@ -405,6 +413,64 @@ def test_failing_task_traceback_in_worker_journal(cluster):
     assert all(e["PRIORITY"] == "4" for e in entries)
 
 
+# --------------------------------------------------------------------------- containment
+
+def test_attempts_run_contained_in_cgroups_of_their_own(cluster):
+    """Under systemd: Delegate=yes, the worker in daemon/, a cgroup per running attempt
+    below tasks/ (systemd-cgls shows them), and the job's code as blfs-task."""
+    ct = cluster.ct
+    assert ct.show("blfs-worker", "Delegate")["Delegate"] == "yes"
+    output = cluster.new_output()
+    done, _ = cluster.submit("slow_wordcount.py", "/srv/in/small.txt", output,
+                             "--split-size", "8K", "--detach", "--", "3")
+    job = done.stdout.strip()
+    ct.wait_for(lambda: cluster.status(job)["running"], 30, "map attempts to run")
+    tree = ct.run("systemd-cgls", "--no-pager", "-u", "blfs-worker.service").stdout
+    assert "daemon" in tree and "tasks" in tree, tree
+    assert job.replace("/", "_") in tree, f"no cgroup of an attempt of {job}:\n{tree}"
+    task_uid = ct.run("id", "-u", "blfs-task").stdout.strip()
+    users = ct.run("ps", "-o", "uid=", "--ppid", str(cluster.main_pid("blfs-worker"))).stdout
+    assert users.split() and set(users.split()) == {task_uid}, users
+    assert cluster.wait_finished(job)["state"] == "succeeded"
+
+
+def test_a_hostile_job_under_systemd_can_do_nothing_of_what_it_tries(cluster):
+    ct = cluster.ct
+    ct.run("sh", "-c", "[ -e /srv/peer-disk ] || mknod -m 0660 /srv/peer-disk b 7 250; "
+                       "chgrp disk /srv/peer-disk")
+    where = json.dumps({"key": "/etc/blfs/cluster.key", "state": "/var/lib/blfs/master",
+                        "slot": {cluster.name: f"/var/lib/blfs/disks/{cluster.name}/pool/"
+                                               "slot-00000"},
+                        "device": {cluster.name: "/srv/peer-disk"}})
+    output = cluster.new_output()
+    done, _ = cluster.submit("escape.py", "/srv/in/other.txt", output, "--split-size", "1G",
+                             "--", where)
+    assert done.returncode == 0, done.stderr
+    out = ct.host_path(output)
+    rows = {}
+    for part in sorted(os.listdir(out)):
+        if part.startswith("part-"):
+            with open(os.path.join(out, part)) as f:
+                rows.update(line.rstrip("\n").split("\t", 1) for line in f)
+    for escape in ("read-key", "write-etc", "write-state", "write-pool", "open-device",
+                   "mount", "ptrace-worker", "signal-worker"):
+        assert rows[escape].startswith("denied"), (escape, rows[escape])
+    assert rows["euid"] == ct.run("id", "-u", "blfs-task").stdout.strip()
+    assert int(rows["capabilities"], 16) == 0 and rows["no_new_privs"] == "1"
+
+
+def test_paths_of_root_alone_are_refused_to_a_job(cluster):
+    """The worker uses paths that jobs name with the task user's rights: an output in a
+    directory only root may write fails with one clear line, and nothing is written."""
+    ct = cluster.ct
+    ct.run("install", "-d", "-m", "0755", "/srv/root-only")
+    done, _ = cluster.submit("wordcount.py", "/srv/in/other.txt", "/srv/root-only/out",
+                             "--max-attempts", "1", check=False)
+    assert done.returncode == 1
+    assert "Permission denied" in done.stderr, done.stderr
+    assert ct.run("ls", "-A", "/srv/root-only").stdout.strip() == ""
+
+
 # --------------------------------------------------------------------------- failures
 
 def test_watchdog_restarts_frozen_master(cluster):
@@ -486,7 +552,7 @@ def test_stopped_worker_is_started_again_by_the_masters_dial(cluster):
 
 def test_master_commits_without_shared_output_dropin(cluster):
     output = f"/srv/elsewhere/out-{secrets.token_hex(3)}"
-    cluster.ct.run("mkdir", "-p", "/srv/elsewhere")
+    cluster.ct.run("install", "-d", "-m", "1777", "/srv/elsewhere")
     done, _ = cluster.submit("wordcount.py", "/srv/in/other.txt", output, check=False)
     assert done.returncode == 0, done.stderr
     assert cluster.read_output(output) == dict(cluster.expected["/srv/in/other.txt"])

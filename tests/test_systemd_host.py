@@ -422,7 +422,10 @@ def test_unit_files_say_what_the_design_says():
     with open(os.path.join(UNITS, "blfs.tmpfiles")) as f:
         assert re.search(r"^d /run/blfs\s", f.read(), re.M)
     with open(os.path.join(UNITS, "blfs.sysusers")) as f:
-        assert re.search(r"^u blfs\s", f.read(), re.M)
+        users = f.read()
+    assert re.search(r"^u blfs\s", users, re.M)
+    assert re.search(r"^u blfs-task\s", users, re.M)  # whom task attempts run as
+    assert wv["Service"]["Delegate"] == "yes"  # the worker makes a cgroup per attempt
 
 
 @pytest.mark.root

@@ -1,36 +1,47 @@
-"""Task attempts on this worker: launched by the master, one process each, supervised to
-the end and reported to the master.
+"""Task attempts on this worker: launched by the master, one contained process each,
+supervised to the end and reported to the master.
 
-A task talks to its worker over a socketpair with the protocol's framing; its requests are
-served, in the order it sent them, from the table `TaskRequests.handlers`: lease a slot,
-ensure_view of a peer disk, fresh_file (a dataset's split on a peer), and the reports
-progress, done and failed. When the process has exited (reaped through a pidfd), the
-master hears `succeeded` (its slots stay leased until the job is released) or `failed`
-with a kind (its slots are released at once).
+An attempt runs in its own cgroups and scratch directory, as the task user
+(containment.py). It may open nothing on the disks: it asks its worker over its
+socketpair, and the replies carry descriptors (taskchannel.py). Its requests are served,
+in the order it sent them, from the table `TaskRequests.handlers`: a leased slot to write,
+the block device to flush, its split, a peer's slot to read (after making our view of
+that disk current), the file its output goes to; and the reports progress, done and
+failed. Its stdout and stderr come through a pipe and are kept, bounded (OutputTail).
+
+The attempt ends when its process ends, whatever its children do: they are killed with
+its cgroup. Then the master hears `succeeded` (its slots stay leased until the job is
+released) or `failed` with a kind (its slots are released at once).
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
-from .. import catalog, rpc, runtime
+from .. import catalog, rpc, runtime, storage
 from ..aio import TaskSet
 from ..config import Config
-from ..errors import ConnectionClosed, ProtocolError
+from ..errors import (ConnectionClosed, DiskFull, FetchError, PathRefused, ProtocolError,
+                      StorageError)
 from ..messages import (AttemptSpec, AttemptState, Failure, FailureKind, Message, Progress,
                         Success, TaskResult)
-from ..transport import FrameStream
+from ..taskchannel import WithFds, WorkerEnd
 from . import process
+from .containment import Containment, Sandbox
 from .disk import OwnDisk
+from .output import OutputTail
 from .views import PeerViews
 
 log = logging.getLogger("blfs.worker")
 
 Tell = Callable[[str, AttemptState, Message], Awaitable[None]]  # a report to the master
+DRAIN = 5.0  # seconds to read what a task sent before it exited
 
 
 @dataclass
@@ -39,6 +50,8 @@ class RunningAttempt:
     spec: AttemptSpec
     pid: int
     started: float
+    box: Sandbox
+    output: OutputTail
     done: Optional[TaskResult] = None
     failure: Optional[Failure] = None
     killed: bool = False
@@ -56,28 +69,97 @@ class RunningAttempt:
 class TaskRequests:
     """What a task process may ask of its worker, and the reports it sends."""
 
-    def __init__(self, disk: OwnDisk, views: PeerViews, tell: Tell):
+    def __init__(self, config: Config, disk: OwnDisk, views: PeerViews,
+                 containment: Containment, tell: Tell):
+        self.config = config
         self.disk = disk
         self.views = views
+        self.paths = containment.paths
         self.tell = tell
-        self.handlers = {"lease": self.lease, "ensure_view": self.ensure_view,
-                         "fresh_file": self.fresh_file, "progress": self.progress,
+        self.handlers = {"lease": self.lease, "device": self.device,
+                         "open_split": self.open_split, "open_slot": self.open_slot,
+                         "create_output": self.create_output, "progress": self.progress,
                          "done": self.done, "failed": self.failed}
 
-    def lease(self, attempt: RunningAttempt) -> dict:
-        """A free slot of our pool, now held by this attempt (PoolExhausted if none)."""
-        return {"slot": self.disk.leases.lease(attempt.id)}
+    def lease(self, attempt: RunningAttempt) -> WithFds:
+        """A free slot of our pool, now held by this attempt (PoolExhausted if none), open
+        for writing: never created, never truncated (storage rule 2)."""
+        slot = self.disk.leases.lease(attempt.id)
+        try:
+            fd = os.open(storage.slot_path(self.disk.path, slot), os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            self.disk.leases.release_slot(slot)
+            raise
+        return WithFds({"slot": slot}, [fd])
 
-    async def ensure_view(self, attempt: RunningAttempt, node: str, generation: int) -> bool:
-        """Our view of `node` made current for a pool generation (remounted if not)."""
-        await self.views.ensure(node, generation)
-        return True
+    def device(self, attempt: RunningAttempt) -> WithFds:
+        """The block device under our disk, to flush after writing slots (none in --local)."""
+        if not self.disk.device:
+            return WithFds({"device": False}, [])
+        return WithFds({"device": True}, [os.open(self.disk.device, os.O_RDONLY | os.O_CLOEXEC)])
 
-    async def fresh_file(self, attempt: RunningAttempt, node: str, file: str, size: int,
-                         crc: Optional[int] = None) -> bool:
-        """A dataset's split file on `node` checked on our view (remounted once if stale)."""
-        await self.views.fresh_file(node, file, size, crc)
-        return True
+    async def open_split(self, attempt: RunningAttempt) -> WithFds:
+        """The map's split: a dataset's file (checked on our view, remounted if stale), or
+        a path the job named (opened with the path user's rights)."""
+        split = attempt.spec.split
+        if split is None:
+            raise ProtocolError("only a map has a split")
+        if split.file:
+            path = await self.views.fresh_file(split.node, split.file, split.end, split.crc)
+            try:
+                return WithFds({}, [os.open(path, os.O_RDONLY | os.O_CLOEXEC)])
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            return WithFds({}, [self.paths.open(split.path, os.O_RDONLY)])
+        except OSError as exc:
+            raise PathRefused(f"cannot read {split.path} as {self.paths.name}: "
+                              f"{exc.strerror}") from None
+
+    async def open_slot(self, attempt: RunningAttempt, node: str, slot: int,
+                        generation: int) -> WithFds:
+        """A slot of `node`'s pool to read segments from, with O_DIRECT, through a view
+        made current for `generation` (storage rules 4 and 5)."""
+        if node != self.disk.name:
+            await self.views.ensure(node, generation)
+        if not 0 <= slot < 1 << 20:
+            raise ProtocolError(f"no slot {slot}")
+        path = storage.slot_path(self.views.disk(catalog.check_node(node)), slot)
+        try:
+            fd, direct = storage.open_for_read(path, self.config.allow_buffered_reads)
+        except OSError as exc:
+            raise FetchError(f"cannot open {path}: {exc.strerror}", node=node) from None
+        return WithFds({"direct": direct}, [fd])
+
+    def create_output(self, attempt: RunningAttempt) -> WithFds:
+        """The file a reduce writes its part to, under OUTPUT/_temporary/JOB/ (moved into
+        place by the commit). On our own disk for a cluster output; else created with the
+        path user's rights."""
+        spec = attempt.spec
+        target = os.path.join(spec.output, f"part-{spec.index:05d}")
+        # named by the attempt id, whose epoch differs between master sessions
+        tmpdir = os.path.join(spec.output, "_temporary", spec.job,
+                              f"{spec.task}.{spec.id.rsplit('/', 1)[-1]}")
+        path = os.path.join(tmpdir, os.path.basename(target))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        where = {"path": path, "target": target}
+        try:
+            if spec.output_name:
+                os.makedirs(tmpdir, exist_ok=True)
+                fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+                where["file"] = os.path.relpath(target, self.disk.path)
+            else:
+                self.paths.makedirs(tmpdir)
+                fd = self.paths.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"disk full on {self.disk.name}: cannot create {path}") \
+                    from None
+            if spec.output_name:
+                raise StorageError(f"cannot create {path}: {exc.strerror}") from None
+            raise PathRefused(f"cannot create {path} as {self.paths.name}: "
+                              f"{exc.strerror}") from None
+        return WithFds(where, [fd])
 
     async def progress(self, attempt: RunningAttempt, progress: float, status: str,
                        counters: dict) -> None:
@@ -101,20 +183,26 @@ class Attempts:
         self.disk = disk
         self.tell = tell
         self.running: dict[str, RunningAttempt] = {}
-        self.requests = TaskRequests(disk, views, tell)
+        self.containment = Containment(config)
+        self.requests = TaskRequests(config, disk, views, self.containment, tell)
         self._supervisors = TaskSet()
         self.handlers = {"launch": self.launch, "kill": self.kill}
 
     def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:
-        """Start an attempt's task process, and its supervisor."""
+        """Start an attempt's task process in its sandbox, and its supervisor."""
         spec = attempt
         if spec.output_name:  # a cluster output: parts go to our own disk
             spec = spec.replace(output=catalog.output_dir(
                 self.disk.path, catalog.check_name(spec.output_name)))
         if spec.id in self.running:
             raise ProtocolError(f"attempt {spec.id} is already running here")
-        pid, sock = process.fork_task(spec, self._task_env())
-        running = RunningAttempt(spec, pid, time.monotonic())
+        box = self.containment.prepare(spec)
+        try:
+            pid, sock, out = process.fork_task(spec, self._task_env(), box)
+        except OSError:
+            self.containment.release(box)
+            raise
+        running = RunningAttempt(spec, pid, time.monotonic(), box, OutputTail(out))
         self.running[running.id] = running
         log.info("started %s (%s) as pid %d", running.id, spec.kind, pid,
                  extra={**running.fields(), "BLFS_NODE": self.disk.name})
@@ -125,10 +213,8 @@ class Attempts:
         """What the task process gets of its worker, at fork."""
         cfg, m = self.config, self.disk.manifest
         return runtime.TaskEnv(
-            node=self.disk.name, disk=self.disk.path, disks_root=cfg.disks_root,
-            generation=m.generation, slot_size=m.slot_size, device=self.disk.device,
-            allow_buffered=cfg.allow_buffered_reads, spill_records=cfg.spill_records,
-            segment_max=cfg.segment_max)
+            node=self.disk.name, generation=m.generation, slot_size=m.slot_size,
+            spill_records=cfg.spill_records, segment_max=cfg.segment_max)
 
     def kill(self, peer: Optional[rpc.Peer], attempt: str) -> dict:
         """The master kills an attempt (it is reported killed once reaped)."""
@@ -138,11 +224,11 @@ class Attempts:
         return {"killed": running is not None}
 
     def terminate(self, attempt: RunningAttempt) -> None:
-        """Kill an attempt's processes (it is reported as killed once reaped)."""
+        """Kill an attempt's processes, all of them (it is reported killed once reaped)."""
         if attempt.finished.is_set():
             return
         attempt.killed = True
-        process.kill(attempt.pid)
+        attempt.box.kill(attempt.pid)
 
     def terminate_all(self, job: Optional[str] = None) -> None:
         """Kill every attempt here, or every attempt of one job."""
@@ -160,41 +246,59 @@ class Attempts:
             except asyncio.TimeoutError:
                 pass
 
+    def close(self) -> None:
+        self.containment.close()
+
     # ------------------------------------------------------------------ supervision
 
     async def _supervise(self, attempt: RunningAttempt, sock: socket.socket) -> None:
-        """Serve the task, reap its process, report how it ended."""
-        await self._serve_task(attempt, sock)
+        """Serve the task until its process exits; then kill whatever it left (its cgroup),
+        read what it sent before it went, reap it, and report how it ended."""
+        serving = asyncio.ensure_future(self._serve_task(attempt, sock))
         status = await process.wait_exit(attempt.pid)
+        attempt.box.kill(attempt.pid)  # its children, setsid() or not, go with it
+        try:
+            await asyncio.wait_for(asyncio.shield(serving), DRAIN)
+        except asyncio.TimeoutError:  # something of it still holds the socket open
+            serving.cancel()
+        await attempt.output.closed(DRAIN)
+        oom = attempt.box.oom_killed()
+        self.containment.release(attempt.box)
         self.running.pop(attempt.id, None)
         attempt.finished.set()
-        await self._report(attempt, status)
+        await self._report(attempt, status, oom)
 
     async def _serve_task(self, attempt: RunningAttempt, sock: socket.socket) -> None:
         """The task's requests, until it closes its end (it exits, or is killed)."""
-        sock.setblocking(False)
-        reader, writer = await asyncio.open_unix_connection(sock=sock)
-        stream = FrameStream(reader, writer)
+        end = WorkerEnd(sock)
         try:
             while True:  # in order: a task's reports must reach the master as it sent them
                 answer = await rpc.respond(self.requests.handlers, attempt,
-                                           await stream.read(), f"task {attempt.id}")
-                if answer is not None:
-                    await stream.write(answer)
+                                           await end.read(), f"task {attempt.id}")
+                if answer is None:
+                    continue
+                passing = answer.get("result")
+                if isinstance(passing, WithFds):
+                    try:
+                        await end.write(dict(answer, result=passing.result), passing.fds)
+                    finally:
+                        passing.close()
+                else:
+                    await end.write(answer)
         except (ConnectionClosed, ProtocolError):
             pass
         except Exception:  # a bug of ours: end the attempt, and still reap and report it
             log.exception("supervising %s failed", attempt.id,
                           extra={**attempt.fields(), "BLFS_NODE": self.disk.name})
             if attempt.failure is None:
-                attempt.failure = Failure(kind=FailureKind.CRASHED,
+                attempt.failure = Failure(kind=FailureKind.INTERNAL,
                                           error="its worker could not serve it")
             self.terminate(attempt)
             attempt.killed = False  # report the failure above, not a kill by request
         finally:
-            await stream.close()
+            end.close()
 
-    async def _report(self, attempt: RunningAttempt, status: int) -> None:
+    async def _report(self, attempt: RunningAttempt, status: int, oom: bool) -> None:
         """Tell the master how the attempt ended; a failed one's slots are free again."""
         fields = {**attempt.fields(), "BLFS_NODE": self.disk.name}
         if attempt.done is not None and status == 0 and not attempt.killed:
@@ -203,16 +307,24 @@ class Attempts:
             await self.tell(attempt.id, AttemptState.SUCCEEDED, Success(result=attempt.done))
             return
         self.disk.leases.release_attempt(attempt.id)
-        if attempt.killed:
-            failure = Failure(kind=FailureKind.KILLED, error="killed")
-        elif attempt.failure is not None:
-            failure = attempt.failure
-        else:
-            failure = Failure(kind=FailureKind.CRASHED,
-                              error=f"task process {process.describe_status(status)}")
+        failure = self._failure(attempt, status, oom)
         if failure.kind == FailureKind.KILLED:
             log.info("%s killed", attempt.id, extra=fields)
         else:
-            log.warning("%s failed (%s): %s", attempt.id, failure.kind, failure.error,
+            log.warning("%s failed (%s): %s", attempt.id, failure.kind, failure.error[-8192:],
                         extra=fields)
         await self.tell(attempt.id, AttemptState.FAILED, failure)
+
+    def _failure(self, attempt: RunningAttempt, status: int, oom: bool) -> Failure:
+        """Why an attempt failed, and whose fault it was."""
+        if attempt.killed:
+            return Failure(kind=FailureKind.KILLED, error="killed")
+        if oom:
+            return Failure(kind=FailureKind.OOM, error=f"out of memory (limit "
+                           f"{attempt.box.memory_limit_text()})")
+        if attempt.failure is not None:
+            return attempt.failure
+        said = attempt.output.last_lines(3)
+        return Failure(kind=FailureKind.CRASHED,
+                       error=f"task process {process.describe_status(status)}"
+                             + (f"; its last output: {said}" if said else ""))

@@ -40,7 +40,7 @@ class Worker:
         self.disk = OwnDisk(config)
         self.views = PeerViews(config.disks_root, self.name)
         self.attempts = Attempts(config, self.disk, self.views, self.tell_master)
-        self.files = Files(self.disk, self.views)
+        self.files = Files(self.disk, self.views, self.attempts.containment.paths)
         self.master: Optional[rpc.Peer] = None
         self.gate = config.gate()  # what strangers may cost us before they are known
         self.notifier = Notifier()
@@ -135,6 +135,7 @@ class Worker:
         if self.master:
             await self.master.close()
         await self.attempts.wait_all(STOP_GRACE)
+        self.attempts.close()
 
     # ------------------------------------------------------------------ the master
 

@@ -10,6 +10,7 @@ import os
 from typing import Any, Callable, Optional
 
 from .. import catalog, datafiles, rpc, storage
+from ..sandbox import PathAccess
 from ..errors import FetchError, NotFound, ProtocolError, StorageError
 from .disk import OwnDisk
 from .views import PeerViews
@@ -21,11 +22,15 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 class Files:
-    """Output commits and cluster storage on our own disk, reads through our views."""
+    """Output commits and cluster storage on our own disk, reads through our views.
 
-    def __init__(self, disk: OwnDisk, views: PeerViews):
+    A job's output at a path it named (not on our disk) is moved, taken back, marked
+    complete and cleaned up with the path user's rights (`paths`), never with ours."""
+
+    def __init__(self, disk: OwnDisk, views: PeerViews, paths: PathAccess):
         self.disk = disk
         self.views = views
+        self.paths = paths
         self.uploads: Optional[datafiles.Uploads] = None  # once the disk is open
         self.handlers = {"commit": self.commit, "uncommit": self.uncommit,
                          "success": self.success, "store": self.store,
@@ -41,12 +46,15 @@ class Files:
         """Move a finished reduce output into place, atomically."""
         if os.path.basename(source) != os.path.basename(target):
             raise ProtocolError("commit source and target must have the same file name")
+        own = _inside(target, self.disk.path)
         try:
-            os.rename(source, target)
+            if own:
+                _move(source, target)
+            else:
+                self.paths.run(_move, source, target)
         except FileNotFoundError:
             raise NotFound(f"nothing to commit at {source}") from None
-        storage.fsync_dir(os.path.dirname(target))
-        if _inside(target, self.disk.path):
+        if own:
             # a cluster output part: its metadata in place, for peers' noload mounts
             await in_thread(storage.publish_metadata, self.disk.path, self.disk.device)
         return {"committed": target}
@@ -55,15 +63,20 @@ class Files:
         """Take back a committed part of a job whose commit failed further on."""
         if not os.path.basename(target).startswith("part-"):
             raise ProtocolError("only part files can be taken back")
-        try:
-            os.unlink(target)
-        except FileNotFoundError:
-            pass
+        self._as_owner(target, _unlink_quietly, target)
         return {"removed": target}
 
     def success(self, peer: rpc.Peer, output: str) -> dict:
         """The job's output is complete: _SUCCESS, durable, written last."""
-        return {"written": storage.write_success(output)}
+        self._as_owner(output, storage.write_success, output)
+        return {"written": os.path.join(output, "_SUCCESS")}
+
+    def _as_owner(self, path: str, fn: Callable[..., Any], *args: Any) -> None:
+        """fn(*args) with our rights on our own disk, else with the path user's."""
+        if _inside(path, self.disk.path):
+            fn(*args)
+        else:
+            self.paths.run(fn, *args)
 
     def remove_temporary(self, job: str, output_tmp: Optional[str],
                          output_name: Optional[str]) -> None:
@@ -72,7 +85,7 @@ class Files:
             output_tmp = os.path.join(catalog.output_dir(self.disk.path, output_name),
                                       "_temporary", job)
         if output_tmp and os.path.basename(os.path.normpath(output_tmp)) == job:
-            storage.remove_job_temporary(output_tmp)
+            self._as_owner(output_tmp, storage.remove_job_temporary, output_tmp)
 
     # ------------------------------------------------------------------ cluster storage
 
@@ -102,6 +115,19 @@ class Files:
         except OSError as exc:
             raise FetchError(f"cannot read {path}: {exc.strerror}") from None
         return {"data": data}
+
+
+def _move(source: str, target: str) -> None:
+    """Rename a part into place, durably (its directory fsynced)."""
+    os.rename(source, target)
+    storage.fsync_dir(os.path.dirname(target))
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -1,14 +1,20 @@
-"""Word count with one injected fault, chosen by args[0] (args[1] is a scratch directory).
+"""Word count with one injected fault, chosen by args[0] (args[1] is a directory the task
+user may write to, shared with the test).
 
 user-once      map m-00000 raises on its first attempt, then works
 user-always    every map raises (the job must fail with this traceback)
 sigkill-once   map m-00000 kills itself with SIGKILL on its first attempt
-kill-worker    the first map attempt to run on worker w1 kills its worker daemon
-corrupt        reduce r-00000, first attempt: flips bytes in every slot of every pool
-               before reading, so every segment it reads fails its checksum
+kill-worker    the first map attempt to run on worker w1 asks the test to kill its worker
+               daemon (writes kill-w1 with the worker's pid), and waits to die with it
+corrupt        reduce r-00000, first attempt: asks the test to flip bytes in every slot of
+               every pool (writes corrupt-now with the local cluster's root) and waits
+               until it has (corrupted), so every segment it reads fails its checksum
+
+A task cannot kill its worker or write a pool itself: it runs as an unprivileged user.
 """
 import os
 import signal
+import time
 
 from blfsd import Job
 
@@ -22,11 +28,25 @@ def first_time(scratch, name):
         return False
 
 
+def tell(scratch, name, text):
+    """A message to the test: written whole, then renamed into place."""
+    path = os.path.join(scratch, name)
+    with open(path + ".part", "w") as f:
+        f.write(text)
+    os.rename(path + ".part", path)
+
+
 def local_root():
     """The --local-root of the worker that forked us (tests only)."""
     with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
         argv = f.read().split(b"\0")
     return argv[argv.index(b"--local-root") + 1].decode()
+
+
+def wait_for(path, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 class Faulty(Job):
@@ -40,21 +60,13 @@ class Faulty(Job):
         if fault == "sigkill-once" and ctx.task == "m-00000" and ctx.attempt == 0:
             os.kill(os.getpid(), signal.SIGKILL)
         if (fault == "kill-worker" and ctx.worker == "w1" and ctx.task.startswith("m-")
-                and first_time(scratch, "killed-w1")):
-            os.kill(os.getppid(), signal.SIGKILL)
-            os.kill(os.getpid(), signal.SIGKILL)
+                and first_time(scratch, "killing-w1")):
+            tell(scratch, "kill-w1", str(os.getppid()))
+            time.sleep(60)  # dies with its worker (PR_SET_PDEATHSIG)
         if (fault == "corrupt" and ctx.task == "r-00000" and ctx.attempt == 0
-                and first_time(scratch, "corrupted")):
-            disks = os.path.join(local_root(), "disks")
-            for node in os.listdir(disks):
-                pool = os.path.join(disks, node, "pool")
-                for slot in os.listdir(pool):
-                    if slot.startswith("slot-"):
-                        with open(os.path.join(pool, slot), "r+b") as f:
-                            f.seek(200)  # inside the first segment's payload
-                            byte = f.read(1)
-                            f.seek(200)
-                            f.write(bytes([byte[0] ^ 0xFF]))
+                and first_time(scratch, "corrupting")):
+            tell(scratch, "corrupt-now", local_root())
+            wait_for(os.path.join(scratch, "corrupted"))
 
     def map(self, key, value):
         for word in value.split():
