@@ -300,14 +300,13 @@ def _flip_when_asked(c: LoopCluster, shared: Path, stop: threading.Event) -> Non
 def test_a_worker_killed_in_the_second_step_still_gives_the_exact_output(cluster,
                                                                          tmp_path):
     corpus = make_corpus(tmp_path / "big.txt", 20000, seed=9)
-    job = tmp_path / "slow_pipe.py"
-    job.write_text(SLOW_SECOND_STEP)
+    job = os.path.join(JOBS, "slow_pipeline.py")
     out = tmp_path / "out"
     import subprocess
     import sys
     argv = [sys.executable, "-m", "blfsd", "--config", str(cluster.master_cfg), "submit",
             str(job), "--input", corpus, "--output", str(out), "--split-size", "64K",
-            "--master", cluster.socket]
+            "--master", cluster.socket, "--", "1.0"]
     proc = subprocess.Popen(argv, env=cluster.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     victim = cluster.daemons[1]  # w1
@@ -338,30 +337,3 @@ def _second_step_running(c: LoopCluster, job: str) -> bool:
                for a in status["running"])
 
 
-SLOW_SECOND_STEP = '''
-import time
-from blfsd import Job, Step
-
-
-class Slow(Job):
-    """pipe3.py, whose step-1 maps take a second each."""
-
-    def steps(self):
-        return [Step(map=self.words, combine=self.total, reduce=self.total, reducers=6),
-                Step(map=self.by_letter),
-                Step(reduce=self.total, reducers=2)]
-
-    def setup(self):
-        if self.context.step == 1:
-            time.sleep(1.0)
-
-    def words(self, key, line):
-        for word in line.split():
-            yield word, 1
-
-    def total(self, key, counts):
-        yield key, sum(counts)
-
-    def by_letter(self, word, count):
-        yield word[0], count
-'''
