@@ -14,13 +14,12 @@ import sys
 import zlib
 from typing import Any, Callable, Iterator, Optional
 
-from . import auth, config as configmod, inputs, rpc, sandbox, storage
+from . import auth, config as configmod, inputs, jobdef, rpc, sandbox, storage
 from .errors import (BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, StorageError,
                      UsageError)
 from .catalog import check_name, is_name
 from .datafiles import CHUNK
 from .inputs import expand_inputs, line_cuts, make_splits, parse_size
-from .job import job_attributes, load_job_class
 
 log = logging.getLogger("blfs.cli")
 
@@ -50,6 +49,9 @@ def _add_submit(sub: Any) -> None:
                    help="a directory; on a cluster a plain NAME is kept on the workers' "
                         "disks (blfs cat/get NAME)")
     s.add_argument("--job", metavar="NAME", help="which Job class, if the file has several")
+    s.add_argument("--file", action="append", metavar="PATH",
+                   help="a file to place in each task's working directory (repeatable; "
+                        "4 MiB in all, with the job class's own `files`)")
     s.add_argument("--reducers", type=int, metavar="R")
     s.add_argument("--split-size", default=None, metavar="SIZE",
                    help="bytes per map task (default: enough maps for two waves over the "
@@ -138,16 +140,8 @@ def prepare_submit(args: argparse.Namespace) -> dict:
         raise UsageError(f"cannot read job file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"job file {path} is not UTF-8 text") from None
-    try:
-        cls = load_job_class(source, os.path.basename(path), args.job)
-    except JobDefinitionError:
-        raise
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # SystemExit too: a job file must not end `blfs` silently
-        raise JobDefinitionError(f"{path} fails to load: {exc.__class__.__name__}: {exc}") \
-            from None
-    attrs = job_attributes(cls, path)
+    job_args = list(getattr(args, "job_args", []))
+    definition = jobdef.describe(path, source, args.job, job_args, args.file or [])
     # on a cluster, a plain name (no '/', not a local file) is cluster storage
     datasets = [i for i in args.input if not args.local and is_name(i) and not os.path.exists(i)]
     files = expand_inputs([i for i in args.input if i not in datasets])
@@ -157,19 +151,16 @@ def prepare_submit(args: argparse.Namespace) -> dict:
         _check_output_dir(output, args.output)
     if args.split_size is not None:
         parse_size(args.split_size)  # a bad size is a usage error before anything starts
-    if (not datasets and not any(os.path.getsize(f) for f in files)
-            and attrs["input_format"] != "files"):
-        raise UsageError("the input is empty")
-    reducers = args.reducers if args.reducers is not None else attrs["reducers"]
+    reducers = args.reducers if args.reducers is not None else definition.reducers
     if reducers is not None and reducers < 1:
         raise UsageError("--reducers must be at least 1")
     if args.max_attempts is not None and args.max_attempts < 1:
         raise UsageError("--max-attempts must be at least 1")
-    job_args = list(getattr(args, "job_args", []))
     spec = {
         "name": os.path.splitext(os.path.basename(path))[0], "job_file": os.path.basename(path),
-        "source": source, "class": attrs["class"], "args": job_args,
-        "input_format": attrs["input_format"], "files": files, "datasets": datasets,
+        "source": source, "class": definition.job_class, "args": job_args,
+        "api": definition.api, "steps": definition.steps, "files": definition.shipped,
+        "input_format": definition.input_format, "inputs": files, "datasets": datasets,
         "output": output, "reducers": reducers, "task_timeout": args.task_timeout,
         "task_memory": parse_size(args.task_memory) if args.task_memory else None,
         "task_pids": args.task_pids, "task_cpu_weight": args.task_cpu_weight,
@@ -202,7 +193,7 @@ def _check_output_parent(output: str, shown: str) -> None:
 def add_splits(spec: dict, split_size: Optional[str], capacity: int,
                stored: Optional[list] = None) -> dict:
     """Cut the local input files into splits, after the splits of datasets (`stored`)."""
-    files = spec.pop("files")
+    files = spec.pop("inputs")
     size = inputs.split_size(files, split_size, capacity)
     spec["splits"] = list(stored or []) + make_splits(files, size, spec["input_format"])
     if not spec["splits"]:
@@ -351,14 +342,14 @@ async def submit_remote(args: argparse.Namespace, spec: dict, cfg: configmod.Con
         stored = []
         for name in spec["datasets"]:
             stored += _dataset_splits(await peer.call("dataset", limit=30, name=name))
-        if spec["files"] and spec.get("output_name"):
+        if spec["inputs"] and spec.get("output_name"):
             # a job kept in cluster storage reads cluster storage: put local files first
             name = f"{spec['output']}.input-{secrets.token_hex(3)}"
             whole = spec["input_format"] == "files"
-            entry = await put_files(peer, spec.pop("files"), name, args.split_size, capacity,
+            entry = await put_files(peer, spec.pop("inputs"), name, args.split_size, capacity,
                                     whole)
             temp.append(name)
-            spec["files"], spec["temp_datasets"] = [], [name]
+            spec["inputs"], spec["temp_datasets"] = [], [name]
             stored += _dataset_splits(entry)
         add_splits(spec, args.split_size, capacity, stored)
         code = await _submit_and_follow(args, peer, spec)

@@ -1,7 +1,9 @@
 """Input: finding files, cutting them into splits, and reading a split's records."""
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import os
 from bisect import bisect_left
 from itertools import accumulate
@@ -35,18 +37,36 @@ def expand_inputs(paths: list) -> list:
     return [os.path.abspath(f) for f in files]
 
 
+COMPRESSED: dict = {".gz": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+                    ".bz2": lambda f: bz2.BZ2File(f, mode="rb")}
+
+
+def compressed(path: str) -> bool:
+    """Whether a file is read through a decompressor (by its name, as Hadoop does)."""
+    return os.path.splitext(path)[1].lower() in COMPRESSED
+
+
+def decompressed(f: BinaryIO, path: str) -> BinaryIO:
+    """A split's file as its records are read: through gzip or bzip2 for .gz and .bz2."""
+    opener = COMPRESSED.get(os.path.splitext(path)[1].lower())
+    return f if opener is None else opener(f)
+
+
 def make_splits(files: list, split_size: int, input_format: str) -> list:
-    """Byte ranges [start, end) of the inputs; one per file for the 'files' format."""
+    """Byte ranges [start, end) of the inputs: one per file for the 'files' format and for
+    a compressed file (it cannot be cut). An empty file has no records and gives no map,
+    unless every input is empty: then one empty split, and the job runs on nothing (its
+    parts are empty), as on any other valid input."""
     splits = []
     for path in files:
         size = os.path.getsize(path)
-        if input_format == "files":
+        if input_format == "files" or compressed(path):
             splits.append({"path": path, "start": 0, "end": size})
-            continue
-        if size == 0:
             continue
         for start in range(0, size, split_size):
             splits.append({"path": path, "start": start, "end": min(size, start + split_size)})
+    if not splits and files:
+        splits.append({"path": files[0], "start": 0, "end": 0})
     return splits
 
 
@@ -110,7 +130,10 @@ def line_batches(source: Source, start: int, end: int,
 
     A line belongs to the split in which its first byte lies; so a split that starts
     inside a line skips to the next line, and a line that crosses `end` is read whole.
-    Lines are decoded as UTF-8 (bad bytes replaced), without their newline or CR.
+    Lines are decoded as UTF-8, without their newline or CR; bytes that are not UTF-8
+    become lone surrogates (Python's surrogateescape), so no line is lost or altered:
+    `line.encode("utf-8", "surrogateescape")` gives its bytes back, and an output line
+    holding them is written as those very bytes (records.OUTPUT_ERRORS).
     """
     with _opened(source) as f:
         pos = start
@@ -146,7 +169,7 @@ def _next_line(offset: int, length: int) -> int:
 
 
 def _text(line: bytes) -> str:
-    return line.decode("utf-8", "replace").removesuffix("\r")
+    return line.decode("utf-8", "surrogateescape").removesuffix("\r")
 
 
 def _texts(lines: list) -> list:
@@ -176,7 +199,7 @@ def file_batches(source: Source, start: int, end: int,
                  path: str = "") -> Iterator[tuple[list, list, int]]:
     """One record: (the file's path, its whole text)."""
     with _opened(source) as f:
-        text = f.read().decode("utf-8", "replace")
+        text = f.read().decode("utf-8", "surrogateescape")
     yield [path or source], [text], end
 
 

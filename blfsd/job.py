@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
 from .errors import JobDefinitionError
+from .messages import StepSpec
 from .records import default_partition
+from .steps import Step
 
 INPUT_FORMATS = ("lines", "files", "bytes")
 
@@ -21,13 +23,21 @@ class Context:
     attempt: int = 0
     worker: str = ""
     partition: Optional[int] = None
+    step: int = 0  # the step this task belongs to (0 for a job of one step)
+    kind: str = "map"  # map or reduce
+    input_path: Optional[str] = None  # a first map's input file (a dataset's: node:file)
 
 
 class Job:
-    """Subclass this in a job file and define map, and usually reduce (and combine)."""
+    """Subclass this in a job file and define map, and usually reduce (and combine).
+
+    A pipeline defines steps() instead: a list of blfsd.Step, each with its own map,
+    combine and reduce (any may be absent), reducers, partition and sort_values."""
 
     reducers: Optional[int] = None
     input_format: str = "lines"
+    sort_values: bool = False  # values arrive sorted within each key (a secondary sort)
+    files: tuple = ()  # paths (relative to the job file) placed in each task's directory
 
     def __init__(self, args: Optional[list] = None, context: Optional[Context] = None):
         self.args: list = list(args or [])
@@ -38,6 +48,17 @@ class Job:
 
     def setup(self) -> None:
         """Called once per task before any record."""
+
+    def finish(self) -> Iterable:
+        """Called once at the end of each map and reduce task (self.context.kind says
+        which); may yield (key, value) pairs into that task's output (mrjob's
+        mapper_final / reducer_final)."""
+        return ()
+
+    def steps(self) -> Optional[list]:
+        """The job's steps (blfsd.Step), for a pipeline; None: one step of this class's
+        own map, combine and reduce."""
+        return None
 
     def map(self, key: Any, value: Any) -> Iterable:
         """Override: yield (key, value) pairs for one input record. The default passes it on."""
@@ -109,6 +130,32 @@ def has_combiner(job: Job) -> bool:
     return callable(getattr(type(job), "combine", None))
 
 
+def native_steps(job: Job, filename: str = "the job") -> list:
+    """A Job's steps: those it declares (steps()), or one of its own methods."""
+    declared = job.steps()
+    if declared is None:
+        return [Step(map=job.map, combine=job.combine if has_combiner(job) else None,
+                     reduce=job.reduce, reducers=job.reducers, partition=job.partition,
+                     sort_values=bool(job.sort_values))]
+    if not isinstance(declared, (list, tuple)) or not declared \
+            or not all(isinstance(s, Step) for s in declared):
+        raise JobDefinitionError(f"{filename}: steps() must return a list of blfsd.Step")
+    for number, step in enumerate(declared):
+        if not (step.has_map or step.has_reduce):
+            raise JobDefinitionError(f"{filename}: step {number} has neither map nor reduce")
+        if step.reducers is not None and (not isinstance(step.reducers, int)
+                                          or step.reducers < 1):
+            raise JobDefinitionError(f"{filename}: step {number}: reducers must be a "
+                                     "positive integer")
+    return list(declared)
+
+
+def step_specs(steps: list) -> list:
+    """What the master needs to know of each step (messages.StepSpec)."""
+    return [StepSpec(map=s.has_map, combine=s.has_combine, reduce=s.has_reduce,
+                     reducers=s.reducers, sort_values=bool(s.sort_values)) for s in steps]
+
+
 def load_job_class(source: str, filename: str, name: Optional[str] = None) -> type:
     """Execute a job file in a fresh module and return its one Job subclass."""
     try:
@@ -135,8 +182,29 @@ def load_job_class(source: str, filename: str, name: Optional[str] = None) -> ty
     return classes[0]
 
 
+_MRJOB_NAMES = {"mapper": "map", "combiner": "combine", "reducer": "reduce",
+                "mapper_init": "setup", "reducer_init": "setup", "mapper_final": "finish",
+                "reducer_final": "finish"}
+
+
+def _mrjob_names(cls: type) -> list:
+    """mrjob's method names on a Job subclass that defines none of ours: it would run
+    as an identity job, silently. What to rename, in one phrase each."""
+    if any(getattr(cls, ours) is not getattr(Job, ours) for ours in ("map", "reduce")) \
+            or cls.steps is not Job.steps:
+        return []
+    return [f"{theirs} to {ours}" for theirs, ours in _MRJOB_NAMES.items()
+            if callable(getattr(cls, theirs, None))]
+
+
 def job_attributes(cls: type, filename: str) -> dict:
     """The class-level settings the master needs, checked."""
+    renames = _mrjob_names(cls)
+    if renames:
+        raise JobDefinitionError(
+            f"{filename}: {cls.__name__} names its methods as mrjob does; a blfsd.Job "
+            f"needs map/combine/reduce: rename {', '.join(renames)} (or subclass "
+            "mrjob.job.MRJob to run it as an mrjob job)")
     fmt = getattr(cls, "input_format", "lines")
     if fmt not in INPUT_FORMATS:
         raise JobDefinitionError(f"{filename}: input_format must be one of "

@@ -252,6 +252,8 @@ def _wire_name(name: str) -> Any:
     return field(metadata={"wire": name})
 
 
+MAX_SHIPPED = 4 << 20  # bytes of files shipped with one job (they travel in its spec)
+
 # Every message below is frozen and keyword-only: built by name, never changed in place.
 message = dataclass(frozen=True, kw_only=True)
 
@@ -273,8 +275,10 @@ class Split(Message):
 
 @message
 class SegmentLocation(Message):
-    """Where one segment of a map's output is: written, fsynced and checksummed, in `slot`
-    of `node`'s pool of `generation`. A reduce's spec adds which map attempt wrote it."""
+    """Where one segment of a task's output is: written, fsynced and checksummed, in `slot`
+    of `node`'s pool of `generation`. A consumer's spec adds which attempt of which task
+    wrote it (`stage`, `map_task`, `map_attempt`: the producer, a map or, in a pipeline,
+    the reduce of a middle step)."""
     node: str
     slot: int
     offset: int
@@ -285,8 +289,33 @@ class SegmentLocation(Message):
     run: int = 0
     seq: int = 0
     flags: int = 0
+    stage: int = 0
     map_task: Optional[int] = None
     map_attempt: Optional[int] = None
+
+
+@message
+class StepSpec(Message):
+    """What the master needs to know of one step of a job: which parts it has, and how
+    many reduces (None: the job's, the command line's or the master's default)."""
+    map: bool = True
+    combine: bool = False
+    reduce: bool = True
+    reducers: Optional[int] = None
+    sort_values: bool = False
+
+
+@message
+class ShippedFile(Message):
+    """A file shipped with a job (`files` of its class, `--file`): placed, with this name,
+    in each task's working directory."""
+    name: str
+    data: bytes
+
+    def _refuse(self) -> Optional[str]:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            return f"a shipped file needs a plain name, not {self.name[:80]!r}"
+        return None
 
 
 @message
@@ -343,6 +372,9 @@ class JobSpec(Message):
     reducers: Optional[int] = None  # None: the master's default
     task_timeout: Optional[float] = None
     max_attempts: Optional[int] = None
+    api: str = "blfs"  # the job file's API: blfs (a Job subclass) or mrjob (an MRJob)
+    steps: list[StepSpec] = field(default_factory=lambda: [StepSpec()])
+    files: list[ShippedFile] = field(default_factory=list)
     # each attempt's limits (None: the workers' configuration)
     task_memory: Optional[int] = None  # bytes
     task_pids: Optional[int] = None
@@ -352,6 +384,12 @@ class JobSpec(Message):
     def _refuse(self) -> Optional[str]:
         if not self.splits:
             return "the input is empty"
+        if not 1 <= len(self.steps) <= 100:
+            return "a job has from 1 to 100 steps"
+        if self.api not in ("blfs", "mrjob"):
+            return f"no job API {self.api[:20]!r}"
+        if sum(len(f.data) for f in self.files) > MAX_SHIPPED:
+            return f"shipped files exceed {MAX_SHIPPED >> 20} MiB in all"
         if self.output_name is not None:
             if not is_name(self.output_name) or self.output != self.output_name:
                 return "output_name must be a valid name equal to output"
@@ -385,18 +423,27 @@ class AttemptSpec(Message):
     job_class: str = _wire_name("class")
     args: list[str] = field(default_factory=list)
     input_format: str
-    reducers: int
+    reducers: int  # the partitions of this task's output (0: the job's output, parts)
     output: str
     output_name: Optional[str] = None
-    split: Optional[Split] = None  # a map's input
-    segments: Optional[list[SegmentLocation]] = None  # a reduce's input
+    api: str = "blfs"
+    step: int = 0  # the job's step this task belongs to
+    stage: int = 0  # its place among the job's stages (a step's map, then its reduce)
+    sort_output: bool = True  # its output segments sorted (they feed a reduce)
+    sort_values: bool = False  # ... by key and value
+    merge_values: bool = False  # a reduce's input merged by key and value (its step's)
+    files: list[str] = field(default_factory=list)  # names of the job's shipped files
+    split: Optional[Split] = None  # a first map's input
+    segments: Optional[list[SegmentLocation]] = None  # the input of any other task
     task_memory: Optional[int] = None  # limits (None: the worker's configuration)
     task_pids: Optional[int] = None
     task_cpu_weight: Optional[int] = None
 
     def _refuse(self) -> Optional[str]:
-        if self.kind == TaskKind.MAP and self.split is None:
+        if self.stage == 0 and self.kind == TaskKind.MAP and self.split is None:
             return "a map attempt needs a split"
         if self.kind == TaskKind.REDUCE and self.segments is None:
             return "a reduce attempt needs segments"
+        if self.stage > 0 and self.segments is None:
+            return "a map attempt of a later step needs segments"
         return None

@@ -453,6 +453,8 @@ class TaskContext:
     input_start: int = 0
     input_length: Optional[int] = None
     output_dir: Optional[str] = None
+    input_local: Optional[str] = None  # where the task opens its input (mapper_raw), if
+    # not at input_path: e.g. /proc/self/fd/N of a descriptor the engine opened for it
     increment_counter: Callable[[str, str, int], None] = _ignore
     set_status: Callable[[str], None] = _ignore
 
@@ -729,9 +731,13 @@ class _StepRunner:
                  records: Iterable[tuple]) -> Iterator[bytes]:
         """mapper_raw: the job reads its input file itself (path and URI, as mrjob gives
         them); the path is the context's, else each record's key ("files" format)."""
-        paths = [ctx.input_path] if ctx.input_path else [key for key, _ in records]
-        for path in paths:
-            path = os.path.abspath(path)
+        if ctx.input_path:
+            # the task may not be allowed to open the input's path: a path to the
+            # descriptor its engine opened for it, if there is one (the URI stays the file's)
+            local = ctx.input_local or os.path.abspath(ctx.input_path)
+            yield from self._script(mrc, reporter, (), (local, os.path.abspath(ctx.input_path)))
+            return
+        for path in (os.path.abspath(key) for key, _ in records):
             yield from self._script(mrc, reporter, (), (path, path))
 
     def _task_job(self, mrc: str, reporter: _Reporter, extra: tuple) -> Any:

@@ -159,6 +159,7 @@ WORKER_TO_MASTER: dict[str, dict[str, Any]] = {
     # info: a Progress, a Success or a Failure, by state (master.links.WorkerLinks)
     "attempt_update": {"attempt": str, "state": AttemptState, "info?": dict},
     "pool_changed": {"generation": int, "slots": int},
+    "job_files": {"job": str},
 }
 
 MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
@@ -170,6 +171,7 @@ MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
     "uncommit": {"target": str},
     "success": {"output": str},
     "release_job": {"job": str, "output_tmp?": _OPT_STR, "output_name?": _OPT_STR},
+    "release_attempts": {"attempts": list},
     "store": {"name": str, "index": int, "offset": int, "data": bytes, "last": bool},
     "abort_put": {"name": str},
     "drop": {"kind": str, "name": str},

@@ -1,14 +1,16 @@
 """Records: stable partitioning, key order, segment payload encoding, output lines."""
 from __future__ import annotations
 
+import codecs
 import json
 import zlib
 from operator import itemgetter
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import msgpack
 
 first = itemgetter(0)
+second = itemgetter(1)
 
 
 def key_bytes(key: Any) -> bytes:
@@ -63,25 +65,42 @@ def natural_is_canonical(keys: Iterable) -> bool:
     return set(map(type, keys)) in _SIMPLE
 
 
-def sort_pairs(pairs: list) -> bool:
-    """Sort (key, value) pairs by key in place, always in canonical order.
+def sort_pairs(pairs: list, by_value: bool = False) -> bool:
+    """Sort (key, value) pairs by key (and by value within a key, for a secondary sort)
+    in place, always in canonical order.
 
-    Returns True when the keys needed the canonical sort key (a flag on the segment),
-    False when Python's own order was the same and faster.
+    Returns True when the keys (or values) needed the canonical sort key (a flag on the
+    segment), False when Python's own order was the same and faster.
     """
-    if not pairs or natural_is_canonical(map(first, pairs)):
-        pairs.sort(key=first)
-        return False
-    pairs.sort(key=lambda p: canonical(p[0]))
-    return True
+    natural = not pairs or natural_is_canonical(map(first, pairs))
+    if by_value:
+        natural = natural and (not pairs or natural_is_canonical(map(second, pairs)))
+        pairs.sort(key=pair_order(not natural, True))
+    else:
+        pairs.sort(key=pair_order(not natural, False))
+    return not natural
+
+
+def pair_order(canonical_order: bool, by_value: bool) -> Callable[[Any], Any]:
+    """The sort key of a pair: its key (and value), natural or canonical."""
+    if by_value:
+        return (lambda p: (canonical(p[0]), canonical(p[1]))) if canonical_order \
+            else (lambda p: (p[0], p[1]))
+    return (lambda p: canonical(p[0])) if canonical_order else first
+
+
+# Text that came from bytes that are not UTF-8 holds lone surrogates (inputs.py decodes
+# with surrogateescape): they cross the shuffle as they are.
+_UNICODE = "surrogatepass"
 
 
 def encode_pairs(pairs: list) -> bytes:
-    return msgpack.packb(pairs, use_bin_type=True)
+    return msgpack.packb(pairs, use_bin_type=True, unicode_errors=_UNICODE)
 
 
 def decode_pairs(payload: bytes) -> list:
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True,
+                           unicode_errors=_UNICODE)
 
 
 def chunk_pairs(pairs: list, limit: int) -> Iterable[bytes]:
@@ -128,3 +147,21 @@ def _jsonable(x: Any) -> Any:
 def format_line(key: Any, value: Any) -> str:
     """One output line: key TAB value, newline."""
     return f"{format_field(key)}\t{format_field(value)}\n"
+
+
+def _output_errors(exc: UnicodeError) -> tuple:
+    """How text that UTF-8 cannot carry is written out: the bytes that surrogateescape
+    stands for (an input line that was not UTF-8 comes out as it came in), any other
+    lone surrogate as a \\uXXXX escape."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for ch in exc.object[exc.start:exc.end]:
+        code = ord(ch)
+        out += bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else \
+            f"\\u{code:04x}".encode()
+    return bytes(out), exc.end
+
+
+OUTPUT_ERRORS = "blfs-output"  # the error handler of output lines: "utf-8", OUTPUT_ERRORS
+codecs.register_error(OUTPUT_ERRORS, _output_errors)

@@ -11,8 +11,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from . import pipeline
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, JobSpec, JobState,
                        Split, TaskKind, TaskResult, TaskState)
+from .pipeline import Stage
 
 
 @dataclass
@@ -41,6 +43,13 @@ class Release:
     """The job ended: these workers free its slots and temporary output."""
     job: str
     workers: list
+
+
+@dataclass
+class ReleaseOutputs:
+    """A middle stage's output is no longer needed: free these attempts' slots."""
+    job: str
+    attempts: dict  # worker -> [attempt id]
 
 
 @dataclass
@@ -97,9 +106,10 @@ class Attempt:
 
 @dataclass
 class Task:
-    """A map (one split) or a reduce (one partition) of a job, and its attempts."""
+    """A map (one split, or the output of one task of the stage before) or a reduce (one
+    partition) of a stage of a job, and its attempts."""
     job: "ScheduledJob"
-    kind: TaskKind
+    stage: Stage
     index: int
     split: Optional[Split] = None
     state: TaskState = TaskState.PENDING
@@ -109,10 +119,24 @@ class Task:
     avoid: set = field(default_factory=set)
     result: Optional[TaskResult] = None
     winner: Optional[Attempt] = None
+    by_partition: dict = field(default_factory=dict)  # its output's segments, by partition
+    released: bool = False  # its output's slots were given back (nobody needs them)
+
+    @property
+    def kind(self) -> TaskKind:
+        return self.stage.kind
 
     @property
     def name(self) -> str:
-        return f"{self.kind[0]}-{self.index:05d}"
+        return pipeline.task_name(self.stage, self.index, len(self.job.spec.steps))
+
+    def succeed(self, a: "Attempt", result: TaskResult) -> None:
+        """The winner's output is the task's: indexed by partition for its consumers."""
+        self.state, self.result, self.winner, self.released = (TaskState.SUCCEEDED, result,
+                                                                a, False)
+        self.by_partition = {}
+        for loc in result.segments:
+            self.by_partition.setdefault(loc.partition, []).append(loc)
 
     def running(self) -> list:
         return [a for a in self.attempts if a.state == AttemptState.RUNNING]
@@ -133,25 +157,26 @@ class Task:
         if self.state != TaskState.SUCCEEDED and not self.running():
             self.state = TaskState.PENDING
 
-    def discard_output(self) -> None:
-        """Its output cannot be read: pending again, away from the worker that wrote it,
-        and one failure more."""
-        self.state, self.result = TaskState.PENDING, None
-        if self.winner:
+    def discard_output(self, blame: bool = True) -> None:
+        """Its output cannot be read (or is gone): pending again; when it was not read
+        back, away from the worker that wrote it, and one failure more."""
+        self.state, self.result, self.by_partition = TaskState.PENDING, None, {}
+        if self.winner and blame:
             self.avoid.add(self.winner.worker)
         self.winner = None
-        self.failures += 1
+        self.released = False
+        if blame:
+            self.failures += 1
 
 
 @dataclass
 class ScheduledJob:
-    """A job the scheduler knows: its spec, its tasks and where it stands."""
+    """A job the scheduler knows: its spec, its stages of tasks and where it stands."""
     id: str
     spec: JobSpec
     submitted: float
     state: JobState = JobState.QUEUED
-    maps: list = field(default_factory=list)
-    reduces: list = field(default_factory=list)
+    stages: list = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
     error: Optional[str] = None
@@ -160,17 +185,31 @@ class ScheduledJob:
 
     @classmethod
     def new(cls, job_id: str, spec: JobSpec, now: float) -> "ScheduledJob":
-        """One map per split, `spec.reducers` reduces (the master filled it in)."""
+        """Its stages (pipeline.build_stages): the first map one task per split."""
         job = cls(job_id, spec, now)
-        job.maps = [Task(job, TaskKind.MAP, i, split=s) for i, s in enumerate(spec.splits)]
-        job.reduces = [Task(job, TaskKind.REDUCE, i) for i in range(spec.reducers or 1)]
+        job.stages, sizes = pipeline.build_stages(spec)
+        for stage, size in zip(job.stages, sizes):
+            stage.tasks = [Task(job, stage, i, split=spec.splits[i] if stage.index == 0
+                                else None) for i in range(size)]
         return job
 
+    @property
+    def maps(self) -> list:
+        return [t for s in self.stages if s.kind == TaskKind.MAP for t in s.tasks]
+
+    @property
+    def reduces(self) -> list:
+        return [t for s in self.stages if s.kind == TaskKind.REDUCE for t in s.tasks]
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
+
     def tasks(self) -> list:
-        return self.maps + self.reduces
+        return [t for s in self.stages for t in s.tasks]
 
     def maps_done(self) -> bool:
-        """Whether the reduce phase may start."""
+        """Whether every map of the job has succeeded."""
         return all(t.state == TaskState.SUCCEEDED for t in self.maps)
 
 
@@ -279,7 +318,8 @@ class Scheduler:
             a.report(now, progress, status, counters)
 
     def attempt_succeeded(self, attempt_id: str, result: TaskResult, now: float) -> list:
-        """The first attempt of a task to succeed wins; the last reduce commits the job."""
+        """The first attempt of a task to succeed wins. A stage done frees the output of
+        the stage before it; the last stage done commits the job."""
         a = self.attempts.get(attempt_id)
         if a is None or a.state != AttemptState.RUNNING:
             return []  # a late duplicate: its output is never used
@@ -288,15 +328,16 @@ class Scheduler:
         a.progress = 1.0
         a.counters = result.counters
         actions = self._kill_running([task], now)  # the first to finish wins
-        task.state, task.result, task.winner = TaskState.SUCCEEDED, result, a
+        task.succeed(a, result)
         job.version += 1
-        if task.kind == TaskKind.REDUCE and all(t.state == TaskState.SUCCEEDED
-                                                for t in job.reduces):
+        if not task.stage.final:  # what the last stage read goes with the job, at its end
+            actions += release_outputs(job, pipeline.to_release(job, task.stage))
+        if task.stage.final and task.stage.done():
             job.state = JobState.COMMITTING
             # e.g. a map re-run nobody needs any more
             actions += self._kill_running(job.tasks(), now)
             actions.append(Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path,
-                                            t.result.target) for t in job.reduces]))
+                                            t.result.target) for t in job.final.tasks]))
         return actions
 
     def attempt_failed(self, attempt_id: str, kind: FailureKind, error: str, now: float,
@@ -328,9 +369,10 @@ class Scheduler:
         if kind == FailureKind.FETCH:
             actions: list = []
             bad = info.get("map_tasks") or [info.get("map_task")]
-            for map_index in bad if isinstance(bad, list) else []:
+            stage = task.stage.index - 1  # a fetch failure is about the stage before
+            for index in bad if isinstance(bad, list) else []:
                 if job.state == JobState.RUNNING:
-                    actions += self._refetch(job, map_index, error, now)
+                    actions += self._refetch(job, stage, index, error, now)
             return actions
         if kind.apart:
             task.lost += 1
@@ -350,13 +392,18 @@ class Scheduler:
     def _max_attempts(self, job: ScheduledJob) -> int:
         return job.spec.max_attempts or self.settings.max_attempts
 
-    def _refetch(self, job: ScheduledJob, map_index: Any, error: str, now: float) -> list:
-        """A reducer could not read a map's output: run that map again."""
-        if not isinstance(map_index, int) or not 0 <= map_index < len(job.maps):
+    def _refetch(self, job: ScheduledJob, stage: int, index: Any, error: str,
+                 now: float) -> list:
+        """A task could not read a producer's output: run that producer again (and, if
+        its own input was already released, what produced that: lineage)."""
+        if not 0 <= stage < len(job.stages) or not isinstance(index, int) \
+                or not 0 <= index < len(job.stages[stage].tasks):
             return []
-        task = job.maps[map_index]
+        task = job.stages[stage].tasks[index]
         if task.state != TaskState.SUCCEEDED:
             return []
+        for earlier in pipeline.lineage(job, task):
+            earlier.discard_output(blame=False)
         task.discard_output()
         if task.failures >= self._max_attempts(job):
             return self._end_job(job, JobState.FAILED, f"the output of {task.name} could not "
@@ -399,16 +446,24 @@ class Scheduler:
                 job.version += 1
             if job.state != JobState.RUNNING:
                 continue
-            phase = job.maps if not job.maps_done() else job.reduces
-            # two passes: a worker takes the splits it holds before anyone else's
-            for local_only in (True, False):
-                for task in phase:
-                    if task.state == TaskState.PENDING:
-                        worker = choose_worker(task, self.workers.values(), local_only)
-                        if worker is not None:
-                            actions.append(self._launch(task, worker, now))
-            if self.settings.speculation:
-                actions += self._speculate(phase, now)
+            for stage in job.stages:
+                actions += self._place(job, stage, now)
+        return actions
+
+    def _place(self, job: ScheduledJob, stage: Stage, now: float) -> list:
+        """Launch the stage's pending tasks whose input is ready, then backups."""
+        pending = [t for t in stage.tasks if t.state == TaskState.PENDING
+                   and pipeline.ready(job, t)]
+        actions: list = []
+        # two passes: a worker takes the splits it holds before anyone else's
+        for local_only in (True, False) if pending else ():
+            for task in pending:
+                if task.state == TaskState.PENDING:
+                    worker = choose_worker(task, self.workers.values(), local_only)
+                    if worker is not None:
+                        actions.append(self._launch(task, worker, now))
+        if self.settings.speculation:
+            actions += self._speculate(job, stage.tasks, now)
         return actions
 
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
@@ -417,13 +472,15 @@ class Scheduler:
         self.workers[worker].running.add(a.id)
         return Launch(worker, attempt_spec(a))
 
-    def _speculate(self, phase: list, now: float) -> list:
-        """Backup attempts for the stragglers at the end of a phase."""
+    def _speculate(self, job: ScheduledJob, phase: list, now: float) -> list:
+        """Backup attempts for the stragglers at the end of a stage (only while their
+        input is all there: a producer may be running again)."""
         threshold = straggler_threshold(phase, self.settings)
         actions: list = []
         for task in phase if threshold is not None else []:
             running = task.running()
-            if task.state != TaskState.RUNNING or len(running) != 1:
+            if (task.state != TaskState.RUNNING or len(running) != 1
+                    or not pipeline.ready(job, task)):
                 continue
             a = running[0]
             if now - a.started < threshold:
@@ -445,21 +502,32 @@ def attempt_spec(a: Attempt) -> AttemptSpec:
     its input (a map's split; a reduce's segments of its partition from every map's
     winner, each tagged with the map attempt that wrote it)."""
     task, job = a.task, a.task.job
-    spec = job.spec
+    spec, stage = job.spec, task.stage
     inputs: dict[str, Any] = {}
-    if task.kind == TaskKind.MAP:
+    if stage.index == 0:
         inputs["split"] = task.split
     else:
-        inputs["segments"] = [loc.replace(map_task=m.index, map_attempt=m.winner.number)
-                              for m in job.maps for loc in m.result.segments
-                              if loc.partition == task.index]
+        inputs["segments"] = pipeline.input_segments(job, task)
     return AttemptSpec(id=a.id, job=job.id, task=task.name, kind=task.kind, index=task.index,
                        attempt=a.number, source=spec.source, job_file=spec.job_file,
                        job_class=spec.job_class, args=spec.args,
-                       input_format=spec.input_format, reducers=len(job.reduces),
-                       output=spec.output, output_name=spec.output_name,
+                       input_format=spec.input_format, reducers=stage.partitions,
+                       output=spec.output, output_name=spec.output_name, api=spec.api,
+                       step=stage.step, stage=stage.index, sort_output=stage.sort_output,
+                       sort_values=stage.sort_values, files=[f.name for f in spec.files],
+                       merge_values=(stage.kind == TaskKind.REDUCE
+                                     and spec.steps[stage.step].sort_values),
                        task_memory=spec.task_memory, task_pids=spec.task_pids,
                        task_cpu_weight=spec.task_cpu_weight, **inputs)
+
+
+def release_outputs(job: ScheduledJob, tasks: list) -> list:
+    """Mark these tasks' outputs released, and the action that frees their slots."""
+    by_worker: dict = {}
+    for t in tasks:
+        t.released = True
+        by_worker.setdefault(t.winner.worker, []).append(t.winner.id)
+    return [ReleaseOutputs(job.id, by_worker)] if by_worker else []
 
 
 def job_status(job: ScheduledJob) -> dict:
@@ -485,8 +553,13 @@ def job_status(job: ScheduledJob) -> dict:
         "running": running, "failed_attempts": job.failed_attempts[-20:],
         "counters": _winners_counters(job), "output": job.spec.output,
         "submitted": job.submitted, "started": job.started, "finished": job.finished,
-        "attempts": [{"attempt": a.id, "worker": a.worker, "state": a.state,
-                      "backup": a.backup} for t in job.tasks() for a in t.attempts],
+        "stages": [{"step": s.step, "kind": s.kind, "total": len(s.tasks),
+                    "done": count(s.tasks, TaskState.SUCCEEDED),
+                    "running": count(s.tasks, TaskState.RUNNING)} for s in job.stages],
+        "attempts": [{"attempt": a.id, "task": t.name, "kind": t.kind, "step": t.stage.step,
+                      "worker": a.worker, "state": a.state, "backup": a.backup,
+                      "started": a.started, "finished": a.finished}
+                     for t in job.tasks() for a in t.attempts],
     }
 
 
@@ -515,9 +588,9 @@ def failure_text(a: Attempt, kind: FailureKind, error: str) -> str:
 
 
 def held_slots(jobs: Iterable[ScheduledJob], node: str) -> list:
-    """(slot, attempt id) of every map output on `node` that an unfinished job needs."""
+    """(slot, attempt id) of every task output on `node` that an unfinished job needs."""
     return [(loc.slot, task.winner.id) for job in jobs if job.state not in FINISHED
-            for task in job.maps if task.result and task.winner
+            for task in job.tasks() if task.result and task.winner and not task.released
             for loc in task.result.segments if loc.node == node]
 
 

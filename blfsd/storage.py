@@ -33,10 +33,10 @@ _ZEROS = bytes(1 << 20)
 
 # Segment header: magic, format, flags, job id, map task, attempt, partition, run, seq,
 # payload length, payload crc32; padded to HEADER_SIZE.
-_HEADER = struct.Struct(">8sHH32sIIIIIQI")
+_HEADER = struct.Struct(">8sHHH32sIIIIIQI")
 HEADER_SIZE = 128
 MAGIC = b"BLFSSEG\x00"
-FORMAT = 1
+FORMAT = 2  # 2: the producer's stage (a pipeline's step map or reduce) in the header
 FLAG_CANONICAL_ORDER = 1  # keys were not mutually comparable; sorted by canonical order
 
 
@@ -265,13 +265,15 @@ def block_device_of(path: str) -> Optional[str]:
 
 @dataclass(frozen=True)
 class SegmentId:
-    """What a segment claims to be; the reader checks it against what it asked for."""
+    """What a segment claims to be; the reader checks it against what it asked for. The
+    producer is task `map_task` of stage `stage` (a map, or a pipeline's middle reduce)."""
     job: str
     map_task: int
     attempt: int
     partition: int
     run: int = 0
     seq: int = 0
+    stage: int = 0
 
 
 def encode_header(sid: SegmentId, payload: bytes, flags: int = 0) -> bytes:
@@ -279,19 +281,19 @@ def encode_header(sid: SegmentId, payload: bytes, flags: int = 0) -> bytes:
     job = sid.job.encode()
     if len(job) > 32:
         raise StorageError(f"job id {sid.job!r} is too long for a segment header")
-    head = _HEADER.pack(MAGIC, FORMAT, flags, job, sid.map_task, sid.attempt, sid.partition,
-                        sid.run, sid.seq, len(payload), zlib.crc32(payload))
+    head = _HEADER.pack(MAGIC, FORMAT, flags, sid.stage, job, sid.map_task, sid.attempt,
+                        sid.partition, sid.run, sid.seq, len(payload), zlib.crc32(payload))
     return head + bytes(HEADER_SIZE - len(head))
 
 
 def decode_header(data: bytes) -> tuple[SegmentId, int, int, int]:
     """(segment id, flags, payload length, crc) from a header; StorageError when not one."""
-    (magic, fmt, flags, job, map_task, attempt, partition, run, seq, length,
+    (magic, fmt, flags, stage, job, map_task, attempt, partition, run, seq, length,
      crc) = _HEADER.unpack_from(data)
     if magic != MAGIC or fmt != FORMAT:
         raise StorageError("not a segment header")
     sid = SegmentId(job.rstrip(b"\0").decode(errors="replace"), map_task, attempt, partition,
-                    run, seq)
+                    run, seq, stage)
     return sid, flags, length, crc
 
 

@@ -327,6 +327,17 @@ class LoopCluster:
         assert len(ids) == 1, f"jobs writing {output}: {rows}"
         return ids[0]
 
+    def free_slots(self, timeout: float = 5.0) -> list:
+        """Free slots per worker once every slot is free, or as they are at the deadline
+        (the master learns them from heartbeats, a moment after they change)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            free = [r["info"]["free_slots"]
+                    for r in json.loads(self.blfs("workers", "--json").stdout)]
+            if free == [self.slots] * self.n or time.monotonic() > deadline:
+                return free
+            time.sleep(0.2)
+
     def status(self, job: str) -> dict:
         return json.loads(self.blfs("status", job, "--json").stdout)
 

@@ -425,10 +425,16 @@ def test_input_without_read_permission(sb, case):
     sb.assert_clean(res)
 
 
-def test_empty_input(sb):
+def test_an_empty_input_file_is_a_valid_input(sb):
+    """Zero records: the job runs and its parts are empty (a missing or unreadable file
+    stays an error, above)."""
     empty = sb.write("empty.txt", "")
-    res = sb.run("submit", WORDCOUNT, "--input", empty, "--output", sb.path("out"), "--local")
-    assert_one_line_error(res, "empty")
+    out = sb.path("out")
+    res = sb.run("submit", WORDCOUNT, "--input", empty, "--output", out, "--local",
+                 "--reducers", "2")
+    assert res.returncode == 0, res.describe()
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000", "part-00001"]
+    assert all((out / p).read_bytes() == b"" for p in ("part-00000", "part-00001"))
     sb.assert_clean(res)
 
 

@@ -97,8 +97,7 @@ def test_an_attempt_ends_with_its_process_and_its_children_die_with_it(cluster, 
     while any(_alive(p) for p in left.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in left.values()), f"left running: {left}"
-    rows = json.loads(cluster.blfs("workers", "--json").stdout)
-    assert all(r["info"]["free_slots"] == cluster.slots for r in rows), rows
+    assert cluster.free_slots() == [cluster.slots] * cluster.n
 
 
 def test_a_task_past_its_memory_limit_fails_alone_with_the_limit_named(cluster, tmp_path):

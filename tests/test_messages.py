@@ -20,7 +20,7 @@ SPEC = {"name": "wc", "job_file": "wc.py", "source": "pass\n", "class": "WordCou
         "output": "/out", "reducers": 2, "task_timeout": 30, "max_attempts": 3,
         "datasets": ["d"]}
 LOC = {"node": "w1", "slot": 3, "offset": 4096, "length": 200, "crc": 9, "generation": 5,
-       "partition": 1, "run": 0, "seq": 2, "flags": 0}
+       "partition": 1, "run": 0, "seq": 2, "flags": 0, "stage": 0}
 
 
 def test_a_job_spec_round_trips_through_its_wire_form():

@@ -353,7 +353,7 @@ def sid(p, run, seq):
 
 def make_out(job, reducers=3, limit=10**6, max_payload=1 << 20, segment_max=1 << 20):
     sink, rep = FakeSink(max_payload), FakeReporter()
-    return MapOutput(job, reducers, sid, sink, limit, rep, segment_max), sink, rep
+    return MapOutput.for_job(job, reducers, sid, sink, limit, rep, segment_max), sink, rep
 
 
 def one_pair(key, value):

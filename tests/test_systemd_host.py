@@ -518,7 +518,8 @@ def test_worker_keeps_supervising_an_attempt_across_gc(tmp_path):
     async def go() -> bool:
         w = workermod.Worker(cfg, None)
         w.open_pool()
-        w.attempts.launch(None, AttemptSpec.from_wire(spec))
+        started = await w.attempts.launch(None, AttemptSpec.from_wire(spec))
+        assert started["pid"] > 0 and spec["id"] in w.attempts.running
         await asyncio.sleep(0.3)  # the supervisor waits for the task's first message
         gc.collect()
         deadline = time.monotonic() + 5

@@ -76,7 +76,7 @@ SORT_JOB = os.path.join("examples", "sort.py")
 WC_JOB = os.path.join("examples", "wordcount.py")
 READ_CHUNK = 16 * 1024 * 1024
 TINY_INPUT = "the quick brown fox\njumps over the lazy dog\nthe end\n"
-SECTIONS = ("sort", "skew", "wordcount", "tiny", "shuffle", "scheduler")
+SECTIONS = ("sort", "skew", "wordcount", "tiny", "pipeline", "mrjob", "shuffle", "scheduler")
 MIB = 1 << 20
 # the blfs counters (group "blfs") that would say where a task's time goes; not reported
 # by the engine yet (see the report's "needed from the engine")
@@ -563,9 +563,9 @@ def print_results(rows: list, tiny: tuple, shuffle: Optional[dict], sched: Optio
                 f"{(f'{b / p:.2f}x' if b and p else '-'):>9}  {r.check}")
     measured = [r for r in rows if r.blfs and r.error is None]
     if measured:
-        say(f"\n== resources of each blfs run (the median run; RSS = peak resident set, sampled; "
-            f"tree = largest sum of RSS at one sample; CPU = user+sys of the tree / wall, "
-            f"200% = both CPUs; others = CPUs the rest of the machine kept busy meanwhile)")
+        say("\n== resources of each blfs run (the median run; RSS = peak resident set, sampled; "
+            "tree = largest sum of RSS at one sample; CPU = user+sys of the tree / wall, "
+            "200% = both CPUs; others = CPUs the rest of the machine kept busy meanwhile)")
         say(f"{'run':<22} {'wall':>6} {'CPU':>5} {'others':>6} {'map RSS':>8} {'reduce RSS':>10} "
             f"{'largest':>8} {'tree':>8}  {'maps x reduces':>14}  baselines: CPU, largest")
         for r in measured:
@@ -618,7 +618,7 @@ def print_results(rows: list, tiny: tuple, shuffle: Optional[dict], sched: Optio
             rss_lo, rss_hi = median_run(lo.blfs).task_peak()[0], median_run(hi.blfs).task_peak()[0]
             scal.append((bench, lo, hi, ratio, expect, bl, rss_lo, rss_hi))
     if scal:
-        say(f"\n== scaling: time(large) / time(small)   (input ratio; acceptance 0.9x..1.1x of it)")
+        say("\n== scaling: time(large) / time(small)   (input ratio; acceptance 0.9x..1.1x of it)")
         for bench, lo, hi, ratio, expect, bl, rss_lo, rss_hi in scal:
             gbase = ""
             if bench == "sort" and lo.base_time("gnu"):
@@ -707,6 +707,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=0.05,
                     help="seconds between /proc samples (default 0.05)")
     ap.add_argument("--shuffle-size", default="256M", help="shuffle-only job input (root)")
+    ap.add_argument("--pipeline-size", default="256M",
+                    help="corpus of the two-step pipeline (word count, then top 100)")
+    ap.add_argument("--mrjob-size", default="64M",
+                    help="corpus of mrjob's word frequency count (through blfs and -r local)")
     ap.add_argument("--blfs-args", default="", metavar="ARGS",
                     help="extra options for blfs submit, e.g. --blfs-args='--split-size 32M'")
     args = ap.parse_args(argv)
@@ -720,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat, args.tiny_runs = 1, 3
         args.interval = min(args.interval, 0.02)
         args.shuffle_size = "64M"
+        args.pipeline_size = args.mrjob_size = "8M"
     if args.repeat < 1 or args.tiny_runs < 1 or args.workers < 1:
         ap.error("--repeat, --tiny-runs and --workers must be at least 1")
 
@@ -758,6 +763,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += [bench_wordcount(s, args) for s in sizes(args.wc_sizes)]
         if "tiny" in only:
             tiny = bench_tiny(args)
+        for section, size in (("pipeline", args.pipeline_size), ("mrjob", args.mrjob_size)):
+            if section in only:
+                failures += run_issue11(section, gen_corpus.parse_size(size), args, say)
         if "shuffle" in only:
             shuffle = run_shuffle(args)
         if "scheduler" in only:
@@ -788,6 +796,14 @@ def main(argv: list[str] | None = None) -> int:
     with open(report_path, "w") as f:
         f.write("\n".join(report) + "\n")
     return 1 if failures else 0
+
+
+def run_issue11(section: str, size: int, args, say) -> list:
+    """The pipeline and mrjob benchmarks (tools/bench_pipeline.py): problems found."""
+    import bench_pipeline
+    say(f"\n== {section}")
+    fn = bench_pipeline.bench_pipeline if section == "pipeline" else bench_pipeline.bench_mrjob
+    return fn(size, args, say)
 
 
 def git_head() -> str:

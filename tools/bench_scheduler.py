@@ -48,6 +48,7 @@ from typing import Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from blfsd.messages import FailureKind, JobSpec, TaskResult  # noqa: E402
 from blfsd.scheduler import (Commit, JobEnded, Kill, Launch, Scheduler,  # noqa: E402
                              Settings)
 
@@ -66,8 +67,10 @@ def job_spec(maps: int, reduces: int, workers: list) -> dict:
     splits = [{"path": f"{workers[i % len(workers)]}:data/in/.split-{i:05d}",
                "file": f"data/in/.split-{i:05d}", "node": workers[i % len(workers)],
                "start": 0, "end": 64 << 20, "crc": 0} for i in range(maps)]
-    return {"splits": splits, "reducers": reduces, "name": "bench", "output": "/out/bench",
-            "submitted_at": 0.0, "input_format": "lines"}
+    return JobSpec.from_wire({"splits": splits, "reducers": reduces, "name": "bench",
+                              "output": "/out/bench", "submitted_at": 0.0,
+                              "input_format": "lines", "job_file": "bench.py", "source": "",
+                              "class": "Bench", "args": []})
 
 
 class Slots:
@@ -92,16 +95,23 @@ def map_result(worker: str, reduces: int, slots: Slots, index: int) -> dict:
                          "crc": (index * 131 + p) & 0xFFFFFFFF, "generation": 1,
                          "partition": p, "run": 0, "seq": 0, "flags": 0})
         offset += (length + 4095) // 4096 * 4096
-    return {"segments": segments,
-            "counters": {"blfs": {"map_input_records": 600_000, "map_output_records": 600_000,
-                                  "map_spills": 1}}}
+    return TaskResult.from_wire({
+        "segments": segments,
+        "counters": {"blfs": {"map_input_records": 600_000, "map_output_records": 600_000,
+                              "map_spills": 1}}})
 
 
-def reduce_result(spec: dict) -> dict:
+def reduce_result(spec: dict) -> TaskResult:
     i = spec["index"]
-    return {"path": f"/out/bench/_temporary/{spec['job']}/{spec['task']}.{spec['attempt']}/"
-                    f"part-{i:05d}", "target": f"/out/bench/part-{i:05d}",
-            "counters": {"blfs": {"reduce_input_groups": 1000, "reduce_output_records": 1000}}}
+    return TaskResult.from_wire({
+        "path": f"/out/bench/_temporary/{spec['job']}/{spec['task']}.{spec['attempt']}/"
+                f"part-{i:05d}", "target": f"/out/bench/part-{i:05d}",
+        "counters": {"blfs": {"reduce_input_groups": 1000, "reduce_output_records": 1000}}})
+
+
+def _w(launch) -> dict:
+    """A Launch's attempt as the map the simulation reads (its wire form)."""
+    return launch.attempt.to_wire()
 
 
 # ------------------------------------------------------------------------------ timing
@@ -186,7 +196,7 @@ class Scenario:
     def execute(self, actions: list) -> None:
         for a in actions:
             if isinstance(a, Launch):
-                spec = a.attempt
+                spec = _w(a)
                 self.stats[f"{spec['kind']} attempts"] += 1
                 silent = False
                 if not self.silenced and spec["kind"] == "map" and self.stats["map attempts"] > 50:
@@ -229,7 +239,8 @@ class Scenario:
             if r < self.fail_rate:
                 self.stats["map attempts failed"] += 1
                 actions = self.t.time("attempt_failed", self.sched.attempt_failed, attempt_id,
-                                      "user", "Traceback: ValueError: bad record", self.now)
+                                      FailureKind.USER, "Traceback: ValueError: bad record",
+                                      self.now)
             else:
                 result = map_result(worker, self.reduces, self.slots, spec["index"])
                 actions = self.t.time("attempt_succeeded (map)", self.sched.attempt_succeeded,
@@ -240,12 +251,12 @@ class Scenario:
                 self.stats["reduce fetch failures"] += 1
                 bad = self.rng.randrange(self.maps)
                 actions = self.t.time("attempt_failed (fetch)", self.sched.attempt_failed,
-                                      attempt_id, "fetch", "checksum mismatch", self.now,
+                                      attempt_id, FailureKind.FETCH, "checksum mismatch", self.now,
                                       {"map_task": bad, "map_tasks": [bad]})
             elif r < self.fetch_fail_rate + self.fail_rate:
                 self.stats["reduce attempts failed"] += 1
                 actions = self.t.time("attempt_failed", self.sched.attempt_failed, attempt_id,
-                                      "user", "Traceback: KeyError", self.now)
+                                      FailureKind.USER, "Traceback: KeyError", self.now)
             else:
                 actions = self.t.time("attempt_succeeded (reduce)",
                                       self.sched.attempt_succeeded, attempt_id,
@@ -365,8 +376,8 @@ def _run_maps(s: Scheduler, reduces: int, now: float = 1.0) -> tuple:
             return running, now
         now += 10.0
         for a in running:
-            s.attempt_succeeded(a.attempt["id"],
-                                map_result(a.worker, reduces, slots, a.attempt["index"]), now)
+            s.attempt_succeeded(_w(a)["id"],
+                                map_result(a.worker, reduces, slots, _w(a)["index"]), now)
         running = [a for a in s.schedule(now) if isinstance(a, Launch)]
 
 
@@ -399,20 +410,20 @@ def probe(workers: int, parallelism: int, maps: int, reduces: int) -> dict:
     running, now = _run_maps(s, reduces)
     out["schedule, map tail (speculation check)"] = _best(lambda: s.schedule(now + 1.0))
     out["job_status, map tail"] = _best(lambda: s.job_status(JOB))
-    out["attempt_progress"] = _best(lambda: s.attempt_progress(running[0].attempt["id"],
+    out["attempt_progress"] = _best(lambda: s.attempt_progress(running[0].attempt.id,
                                                                now + 1.0, 0.5))
     slots = Slots()
     last = running[-1]
     for a in running[:-1]:
-        s.attempt_succeeded(a.attempt["id"], map_result(a.worker, reduces, slots,
-                                                        a.attempt["index"]), now + 2.0)
+        s.attempt_succeeded(_w(a)["id"], map_result(a.worker, reduces, slots,
+                                                        _w(a)["index"]), now + 2.0)
     s.schedule(now + 2.0)  # nothing pending: no launch
-    result = map_result(last.worker, reduces, slots, last.attempt["index"])
+    result = map_result(last.worker, reduces, slots, _w(last)["index"])
     gc.collect()
     gc.disable()
     try:
         t0 = clock()
-        s.attempt_succeeded(last.attempt["id"], result, now + 3.0)
+        s.attempt_succeeded(_w(last)["id"], result, now + 3.0)
         out["attempt_succeeded (the last map)"] = clock() - t0
         # the schedule() after the last map launches every reduce
         t0 = clock()
@@ -420,7 +431,7 @@ def probe(workers: int, parallelism: int, maps: int, reduces: int) -> dict:
         dt = clock() - t0
     finally:
         gc.enable()
-    n_red = sum(1 for a in launches if a.attempt["kind"] == "reduce")
+    n_red = sum(1 for a in launches if _w(a)["kind"] == "reduce")
     out["launch of one reduce (schedule / reduces)"] = dt / max(1, n_red)
     out["held_slots (one worker's sync)"] = _best(lambda: s.held_slots(names[0]))
     return out
@@ -542,8 +553,8 @@ def main(argv: list | None = None) -> int:
         print(line, flush=True)
         out.append(line)
 
-    say(f"== the master at cluster scale (blfsd.scheduler in a simulated cluster; "
-        f"virtual time, every scheduler call timed)")
+    say("== the master at cluster scale (blfsd.scheduler in a simulated cluster; "
+        "virtual time, every scheduler call timed)")
     if not args.no_scenario:
         sc = Scenario(args.workers, args.parallelism, args.maps, args.reduces, args.seed,
                       args.schedule_every)

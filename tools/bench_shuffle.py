@@ -200,7 +200,7 @@ def run(size: int, repeat: int = 3, interval: float = 0.01, seed: int = 1) -> di
             dd = statistics.fmean(dd_rates)
             red_rate = statistics.median(rates)
             result["ratio"] = red_rate / dd if dd else None
-            lines.append(f"   dd iflag=direct bs=4M over the slots' extents, median of 3: "
+            lines.append("   dd iflag=direct bs=4M over the slots' extents, median of 3: "
                          + "; ".join(dd_lines))
             lines.append(f"   reducer {red_rate / 1e6:.0f} MB/s (median; whole life: "
                          f"{statistics.median(life_rates) / 1e6:.0f} MB/s) vs dd "

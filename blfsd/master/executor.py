@@ -4,7 +4,8 @@ Launch and Kill go to the attempt's worker. Commit renames every part into place
 worker that wrote it, in partition order, then completes the output (a durable _SUCCESS
 written by a worker, or the cluster output's catalog record); when any step fails, the
 parts already moved are taken back and the job fails. Release makes every worker kill
-the job's attempts, free its slots and remove its temporary output.
+the job's attempts, free its slots and remove its temporary output; ReleaseOutputs frees
+the slots of a pipeline's middle stage once the stage it fed is done.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ..aio import TaskSet
 from ..catalog import OUTPUTS, Catalog
 from ..errors import BlfsError, ConnectionClosed
 from ..messages import FailureKind
-from ..scheduler import Commit, JobEnded, Kill, Launch, Release, Scheduler, ScheduledJob
+from ..scheduler import (Commit, JobEnded, Kill, Launch, Release, ReleaseOutputs, Scheduler,
+                         ScheduledJob)
 from .links import WorkerLinks
 
 log = logging.getLogger("blfs.master")
@@ -54,6 +56,10 @@ class Executor:
                 self.tasks.spawn(self.commit(action))
             elif isinstance(action, Release):
                 self.tasks.spawn(self.release(action))
+            elif isinstance(action, ReleaseOutputs):
+                for worker, attempts in action.attempts.items():
+                    self.tasks.spawn(self.links.send(worker, "release_attempts",
+                                                     attempts=attempts))
             elif isinstance(action, JobEnded):
                 self.ended(action)
         if actions:
@@ -122,7 +128,7 @@ class Executor:
         """A cluster output is complete once the catalog says where each part is."""
         files = [{"partition": task.index, "node": worker, "file": task.result.file,
                   "size": task.result.size or 0, "crc": task.result.crc}
-                 for task, (worker, _, _, _) in zip(job.reduces, parts)]
+                 for task, (worker, _, _, _) in zip(job.final.tasks, parts)]
         name = job.spec.output_name
         self.catalog.add(OUTPUTS, name, {"job": job.id, "parts": files})
         log.info("output %s recorded: %d parts", name, len(files), extra={"BLFS_JOB": job.id})

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, Optional
 from .. import rpc
 from ..aio import TaskSet
 from ..config import WORKER_PORT, Config, Node
-from ..errors import BlfsError, ConnectionClosed, ProtocolError
+from ..errors import BlfsError, ConnectionClosed, NotFound, ProtocolError
 from ..messages import AttemptState, Failure, FailureKind, Progress, Success
 from ..scheduler import Attempt, Scheduler
 from .placement import roomiest_first
@@ -48,7 +48,7 @@ class WorkerLinks:
         self.changed = changed  # something a client may wait for has changed
         self.peers: dict[str, rpc.Peer] = {}
         self.handlers = {"ping": rpc.ping, "attempt_update": self.attempt_update,
-                         "pool_changed": self.pool_changed}
+                         "pool_changed": self.pool_changed, "job_files": self.job_files}
 
     # ------------------------------------------------------------------ requests
 
@@ -168,6 +168,14 @@ class WorkerLinks:
                 self.sched.update_worker(name, {k: pong[k] for k in USAGE if k in pong})
 
     # ------------------------------------------------------------------ from the workers
+
+    def job_files(self, peer: rpc.Peer, job: str) -> dict:
+        """The files shipped with a job, for a worker that is about to run one of its
+        attempts (it keeps them while the job lives)."""
+        found = self.sched.jobs.get(job)
+        if found is None:
+            raise NotFound(f"no job {job[:80]}")
+        return {"files": found.spec.files}
 
     def pool_changed(self, peer: rpc.Peer, generation: int, slots: int) -> None:
         """A worker adopted a new pool (SIGHUP): its generation and slots."""

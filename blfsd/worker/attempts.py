@@ -35,6 +35,7 @@ from ..taskchannel import WithFds, WorkerEnd
 from . import process
 from .containment import Containment, Sandbox
 from .disk import OwnDisk
+from .jobfiles import JobFiles, place
 from .output import OutputTail
 from .views import PeerViews
 
@@ -178,17 +179,19 @@ class TaskRequests:
 class Attempts:
     """The attempts running here: launch, kill, supervise, report."""
 
-    def __init__(self, config: Config, disk: OwnDisk, views: PeerViews, tell: Tell):
+    def __init__(self, config: Config, disk: OwnDisk, views: PeerViews, tell: Tell,
+                 ask_files: Callable[[str], Awaitable[list]]):
         self.config = config
         self.disk = disk
         self.tell = tell
         self.running: dict[str, RunningAttempt] = {}
         self.containment = Containment(config)
+        self.job_files = JobFiles(ask_files)
         self.requests = TaskRequests(config, disk, views, self.containment, tell)
         self._supervisors = TaskSet()
         self.handlers = {"launch": self.launch, "kill": self.kill}
 
-    def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:
+    async def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:
         """Start an attempt's task process in its sandbox, and its supervisor."""
         spec = attempt
         if spec.output_name:  # a cluster output: parts go to our own disk
@@ -196,7 +199,15 @@ class Attempts:
                 self.disk.path, catalog.check_name(spec.output_name)))
         if spec.id in self.running:
             raise ProtocolError(f"attempt {spec.id} is already running here")
+        shipped = await self.job_files.of(spec)
+        if spec.id in self.running:  # launched twice while we asked for its files
+            raise ProtocolError(f"attempt {spec.id} is already running here")
         box = self.containment.prepare(spec)
+        try:
+            place(box.scratch, spec, shipped, box.identity)
+        except OSError:
+            self.containment.release(box)
+            raise
         try:
             pid, sock, out = process.fork_task(spec, self._task_env(), box)
         except OSError:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 from .. import rpc
 from ..config import WORKER_PORT, Config
 from ..errors import ConnectionClosed, ProtocolError
-from ..messages import AttemptState, Message
+from ..messages import AttemptState, Message, ShippedFile
 from ..systemd import Notifier, listen_fds
 from ..transport import format_address, parse_address
 from .attempts import Attempts
@@ -39,7 +39,8 @@ class Worker:
         self.name = config.worker_name
         self.disk = OwnDisk(config)
         self.views = PeerViews(config.disks_root, self.name)
-        self.attempts = Attempts(config, self.disk, self.views, self.tell_master)
+        self.attempts = Attempts(config, self.disk, self.views, self.tell_master,
+                                 self.ask_job_files)
         self.files = Files(self.disk, self.views, self.attempts.containment.paths)
         self.master: Optional[rpc.Peer] = None
         self.gate = config.gate()  # what strangers may cost us before they are known
@@ -48,6 +49,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.address = ""
         for_master = {"sync": self.sync, "release_job": self.release_job,
+                      "release_attempts": self.release_attempts,
                       **self.attempts.handlers, **self.files.handlers}
         self.handlers = {"ping": self.ping,
                          **{op: self._master_only(op, fn) for op, fn in for_master.items()}}
@@ -195,7 +197,23 @@ class Worker:
         self.attempts.terminate_all(job)
         slots = self.disk.leases.release_job(job)
         self.files.remove_temporary(job, output_tmp, output_name)
+        self.attempts.job_files.forget(job)
         return {"released": len(slots)}
+
+    def release_attempts(self, peer: rpc.Peer, attempts: list) -> dict:
+        """A pipeline's middle stage is done with: free its attempts' slots."""
+        slots = [s for a in attempts if isinstance(a, str)
+                 for s in self.disk.leases.release_attempt(a)]
+        log.info("released the slots of %d attempts of a finished stage (%d slots)",
+                 len(attempts), len(slots), extra={"BLFS_NODE": self.name})
+        return {"released": len(slots)}
+
+    async def ask_job_files(self, job: str) -> list:
+        """The files shipped with a job, from the master."""
+        if self.master is None:
+            raise ConnectionClosed("no master to ask for the job's files")
+        answer = await self.master.call("job_files", limit=60, job=job)
+        return [ShippedFile.from_wire(f) for f in answer.get("files", [])]
 
 
 async def serve(config: Config, key: Optional[bytes]) -> None:

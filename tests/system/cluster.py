@@ -290,6 +290,26 @@ def state_path(name: str) -> str:
     return os.path.join(STATE_DIR, f"{name}.json")
 
 
+def install_mrjob(node: "Node") -> bool:
+    """Copy the mrjob package this process imports (make venv installs it from PyPI) into
+    the node's /usr/local/lib/python3.X/dist-packages, as `pip install mrjob` would put
+    it there, and its examples/mr_word_freq_count.py into /srv. False without mrjob here.
+    (The nodes reach no registry, and mrjob is pure Python: a copy is an install.)"""
+    spec = importlib.util.find_spec("mrjob")
+    if spec is None or not spec.origin:
+        return False
+    source = os.path.dirname(spec.origin)
+    pythons = [p for p in glob.glob(node.host_path("/usr/lib/python3.*"))
+               if os.path.basename(p).replace("python3.", "").isdigit()]
+    for python in pythons:
+        dest = node.host_path(f"/usr/local/lib/{os.path.basename(python)}/dist-packages")
+        shutil.copytree(source, os.path.join(dest, "mrjob"), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(source, "examples", "mr_word_freq_count.py"),
+                node.host_path("/srv/mr_word_freq_count.py"))
+    return bool(pythons)
+
+
 # ----------------------------------------------------------------------------- containers
 
 class Node(Container):
@@ -595,16 +615,19 @@ class Cluster:
 
     def _prepare(self, deb: str, extra_debs: list) -> None:
         """Each node's copy of the root file system, with the packages, the cluster key
-        (0600 root:root: the package's tmpfiles.d makes it 0640 root:blfs), /etc/hosts, and
-        in /srv the packages, examples/*.py and tests/jobs/slow_wordcount.py."""
+        (0600 root:root: the package's tmpfiles.d makes it 0640 root:blfs), /etc/hosts, in
+        /srv the packages, examples/*.py and the slow jobs of tests/jobs/, and mrjob when
+        this process has it (see install_mrjob)."""
         key = secrets.token_hex(32) + "\n"
         jobs = [*glob.glob(os.path.join(REPO, "examples", "*.py")),
-                os.path.join(REPO, "tests", "jobs", "slow_wordcount.py")]
+                *(os.path.join(REPO, "tests", "jobs", name)
+                  for name in ("slow_wordcount.py", "slow_pipeline.py"))]
 
         def prepare(node: Node) -> None:
             node.prepare()
             for path in (deb, *extra_debs, *jobs):
                 shutil.copy(path, node.host_path(f"/srv/{os.path.basename(path)}"))
+            install_mrjob(node)
             write(node.root, "/etc/blfs/cluster.key", key, mode=0o600)
             with open(node.host_path("/etc/hosts"), "a") as f:
                 f.write(self.hosts_text())

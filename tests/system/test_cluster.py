@@ -336,6 +336,96 @@ def test_worker_powered_off_mid_job(cluster):
     cluster.wait_workers_alive()
 
 
+# ----------------------------------------------------------------------------- pipelines
+
+#: Run in a worker's container: the (job, stage, producer task) of the first segment of
+#: every slot of its own pool that holds one (a slot keeps one attempt's segments).
+SEGMENTS_OF_POOL = """
+import glob, json, socket
+from blfsd.storage import HEADER_SIZE, decode_header
+from blfsd.errors import StorageError
+found = []
+for path in sorted(glob.glob('/var/lib/blfs/disks/%s/pool/slot-*' % socket.gethostname())):
+    with open(path, 'rb') as f:
+        head = f.read(HEADER_SIZE)
+    try:
+        sid = decode_header(head)[0]
+    except StorageError:
+        continue
+    found.append([sid.job, sid.stage, sid.map_task])
+print(json.dumps(found))
+"""
+
+
+def segments_on_disks(cluster, job: str) -> dict:
+    """Worker -> sorted (stage, producer task) of the job's segments on its own disk."""
+    found = {}
+    for w in WORKERS:
+        rows = json.loads(cluster.nodes[w].run("python3", "-c", SEGMENTS_OF_POOL).stdout)
+        found[w] = sorted((stage, task) for j, stage, task in rows if j == job)
+    return found
+
+
+def letter_counts(words: Counter) -> dict:
+    letters: Counter = Counter()
+    for word, n in words.items():
+        letters[word[0]] += n
+    return dict(letters)
+
+
+def test_pipeline_with_a_worker_stopped_in_its_second_step(cluster):
+    """(f) tests/jobs/slow_pipeline.py, three steps: while the second step runs, the first
+    step's reduce output lies in slots of the workers' own disks (stage 1 of the job in
+    the segment headers); the worker of a running second-step map is stopped then, and
+    the job still gives the exact output. Every slot is free once it has ended."""
+    cluster.wait_workers_alive()
+    reference = make_corpus(cluster.master.host_path("/srv/letters.txt"), 1 << 20, seed=11)
+    cluster.blfs("put", "/srv/letters.txt", "letters", "--split-size", "128K")
+    done = cluster.blfs("submit", "/srv/slow_pipeline.py", "--input", "letters", "--output",
+                        "letters-out", "--detach", "--", "2.0")
+    job = done.stdout.strip()
+
+    def second_step_running():
+        s = cluster.status(job)
+        return next((a["worker"] for a in s["running"] if "/s1-m-" in a["attempt"]), None)
+
+    victim = cluster.master.wait_for(second_step_running, 90, "a second-step map to run")
+    held = segments_on_disks(cluster, job)
+    cluster.nodes[victim].systemctl("stop", "blfs-worker.socket", "blfs-worker.service")
+
+    middle = sorted({task for segs in held.values() for stage, task in segs if stage == 1})
+    assert middle == list(range(6)), held  # all six reduces of step 1 wrote into slots
+    assert cluster.status(job)["stages"][1]["done"] == 6
+
+    status = cluster.wait_job(job, timeout=180)
+    assert status["state"] == "succeeded", status.get("error")
+    assert parse_counts(cluster.blfs("cat", "letters-out").stdout) == letter_counts(reference)
+    lost = [f for f in status["failed_attempts"] if f["worker"] == victim]
+    assert lost and {f["kind"] for f in lost} == {"lost"}, status["failed_attempts"]
+
+    cluster.nodes[victim].systemctl("start", "blfs-worker.socket")
+    cluster.wait_workers_alive()
+    cluster.master.wait_for(
+        lambda: all(w["info"]["free_slots"] == SLOTS and w["running"] == 0
+                    for w in cluster.workers_info()), 30, "every slot to be free again")
+
+
+def test_mrjob_word_freq_count_on_the_cluster(cluster, corpus, wordcount):
+    """(g) mrjob's own examples/mr_word_freq_count.py, unmodified, on the `corpus` dataset:
+    its part files hold mrjob's JSON lines, and the counts are exact."""
+    if not os.path.exists(cluster.master.host_path("/srv/mr_word_freq_count.py")):
+        pytest.skip("mrjob is not importable by the tests (make venv installs it)")
+    cluster.blfs("submit", "/srv/mr_word_freq_count.py", "--input", "corpus", "--output",
+                 "mr-counts", "--quiet")
+    counts = {}
+    for line in cluster.blfs("cat", "mr-counts").stdout.splitlines():
+        key, value = line.split("\t")
+        counts[json.loads(key)] = json.loads(value)
+    with open(cluster.master.host_path("/srv/corpus.txt"), encoding="utf-8") as f:
+        want = Counter(w.lower() for w in re.findall(r"[\w']+", f.read()))
+    assert counts == dict(want)
+
+
 # ----------------------------------------------------------------------------- packages
 
 def test_upgrade_restarts_services_and_keeps_the_configuration(cluster, debs, corpus):

@@ -1,0 +1,85 @@
+"""The job's output: a last-stage task's part file, through the descriptor its worker made.
+
+Lines are `key<TAB>value` (records.format_line; an mrjob job's own OUTPUT_PROTOCOL lines),
+encoded once, in blocks, with the size and crc32 of what was written (a cluster output is
+recorded with them and checked by its readers).
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from itertools import chain
+from typing import Any, Callable, Iterable, Optional
+
+from .. import records
+
+
+class PartWriter:
+    """A part file: lines of text (or bytes) written in blocks, counted and checksummed."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.size = self.crc = 0
+        self._lines: list = []
+        self._held = 0
+        self._closed = False
+
+    def write(self, line: Any) -> None:
+        """A line of text, or of bytes (each block holds one kind)."""
+        if self._lines and type(line) is not type(self._lines[0]):
+            self.flush()
+        self._lines.append(line)
+        self._held += len(line)
+        if self._held >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        if isinstance(self._lines[0], bytes):
+            data = b"".join(self._lines)
+        else:
+            data = "".join(self._lines).encode("utf-8", records.OUTPUT_ERRORS)
+        self._lines, self._held = [], 0
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def restart(self) -> None:
+        """Forget everything written (a task that starts over)."""
+        self._lines, self._held, self.size, self.crc = [], 0, 0, 0
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+
+    def finish(self) -> None:
+        """Everything on disk (fsync)."""
+        self.flush()
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self.fd)
+
+
+class PartOutput:
+    """A last-stage task's output: its pairs as lines of the part file."""
+
+    def __init__(self, part: PartWriter, format_line: Optional[Callable] = None):
+        self.part = part
+        self.format = format_line or records.format_line
+        self.records = 0
+
+    def add(self, mapper: Callable, keys: list, values: list) -> None:
+        """A map-only last step: run the map over a batch, and write what it yields."""
+        self.add_pairs(chain.from_iterable(map(mapper, keys, values)))
+
+    def add_pairs(self, pairs: Iterable) -> None:
+        fmt, write = self.format, self.part.write
+        for k, v in pairs:
+            write(fmt(k, v))
+            self.records += 1
