@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from . import pipeline
-from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, JobSpec, JobState,
-                       Split, TaskKind, TaskResult, TaskState)
+from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
+                       JobSpec, JobState, Split, TaskKind, TaskResult, TaskState)
 from .pipeline import Stage
 
 
@@ -29,6 +29,13 @@ class Kill:
     """Kill that attempt (the master no longer counts on it)."""
     worker: str
     attempt: str
+
+
+@dataclass
+class TaskDone:
+    """A task succeeded: record it durably before carrying out what follows from it."""
+    job: str
+    task: FinishedTask
 
 
 @dataclass
@@ -224,6 +231,9 @@ class Settings:
     speculation_slowdown: float = 1.5
 
 
+_DOWN = WorkerState("", 1, alive=False)
+
+
 class Scheduler:
     """All job, task and attempt state of a master, and every decision about it."""
 
@@ -330,15 +340,50 @@ class Scheduler:
         actions = self._kill_running([task], now)  # the first to finish wins
         task.succeed(a, result)
         job.version += 1
+        done = TaskDone(job.id, FinishedTask(stage=task.stage.index, index=task.index,
+                                             attempt=a.id, number=a.number, worker=a.worker,
+                                             result=result))
+        actions.insert(0, done)  # recorded before anything that follows from it
         if not task.stage.final:  # what the last stage read goes with the job, at its end
             actions += release_outputs(job, pipeline.to_release(job, task.stage))
         if task.stage.final and task.stage.done():
-            job.state = JobState.COMMITTING
-            # e.g. a map re-run nobody needs any more
-            actions += self._kill_running(job.tasks(), now)
-            actions.append(Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path,
-                                            t.result.target) for t in job.final.tasks]))
+            actions += self._commit(job, now)
         return actions
+
+    def _commit(self, job: ScheduledJob, now: float) -> list:
+        """Every task of the last stage succeeded: commit their parts."""
+        job.state = JobState.COMMITTING
+        job.version += 1
+        # e.g. a map re-run nobody needs any more
+        return self._kill_running(job.tasks(), now) + [
+            Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path, t.result.target)
+                            for t in job.final.tasks])]
+
+    def resume(self, job_id: str, spec: JobSpec, finished: list[FinishedTask],
+               now: float) -> ScheduledJob:
+        """A job a previous master accepted, with the tasks it had recorded as finished:
+        those are done (their outputs held, so the workers keep their slots when they
+        sync); what a done stage fed on is released, as it was. Records that do not fit
+        the job (another shape, a repeat) are ignored: their tasks run again."""
+        job = self.submit(job_id, spec, now)
+        for record in finished:
+            stages = job.stages
+            if not (0 <= record.stage < len(stages)
+                    and 0 <= record.index < len(stages[record.stage].tasks)):
+                continue
+            task = stages[record.stage].tasks[record.index]
+            if task.state == TaskState.SUCCEEDED:
+                continue
+            a = Attempt(record.attempt, task, record.number, record.worker, now, now,
+                        state=AttemptState.SUCCEEDED, progress=1.0,
+                        counters=record.result.counters, finished=now)
+            task.attempts.append(a)
+            task.succeed(a, record.result)
+        for stage in job.stages[1:]:
+            if not stage.final:
+                for t in pipeline.to_release(job, stage):
+                    t.released = True
+        return job
 
     def attempt_failed(self, attempt_id: str, kind: FailureKind, error: str, now: float,
                        info: Optional[dict] = None) -> list:
@@ -445,6 +490,11 @@ class Scheduler:
                 job.state, job.started = JobState.RUNNING, now
                 job.version += 1
             if job.state != JobState.RUNNING:
+                continue
+            if job.final.done():  # resumed with every task done: commit once it can
+                if all(self.workers.get(t.winner.worker, _DOWN).alive
+                       for t in job.final.tasks):
+                    actions += self._commit(job, now)
                 continue
             for stage in job.stages:
                 actions += self._place(job, stage, now)

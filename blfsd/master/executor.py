@@ -1,6 +1,8 @@
 """Carrying out the scheduler's actions: the only place where its decisions become I/O.
 
-Launch and Kill go to the attempt's worker. Commit renames every part into place on the
+TaskDone is recorded in the state directory at once, before any action after it (a
+restarted master then keeps that task's output). Launch and Kill go to the attempt's
+worker. Commit renames every part into place on the
 worker that wrote it, in partition order, then completes the output (a durable _SUCCESS
 written by a worker, or the cluster output's catalog record); when any step fails, the
 parts already moved are taken back and the job fails. Release makes every worker kill
@@ -21,7 +23,7 @@ from ..catalog import OUTPUTS, Catalog
 from ..errors import BlfsError, ConnectionClosed
 from ..messages import FailureKind
 from ..scheduler import (Commit, JobEnded, Kill, Launch, Release, ReleaseOutputs, Scheduler,
-                         ScheduledJob)
+                         ScheduledJob, TaskDone)
 from .links import WorkerLinks
 
 log = logging.getLogger("blfs.master")
@@ -34,12 +36,14 @@ class Executor:
 
     def __init__(self, sched: Scheduler, links: WorkerLinks, catalog: Catalog,
                  tasks: TaskSet, ended: Callable[[JobEnded], None],
-                 changed: Callable[[], Awaitable[None]]):
+                 changed: Callable[[], Awaitable[None]],
+                 recorded: Callable[[TaskDone], None] = lambda action: None):
         self.sched = sched
         self.links = links
         self.catalog = catalog
         self.tasks = tasks
         self.ended = ended  # a job ended: its record, its temporary datasets
+        self.recorded = recorded  # a task's success, written down before what follows
         self.changed = changed
 
     def execute(self, actions: list, reschedule: bool = True) -> None:
@@ -48,7 +52,9 @@ class Executor:
         if reschedule:
             actions = actions + self.sched.schedule(time.monotonic())
         for action in actions:
-            if isinstance(action, Launch):
+            if isinstance(action, TaskDone):  # synchronously: before the actions after it
+                self.recorded(action)
+            elif isinstance(action, Launch):
                 self.tasks.spawn(self._launch(action))
             elif isinstance(action, Kill):
                 self.tasks.spawn(self.links.send(action.worker, "kill", attempt=action.attempt))

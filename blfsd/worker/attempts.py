@@ -188,7 +188,7 @@ class Attempts:
         self.containment = Containment(config)
         self.job_files = JobFiles(ask_files)
         self.requests = TaskRequests(config, disk, views, self.containment, tell)
-        self._supervisors = TaskSet()
+        self._supervisors = TaskSet("the supervisor of an attempt")
         self.handlers = {"launch": self.launch, "kill": self.kill}
 
     async def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:

@@ -11,6 +11,7 @@ import socket
 from typing import Any, Callable, Optional
 
 from .. import rpc
+from ..aio import Budget
 from ..config import WORKER_PORT, Config
 from ..errors import ConnectionClosed, ProtocolError
 from ..messages import AttemptState, Message, ShippedFile
@@ -44,6 +45,7 @@ class Worker:
         self.files = Files(self.disk, self.views, self.attempts.containment.paths)
         self.master: Optional[rpc.Peer] = None
         self.gate = config.gate()  # what strangers may cost us before they are known
+        self.budget = Budget(config.request_memory)  # clients' requests held at once
         self.notifier = Notifier()
         self.servers: list = []
         self.stopping = asyncio.Event()
@@ -146,7 +148,8 @@ class Worker:
         """A connection; a master's replaces the previous master's session."""
         peer = await rpc.accept_connection(reader, writer, self.key, "worker", self.name,
                                            self.handlers, self.config.group,
-                                           roles=("master", "client"), gate=self.gate)
+                                           roles=("master", "client"), gate=self.gate,
+                                           budget=self.budget)
         if peer is None:
             return
         if peer.role == "master":  # a new master session replaces the old one
