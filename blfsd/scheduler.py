@@ -14,7 +14,11 @@ from typing import Any, Iterable, Optional
 from . import pipeline
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
                        JobSpec, JobState, Split, TaskKind, TaskResult, TaskState)
+from .job import MAX_COUNTER_NAME, MAX_COUNTERS, MAX_STATUS, truncate
 from .pipeline import Stage
+
+MAX_JOB_COUNTERS = 5000  # distinct counters of one job in its status
+TASK_COUNTERS = MAX_COUNTERS + 64  # what an attempt may report: a task's, and blfs's own
 
 
 @dataclass
@@ -105,9 +109,9 @@ class Attempt:
         self.last_progress = now
         self.progress = max(self.progress, min(1.0, progress))
         if status:
-            self.status = status
+            self.status = truncate(status, MAX_STATUS)
         if counters is not None:
-            self.counters = counters
+            self.counters = bound_counters(counters, TASK_COUNTERS)
         self.task.job.version += 1
 
 
@@ -336,7 +340,7 @@ class Scheduler:
         task, job = a.task, a.task.job
         self._stop_attempt(a, AttemptState.SUCCEEDED, now)
         a.progress = 1.0
-        a.counters = result.counters
+        a.counters = bound_counters(result.counters, TASK_COUNTERS)
         actions = self._kill_running([task], now)  # the first to finish wins
         task.succeed(a, result)
         job.version += 1
@@ -615,14 +619,48 @@ def job_status(job: ScheduledJob) -> dict:
 
 def _winners_counters(job: ScheduledJob) -> dict:
     """The job's counters: the sum over the winning attempt of each task (a loser's or a
-    running attempt's counters would count work twice)."""
+    running attempt's counters would count work twice); at most MAX_JOB_COUNTERS of them,
+    the increments of others counted in blfs.counters_dropped."""
     counters: dict = {}
+    kept = dropped = 0
     for task in job.tasks():
         for group, names in (task.winner.counters if task.winner else {}).items():
             for name, n in names.items():
-                g = counters.setdefault(group, {})
-                g[name] = g.get(name, 0) + n
+                g = counters.get(group)
+                if g is not None and name in g:
+                    g[name] += n
+                elif kept < MAX_JOB_COUNTERS:
+                    counters.setdefault(group, {})[name] = n
+                    kept += 1
+                else:
+                    dropped += n if (group, name) == ("blfs", "counters_dropped") else 1
+    if dropped:
+        blfs = counters.setdefault("blfs", {})
+        blfs["counters_dropped"] = blfs.get("counters_dropped", 0) + dropped
     return counters
+
+
+def bound_counters(counters: Any, limit: int) -> dict:
+    """What a task reported as counters, as {group: {name: int}} with at most `limit`
+    names (cut to MAX_COUNTER_NAME characters): anything else is dropped, and the number
+    of dropped counters added to blfs.counters_dropped."""
+    out: dict = {}
+    kept = dropped = 0
+    for group, names in (counters.items() if isinstance(counters, dict) else ()):
+        for name, n in (names.items() if isinstance(names, dict) else ()):
+            if not (isinstance(n, int) and not isinstance(n, bool)):
+                dropped += 1
+            elif kept < limit or (group, name) == ("blfs", "counters_dropped"):
+                g = out.setdefault(str(group)[:MAX_COUNTER_NAME], {})
+                key = str(name)[:MAX_COUNTER_NAME]
+                g[key] = g.get(key, 0) + n
+                kept += 1
+            else:
+                dropped += 1
+    if dropped:
+        blfs = out.setdefault("blfs", {})
+        blfs["counters_dropped"] = blfs.get("counters_dropped", 0) + dropped
+    return out
 
 
 def failure_record(a: Attempt, kind: FailureKind, error: str) -> dict:

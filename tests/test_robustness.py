@@ -18,7 +18,7 @@ from blfsd import protocol, rpc
 from blfsd.errors import ConnectionClosed
 from blfsd.local import LocalCluster
 from cluster_helpers import LoopCluster
-from conftest import EXAMPLES, make_corpus
+from conftest import EXAMPLES, JOBS, make_corpus, read_counts, word_counts
 from loopdev import root
 
 SLEEPY = textwrap.dedent('''
@@ -220,5 +220,72 @@ def test_clients_flooding_heavy_frames_cannot_bloat_the_master(budget_cluster, t
     print(f"\nmaster peak RSS grew by {grown / 2**20:.0f} MiB under 24 x 3 heavy frames "
           f"(request_memory 64M)")
     assert grown < 200 << 20, f"the master's peak RSS grew by {grown >> 20} MiB"
-    from conftest import read_counts, word_counts
     assert read_counts(str(out)) == word_counts(corpus)
+
+
+# ------------------------------------------------------------------ what a task may send
+
+NOISY = os.path.join(JOBS, "noisy.py")
+
+
+def _noisy(cluster: LoopCluster, tmp_path, what: str) -> tuple:
+    corpus = make_corpus(tmp_path / f"{what}.txt", 3000, seed=8)
+    out = tmp_path / f"out-{what}"
+    done = cluster.blfs("submit", NOISY, "--input", corpus, "--output", str(out),
+                        "--split-size", "16K", "--", what, timeout=180)
+    assert read_counts(str(out)) == word_counts(corpus)
+    return done, cluster.status(cluster.job_id_for(str(out)))
+
+
+@root
+@pytest.mark.root
+def test_two_million_counters_are_bounded_and_said_to_be(cluster, tmp_path):
+    """A task makes 2 million distinct counters: the job succeeds (its attempts used to die
+    'before reporting'), keeps the first 1000, and its status counts the dropped ones."""
+    _, status = _noisy(cluster, tmp_path, "counters")
+    assert len(status["counters"]["many"]) == 1000
+    assert status["counters"]["blfs"]["counters_dropped"] == 2_000_000 - 1000
+
+
+@root
+@pytest.mark.root
+def test_a_10_mib_status_is_cut_with_a_marker(cluster, tmp_path):
+    """set_status of 10 MiB: submit follows the job to its end and exits 0 (it used to quit
+    with 'the reply exceeds the frame size limit'); the status kept is cut and says so."""
+    job = os.path.join(JOBS, "noisy.py")
+    corpus = make_corpus(tmp_path / "status.txt", 3000, seed=8)
+    out = tmp_path / "out-status"
+    proc = subprocess.Popen(submit_argv(job, corpus, str(out), cluster.socket, "--split-size",
+                                        "16K", "--", "status"),
+                            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    statuses = []
+    while proc.poll() is None:
+        rows = json.loads(cluster.blfs("jobs", "--json").stdout)
+        for row in rows:
+            if row["output"] == str(out):
+                statuses += [r["status"] for r in cluster.status(row["job"])["running"]]
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert read_counts(str(out)) == word_counts(corpus)
+    long = [s for s in statuses if s.startswith("sss")]
+    assert all(len(s) <= 2000 and s.endswith("[...truncated]") for s in long), \
+        [len(s) for s in long]
+
+
+@root
+@pytest.mark.root
+def test_a_task_s_output_is_kept_bounded_out_of_the_worker_s_log(cluster, tmp_path):
+    """20 MiB on a task's stdout and stderr: the job succeeds, the workers' logs do not
+    grow by it, and the attempt's output is kept beside the worker, bounded."""
+    logs_before = sum(os.path.getsize(d.log) for d in cluster.daemons)
+    _, status = _noisy(cluster, tmp_path, "output")
+    grown = sum(os.path.getsize(d.log) for d in cluster.daemons) - logs_before
+    assert grown < 200_000, f"the daemons' logs grew by {grown} bytes"
+    (winner,) = [a for a in status["attempts"]
+                 if a["task"] == "m-00000" and a["state"] == "succeeded"]
+    kept = glob.glob(str(tmp_path / "work-*" / "logs" / status["job"] / "*"))
+    (path,) = [p for p in kept if os.path.basename(p).startswith("m-00000.")]
+    text = open(path, encoding="utf-8").read()
+    assert 60_000 < len(text) < 80_000 and "bytes of output left out" in text
+    assert winner["worker"] in path

@@ -36,7 +36,7 @@ from . import process
 from .containment import Containment, Sandbox
 from .disk import OwnDisk
 from .jobfiles import JobFiles, place
-from .output import OutputTail
+from .output import AttemptLogs, OutputTail
 from .views import PeerViews
 
 log = logging.getLogger("blfs.worker")
@@ -189,6 +189,7 @@ class Attempts:
         self.job_files = JobFiles(ask_files)
         self.requests = TaskRequests(config, disk, views, self.containment, tell)
         self._supervisors = TaskSet("the supervisor of an attempt")
+        self.logs = AttemptLogs(config.work_dir)
         self.handlers = {"launch": self.launch, "kill": self.kill}
 
     async def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:
@@ -273,6 +274,7 @@ class Attempts:
         except asyncio.TimeoutError:  # something of it still holds the socket open
             serving.cancel()
         await attempt.output.closed(DRAIN)
+        self.logs.save(attempt.id, attempt.output)
         oom = attempt.box.oom_killed()
         self.containment.release(attempt.box)
         self.running.pop(attempt.id, None)

@@ -201,6 +201,7 @@ class Worker:
         slots = self.disk.leases.release_job(job)
         self.files.remove_temporary(job, output_tmp, output_name)
         self.attempts.job_files.forget(job)
+        self.attempts.logs.prune()
         return {"released": len(slots)}
 
     def release_attempts(self, peer: rpc.Peer, attempts: list) -> dict:
