@@ -212,7 +212,7 @@ MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
     "sync": {"held": list},
     "launch": {"attempt": AttemptSpec},
     "kill": {"attempt": str},
-    "commit": {"source": str, "target": str},
+    "commit": {"source": str, "target": str, "again?": bool},
     "uncommit": {"target": str},
     "success": {"output": str},
     "release_job": {"job": str, "output_tmp?": _OPT_STR, "output_name?": _OPT_STR},

@@ -44,9 +44,11 @@ class TaskDone:
 
 @dataclass
 class Commit:
-    """Every reduce has a winner: move their parts into place, in this order."""
+    """Every reduce has a winner: move their parts into place, in this order. `again`:
+    the job was resumed after a restart, and its commit may have begun before it."""
     job: str
     parts: list  # [(worker, attempt id, source path, target path)]
+    again: bool = False
 
 
 @dataclass
@@ -354,14 +356,14 @@ class Scheduler:
             actions += self._commit(job, now)
         return actions
 
-    def _commit(self, job: ScheduledJob, now: float) -> list:
+    def _commit(self, job: ScheduledJob, now: float, again: bool = False) -> list:
         """Every task of the last stage succeeded: commit their parts."""
         job.state = JobState.COMMITTING
         job.version += 1
         # e.g. a map re-run nobody needs any more
         return self._kill_running(job.tasks(), now) + [
             Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path, t.result.target)
-                            for t in job.final.tasks])]
+                            for t in job.final.tasks], again=again)]
 
     def resume(self, job_id: str, spec: JobSpec, finished: list[FinishedTask],
                now: float) -> ScheduledJob:
@@ -498,7 +500,7 @@ class Scheduler:
             if job.final.done():  # resumed with every task done: commit once it can
                 if all(self.workers.get(t.winner.worker, _DOWN).alive
                        for t in job.final.tasks):
-                    actions += self._commit(job, now)
+                    actions += self._commit(job, now, again=True)
                 continue
             for stage in job.stages:
                 actions += self._place(job, stage, now)

@@ -65,6 +65,7 @@ class Daemon:
 
     def __init__(self, name: str, argv: list, log: Path, env: dict):
         self.name = name
+        self.argv = argv
         self.log = log
         self._log_file = open(log, "wb")
         # Own session: the daemon leads its own process group, so that stopping it can also
@@ -297,6 +298,19 @@ class LoopCluster:
             time.sleep(0.2)
         raise AssertionError(f"not all workers up: {rows} {last}\n--- master log\n"
                              f"{self.master.log_tail()}")
+
+    def restart_worker(self, index: int, timeout: float = 30.0) -> Daemon:
+        """SIGKILL worker `index` (its tasks are left to the next session to clean up, as
+        after a crash), start it again and wait for the master to have it back."""
+        old = next(d for d in self.daemons if d.name == self.names[index])
+        old.proc.send_signal(signal.SIGKILL)
+        old.proc.wait(10)
+        old.stop()
+        position = self.daemons.index(old)
+        new = Daemon(self.names[index], old.argv, old.log.with_suffix(".2.log"), self.env)
+        self.daemons[position] = new
+        self.wait_workers_up(time.monotonic() + timeout)
+        return new
 
     def restart_master(self, kill: bool = True, timeout: float = 30.0) -> Daemon:
         """SIGKILL the master (no goodbye, nothing more written; SIGTERM with kill=False),

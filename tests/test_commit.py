@@ -132,6 +132,26 @@ def test_parts_move_in_order_then_success_is_written_last(tmp_path):
     assert [w for w, _ in r.links.ops("release_job")] == ["w1", "w2"]
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["directory", "cluster-output"])
+def test_a_resumed_commit_takes_parts_its_predecessor_moved_as_moved(tmp_path, named):
+    """A master restarted in the middle of a commit commits again (Commit.again): the part
+    it finds already in place counts as moved, the rest moves, and the job succeeds. The
+    same commit without `again` fails on it."""
+    r = Run(tmp_path, named=named)
+    worker, _, source, target = r.commit.parts[0]
+    os.rename(source, target)  # what the master before the restart did
+    r.commit.again = True
+    r.run()
+    assert r.state == JobState.SUCCEEDED
+    assert all(os.path.exists(t) and not os.path.exists(s) for _, _, s, t in r.commit.parts)
+
+    again = Run(tmp_path / "plain", named=named)
+    worker, _, source, target = again.commit.parts[0]
+    os.rename(source, target)
+    again.run()
+    assert again.state == JobState.FAILED
+
+
 def test_a_cluster_output_is_recorded_instead_of_success(tmp_path):
     r = Run(tmp_path, named=True)
     r.run()

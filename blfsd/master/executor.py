@@ -98,10 +98,11 @@ class Executor:
         job = self.sched.jobs[action.job]
         moved: list = []
         try:
+            here = _rename_again if action.again else _rename
             for worker, _, source, target in action.parts:
                 moved.append((worker, target))  # before: a timed-out rename may have happened
-                await self._on_worker(job, worker, "commit", _rename, source, target,
-                                      source=source, target=target)
+                await self._on_worker(job, worker, "commit", here, source, target,
+                                      source=source, target=target, again=action.again)
             await self._complete(job, action.parts)
         except FAILED_STEP as exc:
             await self._take_back(job, moved)
@@ -173,6 +174,12 @@ class Executor:
 
 def _rename(source: str, target: str) -> None:
     os.rename(source, target)
+
+
+def _rename_again(source: str, target: str) -> None:
+    """_rename, unless a master before us did it."""
+    if not storage.moved_before(source, target):
+        os.rename(source, target)
 
 
 def _unlink(path: str) -> None:
