@@ -289,3 +289,40 @@ def test_a_task_s_output_is_kept_bounded_out_of_the_worker_s_log(cluster, tmp_pa
     text = open(path, encoding="utf-8").read()
     assert 60_000 < len(text) < 80_000 and "bytes of output left out" in text
     assert winner["worker"] in path
+
+
+# ------------------------------------------------------------------ a full disk
+
+@root
+@pytest.mark.root
+def test_a_full_disk_is_not_the_job_s_fault_and_another_node_takes_the_task(cluster,
+                                                                          tmp_path):
+    """w0's own disk is full: its reduces of a cluster output fail as disk_full, naming
+    the node and the path, with no traceback; they run on w1 instead, and although the
+    job allows one attempt per task (--max-attempts 1) it succeeds, exact."""
+    own = cluster.disk(0, 0)
+    filler = own / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        with pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * (1 << 20))
+    try:
+        corpus = make_corpus(tmp_path / "in.txt", 2000, seed=12)
+        done = cluster.blfs("submit", os.path.join(EXAMPLES, "wordcount.py"), "--input",
+                            corpus, "--output", "fullcounts", "--reducers", "4",
+                            "--max-attempts", "1", timeout=120)
+        (job,) = [r["job"] for r in json.loads(cluster.blfs("jobs", "--json").stdout)
+                  if r["output"] == "fullcounts"]
+        status = cluster.status(job)
+    finally:
+        filler.unlink()
+    assert status["state"] == "succeeded", status["error"]
+    full = [f for f in status["failed_attempts"] if f["kind"] == "disk_full"]
+    assert full and all(f["worker"] == "w0" for f in full), status["failed_attempts"]
+    for f in full:
+        assert "disk full on w0" in f["error"] and str(own) in f["error"], f["error"]
+        assert "Traceback" not in f["error"]
+    assert "failed (disk_full)" in done.stderr
+    text = cluster.blfs("cat", "fullcounts").stdout
+    assert {k: int(v) for k, v in (line.split("\t") for line in text.splitlines())} \
+        == word_counts(corpus)

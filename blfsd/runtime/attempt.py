@@ -52,7 +52,7 @@ class Output:
         spec, env = self.spec, self.env
         if spec.reducers == 0:  # the last stage: the job's output
             fd, self.where = self.files.output()
-            self.part = PartWriter(fd)
+            self.part = PartWriter(fd, self.where.get("path") or "")
             return PartOutput(self.part, self.code.step.format_line)
         self.sink = storage.SegmentSink(env.node, env.generation, env.slot_size,
                                         self.files.lease, self.files.flush_device)
