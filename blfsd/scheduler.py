@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from . import pipeline
+from . import pipeline, retries
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
                        JobSpec, JobState, Split, TaskKind, TaskResult, TaskState)
 from .job import MAX_COUNTER_NAME, MAX_COUNTERS, MAX_STATUS, truncate
@@ -394,7 +394,7 @@ class Scheduler:
     def attempt_failed(self, attempt_id: str, kind: FailureKind, error: str, now: float,
                        info: Optional[dict] = None) -> list:
         """An attempt ended badly. Whose fault it was (its kind) decides what
-        counts (see _charge); a killed attempt, killed by someone else, just runs again."""
+        counts (blfsd/retries.py); a killed attempt, killed by someone else, just runs again."""
         a = self.attempts.get(attempt_id)
         if a is None or a.state != AttemptState.RUNNING:
             return []
@@ -404,62 +404,17 @@ class Scheduler:
         actions: list = []
         # killed, but not by us (we forget attempts we kill): it runs again, uncounted
         if kind != FailureKind.KILLED:
-            a.task.job.failed_attempts.append(failure_record(a, kind, error))
-            actions = self._charge(a, kind, error, now, info or {})
+            a.task.job.failed_attempts.append(retries.failure_record(a, kind, error))
+            why = retries.charge(a, kind, error, info or {}, self._max_attempts(a.task.job))
+            if why:
+                actions = self._end_job(a.task.job, JobState.FAILED, why, now)
             if a.task.job.state == JobState.FAILED and kind != FailureKind.FETCH:
                 return actions  # the job failed for it: nothing runs again
         a.task.requeue_if_idle()
         return actions
 
-    def _charge(self, a: Attempt, kind: FailureKind, error: str, now: float,
-                info: dict) -> list:
-        """Count a failure against what it is about: the maps a fetch could not read, the
-        task's losses with its workers (twice the limit), or the task's own failures (and
-        avoid that worker). A task over its limit fails its job."""
-        task, job = a.task, a.task.job
-        if kind == FailureKind.FETCH:
-            actions: list = []
-            bad = info.get("map_tasks") or [info.get("map_task")]
-            stage = task.stage.index - 1  # a fetch failure is about the stage before
-            for index in bad if isinstance(bad, list) else []:
-                if job.state == JobState.RUNNING:
-                    actions += self._refetch(job, stage, index, error, now)
-            return actions
-        if kind.apart:
-            task.lost += 1
-            if kind == FailureKind.DISK_FULL:
-                task.avoid.add(a.worker)  # another node's disk may have room
-            if task.lost > 2 * self._max_attempts(job):
-                why = {FailureKind.LOST: "with its worker"}.get(kind, f"({kind}): {error}")
-                return self._end_job(job, JobState.FAILED,
-                                     f"{task.name} lost {task.lost} times {why}", now)
-        elif kind.counted:
-            task.failures += 1
-            task.avoid.add(a.worker)
-            if task.failures >= self._max_attempts(job):
-                return self._end_job(job, JobState.FAILED, failure_text(a, kind, error), now)
-        return []
-
     def _max_attempts(self, job: ScheduledJob) -> int:
         return job.spec.max_attempts or self.settings.max_attempts
-
-    def _refetch(self, job: ScheduledJob, stage: int, index: Any, error: str,
-                 now: float) -> list:
-        """A task could not read a producer's output: run that producer again (and, if
-        its own input was already released, what produced that: lineage)."""
-        if not 0 <= stage < len(job.stages) or not isinstance(index, int) \
-                or not 0 <= index < len(job.stages[stage].tasks):
-            return []
-        task = job.stages[stage].tasks[index]
-        if task.state != TaskState.SUCCEEDED:
-            return []
-        for earlier in pipeline.lineage(job, task):
-            earlier.discard_output(blame=False)
-        task.discard_output()
-        if task.failures >= self._max_attempts(job):
-            return self._end_job(job, JobState.FAILED, f"the output of {task.name} could not "
-                                 f"be read {task.failures} times: {error}", now)
-        return []
 
     def commit_done(self, job_id: str, now: float) -> list:
         """Every part is in place and the output complete: the job succeeded."""
@@ -663,18 +618,6 @@ def bound_counters(counters: Any, limit: int) -> dict:
         blfs = out.setdefault("blfs", {})
         blfs["counters_dropped"] = blfs.get("counters_dropped", 0) + dropped
     return out
-
-
-def failure_record(a: Attempt, kind: FailureKind, error: str) -> dict:
-    """A failed attempt as `blfs status` lists it."""
-    return {"attempt": a.id, "task": a.task.name, "number": a.number, "worker": a.worker,
-            "kind": kind, "error": error}
-
-
-def failure_text(a: Attempt, kind: FailureKind, error: str) -> str:
-    """Why a job failed when one task failed too often: its last attempt's error."""
-    return (f"task {a.task.name} failed {a.task.failures} times; last attempt "
-            f"{a.number} on worker {a.worker} ({kind}):\n{error}")
 
 
 def held_slots(jobs: Iterable[ScheduledJob], node: str) -> list:
