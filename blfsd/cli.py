@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import json
 import logging
 import os
@@ -15,10 +14,11 @@ import time
 import zlib
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
-from . import auth, config as configmod, inputs, jobdef, rpc, sandbox, storage
+from . import auth, config as configmod, inputs, jobdef, jobview, rpc, sandbox, storage
 from .errors import (AuthError, BlfsError, ConfigError, ConnectionClosed, JobDefinitionError,
                      StorageError, UsageError)
 from .catalog import check_name, is_name
+from .client import master_address as _master_address, connect as _client, query as _query
 from .datafiles import CHUNK
 from .inputs import expand_inputs, line_cuts, make_splits, parse_size
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit(sub)
     _add_queries(sub)
     _add_storage(sub)
+    jobview.add_parsers(sub)
     _add_daemons(sub)
     return p
 
@@ -77,7 +78,9 @@ def _add_submit(sub: Any) -> None:
     s.add_argument("--detach", action="store_true",
                    help="print the job id and return (not with --local: the embedded "
                         "cluster ends with the command)")
-    s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    s.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress output, no counters at the end")
+    jobview.add_submit_options(s)
 
 
 def _add_queries(sub: Any) -> None:
@@ -432,39 +435,19 @@ async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dic
     if args.detach:
         print(job_id)
         return 0
-    status = await _follow(peer, job_id, Progress(args.quiet), reconnect)
+    status = await _follow(peer, job_id, Progress(args.quiet or args.json), reconnect)
+    if peer.closed.is_set() and reconnect is not None:  # followed across a restart
+        peer = await reconnect()
+        try:
+            await jobview.job_ended(args, peer, status)
+        finally:
+            await peer.close()
+    else:
+        await jobview.job_ended(args, peer, status)
     return _report_end(status, spec)
 
 
 # ------------------------------------------------------------------------------ clients
-
-def _master_address(args: argparse.Namespace, cfg: configmod.Config) -> tuple[str, Optional[bytes]]:
-    address = args.master or (cfg.master_socket if os.path.exists(cfg.master_socket)
-                              else cfg.master_address)
-    key = None
-    if "/" not in address:
-        if not args.master and not os.path.exists(args.key or cfg.cluster_key):
-            raise ConnectionClosed(f"no master here: {cfg.master_socket} does not exist and "
-                                   "there is no cluster key for TCP (is blfs-master.socket "
-                                   "running? or use --local, or --master ADDRESS)")
-        key = auth.load_key(args.key or cfg.cluster_key)
-    return address, key
-
-
-async def _client(address: str, key: Optional[bytes]) -> rpc.Peer:
-    peer, _ = await rpc.connect(address, key, "client", f"{getpass.getuser()}@{os.getpid()}",
-                                expect_role="master")
-    peer.reader_task = asyncio.ensure_future(peer.serve())  # replies arrive through it
-    return peer
-
-
-async def _query(args: argparse.Namespace, cfg: configmod.Config, op: str, **fields: Any) -> Any:
-    peer = await _client(*_master_address(args, cfg))
-    try:
-        return await peer.call(op, limit=30, **fields)
-    finally:
-        await peer.close()
-
 
 # ------------------------------------------------------------------------------ storage
 
@@ -779,4 +762,4 @@ def cmd_rm(args: argparse.Namespace, cfg: configmod.Config) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, configmod.Config], int]] = {
     "submit": cmd_submit, "status": cmd_status, "jobs": cmd_list, "workers": cmd_list,
     "cancel": cmd_cancel, "put": cmd_put, "cat": cat, "get": get, "ls": cmd_list,
-    "rm": cmd_rm}
+    "rm": cmd_rm, **jobview.COMMANDS}

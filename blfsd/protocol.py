@@ -188,6 +188,7 @@ CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {
     "workers": {},
     "cancel": {"job": str},
     "wait": {"job": str, "version": int, "timeout?": _NUM},
+    "logs": {"job": str, "task?": _OPT_STR},
     "put_begin": {"name": str, "splits": int, "size": int},
     "put_data": {"put": str, "index": int, "offset": int, "data": bytes, "last": bool},
     "put_end": {"put": str},
@@ -222,6 +223,7 @@ MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
     "drop": {"kind": str, "name": str},
     "fetch": {"node": str, "file": str, "offset": int, "length": int, "size": int,
               "crc?": _OPT_INT},
+    "attempt_log": {"attempt": str},
 }
 
 # a task process to its worker, over their socketpair (taskchannel.py). The replies to

@@ -19,6 +19,7 @@ from .pipeline import Stage
 
 MAX_JOB_COUNTERS = 5000  # distinct counters of one job in its status
 TASK_COUNTERS = MAX_COUNTERS + 64  # what an attempt may report: a task's, and blfs's own
+ATTEMPT_ERROR = 2000  # characters of an attempt's error in its row (the traceback's end)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Attempt:
     status: str = ""
     counters: dict = field(default_factory=dict)
     error: str = ""
+    why: str = ""  # why it ended, if not by succeeding: its failure kind, or who killed it
     finished: float = 0.0
 
     def report(self, now: float, progress: float, status: str,
@@ -305,7 +307,7 @@ class Scheduler:
     def _end_job(self, job: ScheduledJob, state: JobState, error: Optional[str],
                  now: float) -> list:
         """Stop what still runs; every worker then releases the job (slots, temp files)."""
-        actions = self._kill_running(job.tasks(), now)
+        actions = self._kill_running(job.tasks(), now, f"its job {state}")
         job.state, job.error, job.finished = state, error, now
         job.version += 1
         return actions + [Release(job.id, sorted(self.workers)), JobEnded(job.id, state, error)]
@@ -319,10 +321,13 @@ class Scheduler:
             w.running.discard(a.id)
         return [Kill(a.worker, a.id)] if state == AttemptState.KILLED else []
 
-    def _kill_running(self, tasks: list, now: float) -> list:
-        """Kill (and forget) every running attempt of these tasks."""
-        return [kill for t in tasks for a in t.running()
-                for kill in self._stop_attempt(a, AttemptState.KILLED, now)]
+    def _kill_running(self, tasks: list, now: float, why: str) -> list:
+        """Kill (and forget) every running attempt of these tasks, saying why."""
+        actions = []
+        for a in [a for t in tasks for a in t.running()]:
+            a.why = why
+            actions += self._stop_attempt(a, AttemptState.KILLED, now)
+        return actions
 
     # ----------------------------------------------------------------- attempts
 
@@ -343,7 +348,8 @@ class Scheduler:
         self._stop_attempt(a, AttemptState.SUCCEEDED, now)
         a.progress = 1.0
         a.counters = bound_counters(result.counters, TASK_COUNTERS)
-        actions = self._kill_running([task], now)  # the first to finish wins
+        # the first to finish wins
+        actions = self._kill_running([task], now, f"attempt {a.number} won")
         task.succeed(a, result)
         job.version += 1
         done = TaskDone(job.id, FinishedTask(stage=task.stage.index, index=task.index,
@@ -361,7 +367,7 @@ class Scheduler:
         job.state = JobState.COMMITTING
         job.version += 1
         # e.g. a map re-run nobody needs any more
-        return self._kill_running(job.tasks(), now) + [
+        return self._kill_running(job.tasks(), now, "not needed: the job is committing") + [
             Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path, t.result.target)
                             for t in job.final.tasks], again=again)]
 
@@ -399,7 +405,7 @@ class Scheduler:
         if a is None or a.state != AttemptState.RUNNING:
             return []
         self._stop_attempt(a, AttemptState.FAILED, now)
-        a.error = error
+        a.error, a.why = error, kind
         a.task.job.version += 1
         actions: list = []
         # killed, but not by us (we forget attempts we kill): it runs again, uncounted
@@ -567,11 +573,30 @@ def job_status(job: ScheduledJob) -> dict:
         "stages": [{"step": s.step, "kind": s.kind, "total": len(s.tasks),
                     "done": count(s.tasks, TaskState.SUCCEEDED),
                     "running": count(s.tasks, TaskState.RUNNING)} for s in job.stages],
-        "attempts": [{"attempt": a.id, "task": t.name, "kind": t.kind, "step": t.stage.step,
-                      "worker": a.worker, "state": a.state, "backup": a.backup,
-                      "started": a.started, "finished": a.finished}
-                     for t in job.tasks() for a in t.attempts],
+        "attempts": [attempt_row(t, a) for t in job.tasks() for a in t.attempts],
     }
+
+
+def attempt_row(t: Task, a: Attempt) -> dict:
+    """An attempt as `blfs tasks` and the timeline show it: where and when it ran, how it
+    ended and why, and its records and bytes in and out (from its blfs counters)."""
+    row = {"attempt": a.id, "task": t.name, "kind": t.kind, "step": t.stage.step,
+           "stage": t.stage.index, "worker": a.worker, "state": a.state, "backup": a.backup,
+           "started": a.started, "finished": a.finished}
+    if a.why:
+        row["why"] = a.why
+    if a.error:  # a traceback's end says the most
+        row["error"] = a.error if len(a.error) <= ATTEMPT_ERROR else \
+            "[...] " + a.error[-ATTEMPT_ERROR:]
+    c = a.counters.get("blfs", {}) if isinstance(a.counters, dict) else {}
+    if c:
+        first = t.kind == TaskKind.MAP
+        row["io"] = [c.get("map_input_records" if first else "reduce_input_records", 0),
+                     c.get("map_input_bytes" if first else "shuffle_read_bytes", 0),
+                     c.get("reduce_output_records", 0) if not first else
+                     c.get("combine_output_records", c.get("map_output_records", 0)),
+                     c.get("output_bytes", c.get("map_output_bytes", 0))]
+    return row
 
 
 def _winners_counters(job: ScheduledJob) -> dict:

@@ -25,6 +25,7 @@ from .datasets import Datasets
 from .executor import Executor
 from .jobs import Jobs, status_line
 from .links import WorkerLinks
+from .logs import AttemptOutputs
 
 log = logging.getLogger("blfs.master")
 
@@ -66,8 +67,9 @@ class Master:
         self.executor = Executor(self.sched, self.links, self.catalog, self.work,
                                  self._job_ended, self.changed, self.jobs.record_result)
         self.datasets = Datasets(self.catalog, self.links, self.sched, self.work)
+        self.outputs = AttemptOutputs(self.jobs, self.links)
         self.client_handlers = {"ping": rpc.ping, **self.jobs.handlers,
-                                **self.datasets.handlers}
+                                **self.datasets.handlers, **self.outputs.handlers}
         self.servers: list = []
         self.unix_path: Optional[str] = None
         self.tcp_address: Optional[str] = None

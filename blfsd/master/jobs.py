@@ -226,4 +226,7 @@ class Jobs:
                     await asyncio.wait_for(self.changed.wait(), left)
                 except asyncio.TimeoutError:
                     break
-        return self.sched.job_status(job)
+        status = self.sched.job_status(job)
+        if status["state"] not in FINISHED:  # followers need the attempts at the end only
+            del status["attempts"]
+        return status

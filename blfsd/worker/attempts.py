@@ -190,7 +190,15 @@ class Attempts:
         self.requests = TaskRequests(config, disk, views, self.containment, tell)
         self._supervisors = TaskSet("the supervisor of an attempt")
         self.logs = AttemptLogs(config.work_dir)
-        self.handlers = {"launch": self.launch, "kill": self.kill}
+        self.handlers = {"launch": self.launch, "kill": self.kill,
+                         "attempt_log": self.attempt_log}
+
+    def attempt_log(self, peer: Optional[rpc.Peer], attempt: str) -> dict:
+        """What an attempt wrote to stdout and stderr, as kept (`blfs logs`)."""
+        try:
+            return {"output": self.logs.read(attempt)}
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
 
     async def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:
         """Start an attempt's task process in its sandbox, and its supervisor."""

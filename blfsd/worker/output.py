@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
+from typing import Optional
 
 HEAD = 16 << 10
 TAIL = 48 << 10
+_ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._-]{0,99}")  # of JOB/TASK/N@EPOCH
 
 log = logging.getLogger("blfs.worker")
 
@@ -87,9 +90,21 @@ class AttemptLogs:
         self.dir = os.path.join(work_dir, "logs")
 
     def path(self, attempt_id: str) -> str:
-        """Where an attempt's output goes (JOB/TASK/N@EPOCH -> JOB/TASK.N@EPOCH.log)."""
-        job, task, number = attempt_id.split("/")
+        """Where an attempt's output goes (JOB/TASK/N@EPOCH -> JOB/TASK.N@EPOCH.log);
+        ValueError for anything that is not an attempt id (it names a file)."""
+        parts = attempt_id.split("/")
+        if len(parts) != 3 or not all(_ID_PART.fullmatch(p) for p in parts):
+            raise ValueError(f"not an attempt id: {attempt_id[:100]!r}")
+        job, task, number = parts
         return os.path.join(self.dir, job, f"{task}.{number}.log")
+
+    def read(self, attempt_id: str) -> Optional[str]:
+        """What an attempt wrote, as kept (None if it wrote nothing, or it is gone)."""
+        try:
+            with open(self.path(attempt_id), encoding="utf-8", errors="replace") as f:
+                return f.read(HEAD + TAIL + 1024)  # what save() wrote, with its marker
+        except FileNotFoundError:
+            return None
 
     def save(self, attempt_id: str, output: OutputTail) -> None:
         if output.total == 0:
