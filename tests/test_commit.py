@@ -178,14 +178,29 @@ def test_with_a_worker_gone_the_master_moves_parts_of_a_shared_directory(tmp_pat
 
 # ------------------------------------------------------------------ and one that does not
 
-@pytest.mark.parametrize("fault,asked", [
-    (fail_at("commit", 1), 2),  # refused before the rename
-    (fail_at("commit", 1, asyncio.TimeoutError(), after=True), 2),  # done, reply lost
-    (fail_at("success"), 2),
-    (fail_at("commit", 0), 1),
-], ids=["second-commit", "second-commit-reply-lost", "success", "first-commit"])
-def test_a_fault_in_the_middle_takes_the_moved_parts_back(tmp_path, fault, asked):
-    r = Run(tmp_path, fault=fault)
+@pytest.mark.parametrize("exc", [ConnectionClosed("Connection lost"), asyncio.TimeoutError()],
+                         ids=["worker-lost", "reply-lost"])
+@pytest.mark.parametrize("after", [True, False], ids=["after-rename", "before-rename"])
+def test_a_worker_lost_during_a_commit_to_a_directory_the_master_finishes_it(tmp_path, exc,
+                                                                              after):
+    """The soak's worker restart in the middle of a commit: the part's worker went away
+    with the request, having moved the part or not. The output is a directory the master
+    sees: it moves the part itself if need be, and the job succeeds (it failed before)."""
+    r = Run(tmp_path, fault=fail_at("commit", 1, exc, after=after))
+    r.run()
+    assert r.state == JobState.SUCCEEDED, r.sched.jobs["j"].error
+    assert sorted(os.listdir(r.output)) == ["_SUCCESS", "part-00000", "part-00001"]
+    assert not r.links.ops("uncommit")
+
+
+@pytest.mark.parametrize("fault,asked,named", [
+    (fail_at("commit", 1), 2, False),  # refused before the rename
+    (fail_at("commit", 1, asyncio.TimeoutError(), after=True), 2, True),  # done, reply lost
+    (fail_at("success"), 2, False),
+    (fail_at("commit", 0), 1, False),
+], ids=["second-commit", "second-commit-reply-lost-cluster-output", "success", "first-commit"])
+def test_a_fault_in_the_middle_takes_the_moved_parts_back(tmp_path, fault, asked, named):
+    r = Run(tmp_path, fault=fault, named=named)
     r.run()
     assert r.state == JobState.FAILED
     assert "committing the output failed" in r.sched.jobs["j"].error
@@ -193,7 +208,8 @@ def test_a_fault_in_the_middle_takes_the_moved_parts_back(tmp_path, fault, asked
     taken_back = [os.path.basename(f["target"]) for _, f in r.links.ops("uncommit")]
     assert taken_back == [f"part-{i:05d}" for i in range(asked)]
     assert [e.state for e in r.ended] == [JobState.FAILED]
-    assert not os.path.exists(os.path.join(r.output, "_temporary"))  # released
+    for w in ("w1", "w2"):  # released
+        assert not os.path.exists(os.path.join(r.output_dir(w), "_temporary", "j"))
 
 
 def test_a_cluster_output_that_fails_is_not_recorded_and_leaves_no_part(tmp_path):
@@ -215,8 +231,8 @@ def test_a_cluster_output_needs_its_writers(tmp_path):
 
 def test_a_take_back_that_fails_is_logged_and_the_job_still_fails(tmp_path, caplog):
     def fault(worker, op, fields):
-        if op == "uncommit":
-            return ConnectionClosed("gone")
+        if op == "uncommit":  # refused (a lost worker's part the master takes back itself)
+            return StorageError("read-only file system")
         return fail_at("success")(worker, op, fields)
 
     r = Run(tmp_path, fault=fault)

@@ -144,11 +144,20 @@ class Executor:
                          here: Callable[..., Any], *args: Any, **fields: Any) -> None:
         """An operation on a file of the output, by the worker that holds it. When that
         worker is gone and the output is a directory we see too (--local, a shared file
-        system), we do it `here`; a cluster output's files are on the worker's own disk."""
+        system), we do it `here`; a cluster output's files are on the worker's own disk.
+        A worker lost in the middle of the call may or may not have done it: then we do
+        it here, as a restarted master would (a part it moved is taken as moved)."""
         if worker in self.links.peers or job.spec.output_name:
-            await self.links.call(worker, op, **fields)
-        else:
-            here(*args)
+            try:
+                await self.links.call(worker, op, **fields)
+                return
+            except (ConnectionClosed, asyncio.TimeoutError) as exc:
+                if job.spec.output_name:
+                    raise
+                log.warning("worker %s was lost during %s (%s); doing it here", worker, op,
+                            exc or "no answer", extra={"BLFS_JOB": job.id})
+                here = _rename_again if here is _rename else here
+        here(*args)
 
     # ------------------------------------------------------------------ release
 

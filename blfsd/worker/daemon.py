@@ -131,13 +131,15 @@ class Worker:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting work and kill every attempt (the master re-runs them)."""
+        """Stop accepting work, leave the master's session, kill every attempt (the master
+        re-runs them: lost with their worker, never reported as failures of the job)."""
         self.notifier.notify("STOPPING=1")
         for server in self.servers:
             server.close()
+        master, self.master = self.master, None
+        if master:
+            await master.close()
         self.attempts.terminate_all()
-        if self.master:
-            await self.master.close()
         await self.attempts.wait_all(STOP_GRACE)
         self.attempts.close()
 
