@@ -189,16 +189,24 @@ def load_job_class(source: str, filename: str, name: Optional[str] = None) -> ty
     classes = [v for k, v in vars(module).items()
                if isinstance(v, type) and issubclass(v, Job) and v is not Job
                and v.__module__ == "blfs_job"]
+    return one_job_class(classes, filename, name, "Job", "blfsd.Job")
+
+
+def one_job_class(classes: list, filename: str, name: Optional[str], kind: str,
+                  base: str) -> type:
+    """The job class of a file: the one named `name` (--job), else the only one; one line
+    for the user when there is none, or several. `kind` is Job or MRJob, `base` the class
+    they derive from."""
     if name:
         chosen = [c for c in classes if c.__name__ == name]
         if not chosen:
-            raise JobDefinitionError(f"{filename}: no Job class named {name}")
+            raise JobDefinitionError(f"{filename}: no {kind} class named {name}")
         return chosen[0]
     if not classes:
-        raise JobDefinitionError(f"{filename}: defines no subclass of blfsd.Job")
+        raise JobDefinitionError(f"{filename}: defines no subclass of {base}")
     if len(classes) > 1:
         names = ", ".join(sorted(c.__name__ for c in classes))
-        raise JobDefinitionError(f"{filename}: defines several Job classes ({names}); "
+        raise JobDefinitionError(f"{filename}: defines several {kind} classes ({names}); "
                                  "pick one with --job NAME")
     return classes[0]
 
