@@ -15,6 +15,7 @@ says why once and attempts fall back to process groups (the caller's business).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -133,6 +134,31 @@ class Hierarchy:
                 except OSError:
                     pass
 
+    def sweep(self, worker: str) -> int:
+        """Kill and remove what a previous session of this worker left: attempt cgroups
+        in our own parents (a restart under systemd), and the parents of a worker of this
+        name whose process is gone (one SIGKILLed outside systemd: its tasks would go on
+        writing into slots that a new session hands out again). The number of attempt
+        cgroups removed."""
+        removed = 0
+        for parent in [self.v2_dir, *self.v1_dirs.values()]:
+            if not parent:
+                continue
+            stale = [parent] + [os.path.join(os.path.dirname(parent), name)
+                                for name in _listdir(os.path.dirname(parent))
+                                if _stale_parent(name, worker)]
+            for d in stale:
+                for child in _listdir(d):
+                    path = os.path.join(d, child)
+                    if os.path.isdir(path):
+                        group = AttemptGroup(self, v2=path)
+                        group.kill()
+                        removed += group.remove()
+                if d != parent:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(d)
+        return removed
+
     def create(self, name: str, limits: Limits) -> "AttemptGroup":
         """The cgroups of one attempt, made and limited (join them with AttemptGroup.join)."""
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200]
@@ -150,6 +176,19 @@ class Hierarchy:
             group.remove()
             raise
         return group
+
+
+def _listdir(path: str) -> list:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _stale_parent(name: str, worker: str) -> bool:
+    """Whether `name` is the parent cgroup of a worker of this name that is not running."""
+    m = re.fullmatch(rf"blfs-{re.escape(worker)}-(\d+)", name)
+    return m is not None and not os.path.exists(f"/proc/{m.group(1)}")
 
 
 def _prepare_v2(mount: str, own: str, label: str) -> tuple[Optional[str], set]:

@@ -4,20 +4,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import json
 import logging
 import os
 import secrets
 import signal
 import sys
+import time
 import zlib
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
-from . import auth, config as configmod, inputs, jobdef, rpc, sandbox, storage
-from .errors import (BlfsError, ConfigError, ConnectionClosed, JobDefinitionError, StorageError,
-                     UsageError)
+from . import auth, config as configmod, inputs, jobdef, jobview, rpc, sandbox, storage
+from .errors import (AuthError, BlfsError, ConfigError, ConnectionClosed, JobDefinitionError,
+                     StorageError, UsageError)
 from .catalog import check_name, is_name
+from .client import master_address as _master_address, connect as _client, query as _query
 from .datafiles import CHUNK
 from .inputs import expand_inputs, line_cuts, make_splits, parse_size
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit(sub)
     _add_queries(sub)
     _add_storage(sub)
+    jobview.add_parsers(sub)
     _add_daemons(sub)
     return p
 
@@ -76,7 +78,9 @@ def _add_submit(sub: Any) -> None:
     s.add_argument("--detach", action="store_true",
                    help="print the job id and return (not with --local: the embedded "
                         "cluster ends with the command)")
-    s.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    s.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress output, no counters at the end")
+    jobview.add_submit_options(s)
 
 
 def _add_queries(sub: Any) -> None:
@@ -245,15 +249,59 @@ class Progress:
             self.stream.flush()
 
 
-async def _follow(peer: rpc.Peer, job_id: str, progress: Progress) -> dict:
+FOLLOW_AGAIN = 120.0  # seconds `submit` keeps trying to reach a master that went away
+
+
+async def _follow(peer: rpc.Peer, job_id: str, progress: Progress,
+                  reconnect: Optional[Callable[[], Awaitable[rpc.Peer]]] = None) -> dict:
+    """Wait for the job to end, showing its progress. When the master goes away (a
+    restart) and we know how to reach it again, follow the job there."""
     version = -1
+    replacements: list = []
+    try:
+        while True:
+            try:
+                status = await peer.call("wait", limit=90, job=job_id, version=version,
+                                         timeout=30)
+            except (ConnectionClosed, asyncio.TimeoutError) as exc:
+                if reconnect is None:
+                    raise
+                peer = await _reach_again(reconnect, job_id, exc)
+                replacements.append(peer)
+                version = -1
+                continue
+            progress.show(status)
+            version = status["version"]
+            if status["state"] in ("succeeded", "failed", "cancelled"):
+                progress.end()
+                return status
+    finally:
+        for extra in replacements:
+            await extra.close()
+
+
+async def _reach_again(reconnect: Callable[[], Awaitable[rpc.Peer]], job_id: str,
+                       why: BaseException, patience: float = FOLLOW_AGAIN) -> rpc.Peer:
+    """A new connection to the master, retried with back-off for `patience` seconds."""
+    print(f"\nblfs: lost the master ({why or 'no answer'}); following job {job_id} when it "
+          "is back", file=sys.stderr)
+    deadline = time.monotonic() + patience
+    delay = 0.2
     while True:
-        status = await peer.call("wait", limit=90, job=job_id, version=version, timeout=30)
-        progress.show(status)
-        version = status["version"]
-        if status["state"] in ("succeeded", "failed", "cancelled"):
-            progress.end()
-            return status
+        try:
+            peer = await reconnect()
+        # AuthError too: a master that is starting may hang up in the middle of the
+        # handshake (and a key that was good a moment ago is still good)
+        except (ConnectionClosed, AuthError, OSError, asyncio.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise ConnectionClosed(f"the master did not come back within {patience:.0f} s"
+                                       f" ({exc}); job {job_id} may still be running: "
+                                       f"blfs status {job_id}") from None
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+            continue
+        print(f"blfs: the master is back; following job {job_id}", file=sys.stderr)
+        return peer
 
 
 def _report_end(status: dict, spec: dict) -> int:
@@ -352,7 +400,8 @@ async def submit_remote(args: argparse.Namespace, spec: dict, cfg: configmod.Con
             spec["inputs"], spec["temp_datasets"] = [], [name]
             stored += _dataset_splits(entry)
         add_splits(spec, args.split_size, capacity, stored)
-        code = await _submit_and_follow(args, peer, spec)
+        code = await _submit_and_follow(args, peer, spec,
+                                        lambda: _client(*_master_address(args, cfg)))
         temp.clear()  # the master removes them when the job ends
         return code
     finally:
@@ -376,7 +425,9 @@ def _dataset_splits(entry: dict) -> list:
              "start": 0, "end": s["size"], "crc": s["crc"]} for s in entry["splits"]]
 
 
-async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dict) -> int:
+async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dict,
+                             reconnect: Optional[Callable[[], Awaitable[rpc.Peer]]] = None
+                             ) -> int:
     if args.max_attempts:
         spec["max_attempts"] = args.max_attempts
     reply = await peer.call("submit", spec=spec)
@@ -384,39 +435,19 @@ async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dic
     if args.detach:
         print(job_id)
         return 0
-    status = await _follow(peer, job_id, Progress(args.quiet))
+    status = await _follow(peer, job_id, Progress(args.quiet or args.json), reconnect)
+    if peer.closed.is_set() and reconnect is not None:  # followed across a restart
+        peer = await reconnect()
+        try:
+            await jobview.job_ended(args, peer, status)
+        finally:
+            await peer.close()
+    else:
+        await jobview.job_ended(args, peer, status)
     return _report_end(status, spec)
 
 
 # ------------------------------------------------------------------------------ clients
-
-def _master_address(args: argparse.Namespace, cfg: configmod.Config) -> tuple[str, Optional[bytes]]:
-    address = args.master or (cfg.master_socket if os.path.exists(cfg.master_socket)
-                              else cfg.master_address)
-    key = None
-    if "/" not in address:
-        if not args.master and not os.path.exists(args.key or cfg.cluster_key):
-            raise ConnectionClosed(f"no master here: {cfg.master_socket} does not exist and "
-                                   "there is no cluster key for TCP (is blfs-master.socket "
-                                   "running? or use --local, or --master ADDRESS)")
-        key = auth.load_key(args.key or cfg.cluster_key)
-    return address, key
-
-
-async def _client(address: str, key: Optional[bytes]) -> rpc.Peer:
-    peer, _ = await rpc.connect(address, key, "client", f"{getpass.getuser()}@{os.getpid()}",
-                                expect_role="master")
-    peer.reader_task = asyncio.ensure_future(peer.serve())  # replies arrive through it
-    return peer
-
-
-async def _query(args: argparse.Namespace, cfg: configmod.Config, op: str, **fields: Any) -> Any:
-    peer = await _client(*_master_address(args, cfg))
-    try:
-        return await peer.call(op, limit=30, **fields)
-    finally:
-        await peer.close()
-
 
 # ------------------------------------------------------------------------------ storage
 
@@ -731,4 +762,4 @@ def cmd_rm(args: argparse.Namespace, cfg: configmod.Config) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, configmod.Config], int]] = {
     "submit": cmd_submit, "status": cmd_status, "jobs": cmd_list, "workers": cmd_list,
     "cancel": cmd_cancel, "put": cmd_put, "cat": cat, "get": get, "ls": cmd_list,
-    "rm": cmd_rm}
+    "rm": cmd_rm, **jobview.COMMANDS}

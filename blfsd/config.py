@@ -36,6 +36,8 @@ class Config:
     max_handshakes: int = admission.MAX_HANDSHAKES
     max_handshakes_per_source: int = admission.MAX_HANDSHAKES_PER_SOURCE
     refusal_log_burst: int = admission.REFUSAL_LOG_BURST  # lines per 10 s, then a summary
+    # what clients' requests (read, not yet answered) may hold of a daemon's memory at once
+    request_memory: int = 256 << 20
     # master
     master_socket: str = "/run/blfs/master.sock"
     master_listen: str = f"0.0.0.0:{MASTER_PORT}"
@@ -46,6 +48,7 @@ class Config:
     task_timeout: float = 600.0
     speculation: bool = True
     default_reducers: int = 0  # 0: one per worker
+    history_days: float = 30.0  # finished jobs' records are pruned after this; 0: never
     nodes: list = field(default_factory=list)
     # worker
     worker_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
@@ -95,6 +98,7 @@ _KEYS = {
     ("cluster", "max_handshakes"): ("max_handshakes", int),
     ("cluster", "max_handshakes_per_source"): ("max_handshakes_per_source", int),
     ("cluster", "refusal_log_burst"): ("refusal_log_burst", int),
+    ("cluster", "request_memory"): ("request_memory", "size"),
     ("master", "socket"): ("master_socket", str),
     ("master", "listen"): ("master_listen", str),
     ("master", "state_dir"): ("state_dir", str),
@@ -104,6 +108,7 @@ _KEYS = {
     ("master", "task_timeout"): ("task_timeout", float),
     ("master", "speculation"): ("speculation", bool),
     ("master", "reducers"): ("default_reducers", int),
+    ("master", "history_days"): ("history_days", float),
     ("worker", "name"): ("worker_name", str),
     ("worker", "listen"): ("worker_listen", str),
     ("worker", "disks_root"): ("disks_root", str),

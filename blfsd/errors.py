@@ -89,3 +89,14 @@ class NotFound(BlfsError):
 class Conflict(BlfsError):
     """Already there: an output, a dataset, a job writing to the same output."""
     code = "conflict"
+
+
+class StateError(BlfsError):
+    """The master could not record durably what it must not lose (a job, a task's result):
+    what depended on it is refused rather than accepted on a promise."""
+    code = "state"
+
+
+class DaemonFailed(BlfsError):
+    """A daemon could not go on (a loop it needs died): it exits non-zero, to be restarted."""
+    code = "internal"

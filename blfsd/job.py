@@ -74,19 +74,40 @@ class Job:
         return default_partition(key, n)
 
     def increment_counter(self, group: str, name: str, n: int = 1) -> None:
-        """Add n to a counter; counters are summed per job (`blfs status`)."""
-        g = self._counters.setdefault(str(group), {})
-        g[str(name)] = g.get(str(name), 0) + n
+        """Add n to a counter; counters are summed per job (`blfs status`). A task keeps
+        at most MAX_COUNTERS of them (names cut to MAX_COUNTER_NAME characters); what
+        goes to others is counted in blfs.counters_dropped."""
+        group, name = str(group)[:MAX_COUNTER_NAME], str(name)[:MAX_COUNTER_NAME]
+        g = self._counters.get(group)
+        if g is not None and name in g:
+            g[name] += n
+        elif sum(len(names) for names in self._counters.values()) < MAX_COUNTERS:
+            self._counters.setdefault(group, {})[name] = n
+        else:
+            dropped = self._counters.setdefault("blfs", {})
+            dropped["counters_dropped"] = dropped.get("counters_dropped", 0) + 1
         self._touch()
 
     def set_status(self, text: str) -> None:
-        """A line about what the task is doing; it also proves the task is alive."""
-        self._status = str(text)
+        """A line about what the task is doing; it also proves the task is alive. Kept to
+        MAX_STATUS characters, with a marker when cut."""
+        self._status = truncate(str(text), MAX_STATUS)
         self._status_changed = True
         self._touch()
 
     def _touch(self) -> None:
         """Replaced in a task process: report that the task is alive (rate-limited)."""
+
+
+MAX_COUNTERS = 1000  # distinct counters one task keeps
+MAX_COUNTER_NAME = 200  # characters of a counter's group or name
+MAX_STATUS = 2000  # characters of a task's status line
+TRUNCATED = " [...truncated]"
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with a marker saying so."""
+    return text if len(text) <= limit else text[:limit - len(TRUNCATED)] + TRUNCATED
 
 
 _NOT_CONSTANT = object()
@@ -168,16 +189,24 @@ def load_job_class(source: str, filename: str, name: Optional[str] = None) -> ty
     classes = [v for k, v in vars(module).items()
                if isinstance(v, type) and issubclass(v, Job) and v is not Job
                and v.__module__ == "blfs_job"]
+    return one_job_class(classes, filename, name, "Job", "blfsd.Job")
+
+
+def one_job_class(classes: list, filename: str, name: Optional[str], kind: str,
+                  base: str) -> type:
+    """The job class of a file: the one named `name` (--job), else the only one; one line
+    for the user when there is none, or several. `kind` is Job or MRJob, `base` the class
+    they derive from."""
     if name:
         chosen = [c for c in classes if c.__name__ == name]
         if not chosen:
-            raise JobDefinitionError(f"{filename}: no Job class named {name}")
+            raise JobDefinitionError(f"{filename}: no {kind} class named {name}")
         return chosen[0]
     if not classes:
-        raise JobDefinitionError(f"{filename}: defines no subclass of blfsd.Job")
+        raise JobDefinitionError(f"{filename}: defines no subclass of {base}")
     if len(classes) > 1:
         names = ", ".join(sorted(c.__name__ for c in classes))
-        raise JobDefinitionError(f"{filename}: defines several Job classes ({names}); "
+        raise JobDefinitionError(f"{filename}: defines several {kind} classes ({names}); "
                                  "pick one with --job NAME")
     return classes[0]
 

@@ -118,6 +118,7 @@ class LocalCluster:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._log_handler = handler
         blfs_log = logging.getLogger("blfs")
+        self._log_was = (blfs_log.level, blfs_log.propagate)  # put back when we stop
         blfs_log.addHandler(handler)
         blfs_log.setLevel(logging.INFO)
         blfs_log.propagate = False
@@ -208,7 +209,10 @@ class LocalCluster:
                 proc.kill()
                 await proc.wait()
         if self._log_handler is not None:
-            logging.getLogger("blfs").removeHandler(self._log_handler)
+            blfs_log = logging.getLogger("blfs")
+            blfs_log.removeHandler(self._log_handler)
+            level, blfs_log.propagate = self._log_was
+            blfs_log.setLevel(level)
             self._log_handler.close()
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -333,6 +333,18 @@ class TaskResult(Message):
 
 
 @message
+class FinishedTask(Message):
+    """A task's success as the master records it durably (state.JobStore.add_result)
+    before it counts: enough for a restarted master to take the task as done."""
+    stage: int
+    index: int
+    attempt: str
+    number: int
+    worker: str
+    result: TaskResult
+
+
+@message
 class Progress(Message):
     """A running attempt's report: how far, what the user said last, its counters."""
     progress: float = 0.0

@@ -51,6 +51,7 @@ from functools import total_ordering
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional
 
 from .errors import JobDefinitionError, UsageError
+from .job import one_job_class
 from .steps import Step
 
 # ----------------------------------------------------------------- finding an mrjob job
@@ -244,21 +245,14 @@ def _job_class(module: types.ModuleType, source: str, filename: str,
              if isinstance(v, type) and issubclass(v, base) and v is not base
              and v.__module__ == module.__name__]
     if name:
-        chosen = [c for c in found if c.__name__ == name]
-        if not chosen:
-            raise JobDefinitionError(f"{filename}: no MRJob class named {name}")
-        return chosen[0]
+        return one_job_class(found, filename, name, "MRJob", "mrjob.job.MRJob")
+    # a base class of another is not the job; of several, the one the file's
+    # `if __name__ == "__main__"` runs
     leaves = [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
     if len(leaves) > 1:
         run = _main_runs(source)
         leaves = [c for c in leaves if c.__name__ in run] or leaves
-    if not leaves:
-        raise JobDefinitionError(f"{filename}: defines no subclass of mrjob.job.MRJob")
-    if len(leaves) > 1:
-        names = ", ".join(sorted(c.__name__ for c in leaves))
-        raise JobDefinitionError(f"{filename}: defines several MRJob classes ({names}); "
-                                 "pick one with --job NAME")
-    return leaves[0]
+    return one_job_class(leaves, filename, None, "MRJob", "mrjob.job.MRJob")
 
 
 def _instantiate(cls: type, args: list, filename: str) -> Any:

@@ -31,10 +31,18 @@ class Limits:
     binary: int  # bytes of one bin
     items: int  # entries of one array or map
     depth: int  # nesting of arrays and maps
+    total: int = 1 << 20  # entries of all arrays and maps of the frame together
+
+
+# What a decoded frame costs in memory, as charged against a daemon's budget (aio.Budget):
+# its bytes, and this much for each entry of its arrays and maps. An array of a million
+# empty arrays is 1 MiB on the wire and some 60 MB once decoded; the `total` limit and
+# this charge keep such frames from costing more than the configuration allows.
+ENTRY_COST = 64
 
 
 # Before a peer has proved it holds the key: room for a hello and nothing else.
-HANDSHAKE_LIMITS = Limits(frame=4096, string=256, binary=64, items=16, depth=2)
+HANDSHAKE_LIMITS = Limits(frame=4096, string=256, binary=64, items=16, depth=2, total=64)
 # After: room for a 4 MiB chunk or a job file, and for a job of 100,000 splits.
 SESSION_LIMITS = Limits(frame=MAX_FRAME, string=MAX_FRAME, binary=MAX_FRAME,
                         items=1 << 20, depth=16)
@@ -67,16 +75,54 @@ def frame_length(header: bytes, limit: int = MAX_FRAME) -> int:
     return n
 
 
+def most_cost(n: int, limits: Limits) -> int:
+    """The most a frame of `n` body bytes can cost once decoded: each object in it takes
+    at least one byte, and is counted at most twice (as an entry of its container, and
+    as a container itself)."""
+    return n + ENTRY_COST * min(2 * n, limits.total)
+
+
+class _Entries:
+    """Counts the entries of the arrays and maps msgpack builds (as its hooks), and stops
+    the decoding once there are more than the frame may hold."""
+
+    def __init__(self, limit: int):
+        self.left = limit
+        self.count = 0
+
+    def __call__(self, container: Any) -> Any:
+        self.count += len(container) + 1
+        if self.count > self.left:
+            raise ValueError("too many entries")
+        return container
+
+
 def decode(body: bytes, limits: Limits = SESSION_LIMITS) -> dict:
     """A frame body to a message map; anything else (or anything over the limits) is a
     ProtocolError."""
+    return decode_counted(body, limits)[0]
+
+
+def decode_counted(body: bytes, limits: Limits = SESSION_LIMITS) -> tuple[dict, int]:
+    """decode(), and what the message costs in memory (see ENTRY_COST)."""
+    entries = _Entries(limits.total)
     try:
         msg = msgpack.unpackb(body, raw=False, strict_map_key=False,
                               max_str_len=limits.string, max_bin_len=limits.binary,
                               max_array_len=limits.items, max_map_len=limits.items,
-                              max_ext_len=0)
+                              max_ext_len=0, list_hook=entries, object_hook=entries)
+    except ValueError as exc:
+        if entries.count > entries.left:
+            raise ProtocolError(f"a frame holds more than {limits.total} entries") from None
+        raise ProtocolError(f"undecodable frame: {exc.__class__.__name__}") from None
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError(f"undecodable frame: {exc.__class__.__name__}") from None
+    _check_message(msg, limits)
+    return msg, len(body) + ENTRY_COST * entries.count
+
+
+def _check_message(msg: Any, limits: Limits) -> None:
+    """The frame's shape: a map, not too deep, a request or a reply."""
     if not isinstance(msg, dict):
         raise ProtocolError("a frame must hold a map")
     check_depth(msg, limits.depth)
@@ -88,7 +134,6 @@ def decode(body: bytes, limits: Limits = SESSION_LIMITS) -> dict:
     elif (not isinstance(msg.get("id"), int) or isinstance(msg.get("id"), bool)
           or ("result" not in msg and "error" not in msg)):
         raise ProtocolError("a message needs an op, or an id with a result or an error")
-    return msg
 
 
 def check_depth(value: Any, limit: int) -> None:
@@ -143,6 +188,7 @@ CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {
     "workers": {},
     "cancel": {"job": str},
     "wait": {"job": str, "version": int, "timeout?": _NUM},
+    "logs": {"job": str, "task?": _OPT_STR},
     "put_begin": {"name": str, "splits": int, "size": int},
     "put_data": {"put": str, "index": int, "offset": int, "data": bytes, "last": bool},
     "put_end": {"put": str},
@@ -167,7 +213,7 @@ MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
     "sync": {"held": list},
     "launch": {"attempt": AttemptSpec},
     "kill": {"attempt": str},
-    "commit": {"source": str, "target": str},
+    "commit": {"source": str, "target": str, "again?": bool},
     "uncommit": {"target": str},
     "success": {"output": str},
     "release_job": {"job": str, "output_tmp?": _OPT_STR, "output_name?": _OPT_STR},
@@ -177,6 +223,7 @@ MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
     "drop": {"kind": str, "name": str},
     "fetch": {"node": str, "file": str, "offset": int, "length": int, "size": int,
               "crc?": _OPT_INT},
+    "attempt_log": {"attempt": str},
 }
 
 # a task process to its worker, over their socketpair (taskchannel.py). The replies to

@@ -18,11 +18,13 @@ from typing import Any, Callable, Collection, Mapping, Optional
 
 from . import auth, protocol
 from .admission import Gate, Ticket
-from .aio import TaskSet
+from .aio import Budget, TaskSet
 from .errors import BlfsError, ConnectionClosed, ProtocolError, RemoteError
 from .transport import FrameStream, open_stream
 
 log = logging.getLogger("blfs.rpc")
+
+MAX_IN_FLIGHT = 8  # requests of one connection served at once (a client pipelining more waits)
 
 Handlers = Mapping[str, Callable[..., Any]]
 Handler = Any  # what accept() and connect() pass on to a Peer: a table, or one function
@@ -75,8 +77,18 @@ class Peer:
         self.info: dict = {}
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
-        self._tasks = TaskSet()
+        self._tasks = TaskSet(f"a request of {role} {name}")
+        # requests of this peer being served at once: beyond, we stop reading its frames
+        # (only for peers we never call back: a limit on a link whose requests wait for
+        # our calls' replies on the same connection could stop it for good)
+        self._in_flight: Optional[asyncio.Semaphore] = None
         self.closed = asyncio.Event()
+
+    def bound(self, budget: Optional[Budget], in_flight: int = MAX_IN_FLIGHT) -> None:
+        """Hold what this peer sends to a budget and to `in_flight` requests at once (for
+        clients: a daemon never waits for a client's answer while serving it)."""
+        self.stream.budget = budget
+        self._in_flight = asyncio.Semaphore(in_flight)
 
     async def call(self, op: str, limit: Optional[float] = None, **fields: Any) -> Any:
         """Send a request and wait (at most `limit` seconds) for its reply."""
@@ -98,10 +110,16 @@ class Peer:
         try:
             while True:
                 msg = await self.stream.read()
+                cost = self.stream.last_cost
                 if "op" in msg:
-                    self._tasks.spawn(self._handle(msg))
+                    if self._in_flight is not None:
+                        await self._in_flight.acquire()
+                    self._tasks.spawn(self._handle(msg, cost))
                 else:
                     self._settle(msg)
+                    self.stream.release(cost)
+                # not held while we wait for the next frame (its budget is given back)
+                msg = None
         except ConnectionClosed:
             pass
         except ProtocolError as exc:
@@ -122,8 +140,17 @@ class Peer:
         else:
             fut.set_result(msg["result"])
 
-    async def _handle(self, msg: dict) -> None:
-        """Serve one request (in a task of its own) and send its reply, if it wants one."""
+    async def _handle(self, msg: dict, cost: int = 0) -> None:
+        """Serve one request (in a task of its own) and send its reply, if it wants one;
+        then its frame's room in the budget and in this peer's requests is given back."""
+        try:
+            await self._answer(msg)
+        finally:
+            if self._in_flight is not None:
+                self._in_flight.release()
+            self.stream.release(cost)
+
+    async def _answer(self, msg: dict) -> None:
         msg_id = msg.get("id", 0)
         try:
             answer = await respond(self.handlers, self, msg, f"{self.role} {self.name}")
@@ -196,7 +223,8 @@ async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                             key: Optional[bytes], my_role: str, my_name: str,
                             handler: Handler, unix_group: str = "blfs",
                             roles: Collection[str] = ("client",),
-                            gate: Optional[Gate] = None) -> Optional[Peer]:
+                            gate: Optional[Gate] = None,
+                            budget: Optional[Budget] = None) -> Optional[Peer]:
     """A daemon's new connection: the authenticated Peer, or None (refused and logged).
 
     The gate bounds how many connections may be in their handshake at once (in all, and
@@ -205,8 +233,11 @@ async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     gate = gate or Gate()
     ticket = gate.admit(stream.peer_host(), writer.transport.abort)
     try:
-        return await accept(stream, key, auth.PeerIdentity(my_role, my_name), handler,
+        peer = await accept(stream, key, auth.PeerIdentity(my_role, my_name), handler,
                             roles, unix_group, gate.deadline)
+        if peer.role == "client":  # what it sends from now on counts against the daemon's
+            peer.bound(budget)
+        return peer
     except (BlfsError, asyncio.TimeoutError, OSError) as exc:
         gate.refused(stream.peer_label(), _why(exc, ticket, gate.deadline), my_name)
         await stream.close()

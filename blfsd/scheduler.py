@@ -11,10 +11,15 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from . import pipeline
-from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, JobSpec, JobState,
-                       Split, TaskKind, TaskResult, TaskState)
+from . import pipeline, retries
+from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
+                       JobSpec, JobState, Split, TaskKind, TaskResult, TaskState)
+from .job import MAX_COUNTER_NAME, MAX_COUNTERS, MAX_STATUS, truncate
 from .pipeline import Stage
+
+MAX_JOB_COUNTERS = 5000  # distinct counters of one job in its status
+TASK_COUNTERS = MAX_COUNTERS + 64  # what an attempt may report: a task's, and blfs's own
+ATTEMPT_ERROR = 2000  # characters of an attempt's error in its row (the traceback's end)
 
 
 @dataclass
@@ -32,10 +37,19 @@ class Kill:
 
 
 @dataclass
+class TaskDone:
+    """A task succeeded: record it durably before carrying out what follows from it."""
+    job: str
+    task: FinishedTask
+
+
+@dataclass
 class Commit:
-    """Every reduce has a winner: move their parts into place, in this order."""
+    """Every reduce has a winner: move their parts into place, in this order. `again`:
+    the job was resumed after a restart, and its commit may have begun before it."""
     job: str
     parts: list  # [(worker, attempt id, source path, target path)]
+    again: bool = False
 
 
 @dataclass
@@ -90,6 +104,7 @@ class Attempt:
     status: str = ""
     counters: dict = field(default_factory=dict)
     error: str = ""
+    why: str = ""  # why it ended, if not by succeeding: its failure kind, or who killed it
     finished: float = 0.0
 
     def report(self, now: float, progress: float, status: str,
@@ -98,9 +113,9 @@ class Attempt:
         self.last_progress = now
         self.progress = max(self.progress, min(1.0, progress))
         if status:
-            self.status = status
+            self.status = truncate(status, MAX_STATUS)
         if counters is not None:
-            self.counters = counters
+            self.counters = bound_counters(counters, TASK_COUNTERS)
         self.task.job.version += 1
 
 
@@ -224,6 +239,9 @@ class Settings:
     speculation_slowdown: float = 1.5
 
 
+_DOWN = WorkerState("", 1, alive=False)
+
+
 class Scheduler:
     """All job, task and attempt state of a master, and every decision about it."""
 
@@ -289,7 +307,7 @@ class Scheduler:
     def _end_job(self, job: ScheduledJob, state: JobState, error: Optional[str],
                  now: float) -> list:
         """Stop what still runs; every worker then releases the job (slots, temp files)."""
-        actions = self._kill_running(job.tasks(), now)
+        actions = self._kill_running(job.tasks(), now, f"its job {state}")
         job.state, job.error, job.finished = state, error, now
         job.version += 1
         return actions + [Release(job.id, sorted(self.workers)), JobEnded(job.id, state, error)]
@@ -303,10 +321,13 @@ class Scheduler:
             w.running.discard(a.id)
         return [Kill(a.worker, a.id)] if state == AttemptState.KILLED else []
 
-    def _kill_running(self, tasks: list, now: float) -> list:
-        """Kill (and forget) every running attempt of these tasks."""
-        return [kill for t in tasks for a in t.running()
-                for kill in self._stop_attempt(a, AttemptState.KILLED, now)]
+    def _kill_running(self, tasks: list, now: float, why: str) -> list:
+        """Kill (and forget) every running attempt of these tasks, saying why."""
+        actions = []
+        for a in [a for t in tasks for a in t.running()]:
+            a.why = why
+            actions += self._stop_attempt(a, AttemptState.KILLED, now)
+        return actions
 
     # ----------------------------------------------------------------- attempts
 
@@ -326,89 +347,80 @@ class Scheduler:
         task, job = a.task, a.task.job
         self._stop_attempt(a, AttemptState.SUCCEEDED, now)
         a.progress = 1.0
-        a.counters = result.counters
-        actions = self._kill_running([task], now)  # the first to finish wins
+        a.counters = bound_counters(result.counters, TASK_COUNTERS)
+        # the first to finish wins
+        actions = self._kill_running([task], now, f"attempt {a.number} won")
         task.succeed(a, result)
         job.version += 1
+        done = TaskDone(job.id, FinishedTask(stage=task.stage.index, index=task.index,
+                                             attempt=a.id, number=a.number, worker=a.worker,
+                                             result=result))
+        actions.insert(0, done)  # recorded before anything that follows from it
         if not task.stage.final:  # what the last stage read goes with the job, at its end
             actions += release_outputs(job, pipeline.to_release(job, task.stage))
         if task.stage.final and task.stage.done():
-            job.state = JobState.COMMITTING
-            # e.g. a map re-run nobody needs any more
-            actions += self._kill_running(job.tasks(), now)
-            actions.append(Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path,
-                                            t.result.target) for t in job.final.tasks]))
+            actions += self._commit(job, now)
         return actions
+
+    def _commit(self, job: ScheduledJob, now: float, again: bool = False) -> list:
+        """Every task of the last stage succeeded: commit their parts."""
+        job.state = JobState.COMMITTING
+        job.version += 1
+        # e.g. a map re-run nobody needs any more
+        return self._kill_running(job.tasks(), now, "not needed: the job is committing") + [
+            Commit(job.id, [(t.winner.worker, t.winner.id, t.result.path, t.result.target)
+                            for t in job.final.tasks], again=again)]
+
+    def resume(self, job_id: str, spec: JobSpec, finished: list[FinishedTask],
+               now: float) -> ScheduledJob:
+        """A job a previous master accepted, with the tasks it had recorded as finished:
+        those are done (their outputs held, so the workers keep their slots when they
+        sync); what a done stage fed on is released, as it was. Records that do not fit
+        the job (another shape, a repeat) are ignored: their tasks run again."""
+        job = self.submit(job_id, spec, now)
+        for record in finished:
+            stages = job.stages
+            if not (0 <= record.stage < len(stages)
+                    and 0 <= record.index < len(stages[record.stage].tasks)):
+                continue
+            task = stages[record.stage].tasks[record.index]
+            if task.state == TaskState.SUCCEEDED:
+                continue
+            a = Attempt(record.attempt, task, record.number, record.worker, now, now,
+                        state=AttemptState.SUCCEEDED, progress=1.0,
+                        counters=record.result.counters, finished=now)
+            task.attempts.append(a)
+            task.succeed(a, record.result)
+        for stage in job.stages[1:]:
+            if not stage.final:
+                for t in pipeline.to_release(job, stage):
+                    t.released = True
+        return job
 
     def attempt_failed(self, attempt_id: str, kind: FailureKind, error: str, now: float,
                        info: Optional[dict] = None) -> list:
         """An attempt ended badly. Whose fault it was (its kind) decides what
-        counts (see _charge); a killed attempt, killed by someone else, just runs again."""
+        counts (blfsd/retries.py); a killed attempt, killed by someone else, just runs again."""
         a = self.attempts.get(attempt_id)
         if a is None or a.state != AttemptState.RUNNING:
             return []
         self._stop_attempt(a, AttemptState.FAILED, now)
-        a.error = error
+        a.error, a.why = error, kind
         a.task.job.version += 1
         actions: list = []
         # killed, but not by us (we forget attempts we kill): it runs again, uncounted
         if kind != FailureKind.KILLED:
-            a.task.job.failed_attempts.append(failure_record(a, kind, error))
-            actions = self._charge(a, kind, error, now, info or {})
+            a.task.job.failed_attempts.append(retries.failure_record(a, kind, error))
+            why = retries.charge(a, kind, error, info or {}, self._max_attempts(a.task.job))
+            if why:
+                actions = self._end_job(a.task.job, JobState.FAILED, why, now)
             if a.task.job.state == JobState.FAILED and kind != FailureKind.FETCH:
                 return actions  # the job failed for it: nothing runs again
         a.task.requeue_if_idle()
         return actions
 
-    def _charge(self, a: Attempt, kind: FailureKind, error: str, now: float,
-                info: dict) -> list:
-        """Count a failure against what it is about: the maps a fetch could not read, the
-        task's losses with its workers (twice the limit), or the task's own failures (and
-        avoid that worker). A task over its limit fails its job."""
-        task, job = a.task, a.task.job
-        if kind == FailureKind.FETCH:
-            actions: list = []
-            bad = info.get("map_tasks") or [info.get("map_task")]
-            stage = task.stage.index - 1  # a fetch failure is about the stage before
-            for index in bad if isinstance(bad, list) else []:
-                if job.state == JobState.RUNNING:
-                    actions += self._refetch(job, stage, index, error, now)
-            return actions
-        if kind.apart:
-            task.lost += 1
-            if kind == FailureKind.DISK_FULL:
-                task.avoid.add(a.worker)  # another node's disk may have room
-            if task.lost > 2 * self._max_attempts(job):
-                why = {FailureKind.LOST: "with its worker"}.get(kind, f"({kind}): {error}")
-                return self._end_job(job, JobState.FAILED,
-                                     f"{task.name} lost {task.lost} times {why}", now)
-        elif kind.counted:
-            task.failures += 1
-            task.avoid.add(a.worker)
-            if task.failures >= self._max_attempts(job):
-                return self._end_job(job, JobState.FAILED, failure_text(a, kind, error), now)
-        return []
-
     def _max_attempts(self, job: ScheduledJob) -> int:
         return job.spec.max_attempts or self.settings.max_attempts
-
-    def _refetch(self, job: ScheduledJob, stage: int, index: Any, error: str,
-                 now: float) -> list:
-        """A task could not read a producer's output: run that producer again (and, if
-        its own input was already released, what produced that: lineage)."""
-        if not 0 <= stage < len(job.stages) or not isinstance(index, int) \
-                or not 0 <= index < len(job.stages[stage].tasks):
-            return []
-        task = job.stages[stage].tasks[index]
-        if task.state != TaskState.SUCCEEDED:
-            return []
-        for earlier in pipeline.lineage(job, task):
-            earlier.discard_output(blame=False)
-        task.discard_output()
-        if task.failures >= self._max_attempts(job):
-            return self._end_job(job, JobState.FAILED, f"the output of {task.name} could not "
-                                 f"be read {task.failures} times: {error}", now)
-        return []
 
     def commit_done(self, job_id: str, now: float) -> list:
         """Every part is in place and the output complete: the job succeeded."""
@@ -445,6 +457,11 @@ class Scheduler:
                 job.state, job.started = JobState.RUNNING, now
                 job.version += 1
             if job.state != JobState.RUNNING:
+                continue
+            if job.final.done():  # resumed with every task done: commit once it can
+                if all(self.workers.get(t.winner.worker, _DOWN).alive
+                       for t in job.final.tasks):
+                    actions += self._commit(job, now, again=True)
                 continue
             for stage in job.stages:
                 actions += self._place(job, stage, now)
@@ -556,35 +573,76 @@ def job_status(job: ScheduledJob) -> dict:
         "stages": [{"step": s.step, "kind": s.kind, "total": len(s.tasks),
                     "done": count(s.tasks, TaskState.SUCCEEDED),
                     "running": count(s.tasks, TaskState.RUNNING)} for s in job.stages],
-        "attempts": [{"attempt": a.id, "task": t.name, "kind": t.kind, "step": t.stage.step,
-                      "worker": a.worker, "state": a.state, "backup": a.backup,
-                      "started": a.started, "finished": a.finished}
-                     for t in job.tasks() for a in t.attempts],
+        "attempts": [attempt_row(t, a) for t in job.tasks() for a in t.attempts],
     }
+
+
+def attempt_row(t: Task, a: Attempt) -> dict:
+    """An attempt as `blfs tasks` and the timeline show it: where and when it ran, how it
+    ended and why, and its records and bytes in and out (from its blfs counters)."""
+    row = {"attempt": a.id, "task": t.name, "kind": t.kind, "step": t.stage.step,
+           "stage": t.stage.index, "worker": a.worker, "state": a.state, "backup": a.backup,
+           "started": a.started, "finished": a.finished}
+    if a.why:
+        row["why"] = a.why
+    if a.error:  # a traceback's end says the most
+        row["error"] = a.error if len(a.error) <= ATTEMPT_ERROR else \
+            "[...] " + a.error[-ATTEMPT_ERROR:]
+    c = a.counters.get("blfs", {}) if isinstance(a.counters, dict) else {}
+    if c:
+        first = t.kind == TaskKind.MAP
+        row["io"] = [c.get("map_input_records" if first else "reduce_input_records", 0),
+                     c.get("map_input_bytes" if first else "shuffle_read_bytes", 0),
+                     c.get("reduce_output_records", 0) if not first else
+                     c.get("combine_output_records", c.get("map_output_records", 0)),
+                     c.get("output_bytes", c.get("map_output_bytes", 0))]
+    return row
 
 
 def _winners_counters(job: ScheduledJob) -> dict:
     """The job's counters: the sum over the winning attempt of each task (a loser's or a
-    running attempt's counters would count work twice)."""
+    running attempt's counters would count work twice); at most MAX_JOB_COUNTERS of them,
+    the increments of others counted in blfs.counters_dropped."""
     counters: dict = {}
+    kept = dropped = 0
     for task in job.tasks():
         for group, names in (task.winner.counters if task.winner else {}).items():
             for name, n in names.items():
-                g = counters.setdefault(group, {})
-                g[name] = g.get(name, 0) + n
+                g = counters.get(group)
+                if g is not None and name in g:
+                    g[name] += n
+                elif kept < MAX_JOB_COUNTERS:
+                    counters.setdefault(group, {})[name] = n
+                    kept += 1
+                else:
+                    dropped += n if (group, name) == ("blfs", "counters_dropped") else 1
+    if dropped:
+        blfs = counters.setdefault("blfs", {})
+        blfs["counters_dropped"] = blfs.get("counters_dropped", 0) + dropped
     return counters
 
 
-def failure_record(a: Attempt, kind: FailureKind, error: str) -> dict:
-    """A failed attempt as `blfs status` lists it."""
-    return {"attempt": a.id, "task": a.task.name, "number": a.number, "worker": a.worker,
-            "kind": kind, "error": error}
-
-
-def failure_text(a: Attempt, kind: FailureKind, error: str) -> str:
-    """Why a job failed when one task failed too often: its last attempt's error."""
-    return (f"task {a.task.name} failed {a.task.failures} times; last attempt "
-            f"{a.number} on worker {a.worker} ({kind}):\n{error}")
+def bound_counters(counters: Any, limit: int) -> dict:
+    """What a task reported as counters, as {group: {name: int}} with at most `limit`
+    names (cut to MAX_COUNTER_NAME characters): anything else is dropped, and the number
+    of dropped counters added to blfs.counters_dropped."""
+    out: dict = {}
+    kept = dropped = 0
+    for group, names in (counters.items() if isinstance(counters, dict) else ()):
+        for name, n in (names.items() if isinstance(names, dict) else ()):
+            if not (isinstance(n, int) and not isinstance(n, bool)):
+                dropped += 1
+            elif kept < limit or (group, name) == ("blfs", "counters_dropped"):
+                g = out.setdefault(str(group)[:MAX_COUNTER_NAME], {})
+                key = str(name)[:MAX_COUNTER_NAME]
+                g[key] = g.get(key, 0) + n
+                kept += 1
+            else:
+                dropped += 1
+    if dropped:
+        blfs = out.setdefault("blfs", {})
+        blfs["counters_dropped"] = blfs.get("counters_dropped", 0) + dropped
+    return out
 
 
 def held_slots(jobs: Iterable[ScheduledJob], node: str) -> list:

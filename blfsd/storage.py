@@ -97,6 +97,11 @@ def write_success(output: str) -> str:
     return path
 
 
+def moved_before(source: str, target: str) -> bool:
+    """Whether a commit's rename was done already (a master before a restart did it)."""
+    return not os.path.exists(source) and os.path.exists(target)
+
+
 def remove_job_temporary(tmp: str) -> None:
     """Remove a job's OUTPUT/_temporary/JOB, and _temporary itself once no job uses it."""
     shutil.rmtree(tmp, ignore_errors=True)

@@ -11,6 +11,7 @@ import socket
 from typing import Optional
 
 from . import protocol
+from .aio import Budget
 from .errors import ConnectionClosed, ProtocolError
 from .protocol import Limits
 from .secure import TAG_BYTES, Protection
@@ -26,6 +27,8 @@ class FrameStream:
         self.limits = limits
         self.protection: Optional[Protection] = None
         self._write_lock = asyncio.Lock()
+        self.budget: Optional[Budget] = None  # a daemon's, for what its peers send it
+        self.last_cost = 0  # what the frame read last holds of the budget (see release)
 
     @property
     def max_frame(self) -> int:
@@ -66,13 +69,30 @@ class FrameStream:
             raise ConnectionClosed("connection closed") from exc
         sealed = self.protection is not None
         n = protocol.frame_length(header, self.limits.frame + (TAG_BYTES if sealed else 0))
+        # Room first, for the most the frame can cost once decoded (else we wait, and the
+        # peer's data waits in the kernel); once decoded, what it really costs.
+        reserved = protocol.most_cost(n, self.limits) if self.budget is not None else 0
+        if self.budget is not None:
+            await self.budget.acquire(reserved)
         try:
             body = await self.reader.readexactly(n)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise ConnectionClosed("connection closed in the middle of a frame") from exc
-        if self.protection is not None:
-            body = self.protection.open(header, body)
-        return protocol.decode(body, self.limits)
+            if self.protection is not None:
+                body = self.protection.open(header, body)
+            msg, cost = protocol.decode_counted(body, self.limits)
+        except BaseException as exc:
+            self.release(reserved)
+            if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError)):
+                raise ConnectionClosed("connection closed in the middle of a frame") from exc
+            raise
+        if self.budget is not None:
+            self.budget.charge(cost - reserved)
+        self.last_cost = cost if self.budget is not None else 0
+        return msg
+
+    def release(self, cost: int) -> None:
+        """The frame that cost this (last_cost when read) is dealt with."""
+        if self.budget is not None and cost:
+            self.budget.release(cost)
 
     async def write(self, msg: dict) -> None:
         body = protocol.pack(msg)

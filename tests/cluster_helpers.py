@@ -65,6 +65,7 @@ class Daemon:
 
     def __init__(self, name: str, argv: list, log: Path, env: dict):
         self.name = name
+        self.argv = argv
         self.log = log
         self._log_file = open(log, "wb")
         # Own session: the daemon leads its own process group, so that stopping it can also
@@ -106,7 +107,7 @@ class LoopCluster:
     def __init__(self, base, workers: int = 3, image_size: int = 64 << 20,
                  slot_size: int = 1 << 20, slots: int = 8, parallelism: int = 2,
                  heartbeat_interval: float = 0.5, path_user: str = "root",
-                 task_memory: str = "2G"):
+                 task_memory: str = "2G", master_cluster: str = ""):
         self.base = Path(base)
         self.n = workers
         self.image_size = image_size
@@ -116,6 +117,7 @@ class LoopCluster:
         self.heartbeat_interval = heartbeat_interval
         self.path_user = path_user
         self.task_memory = task_memory
+        self.master_cluster = master_cluster  # more lines for the master's [cluster]
         self.res = Resources(str(self.base))
         self.tag = self.res.tag
         self.names = [f"w{i}" for i in range(workers)]
@@ -125,6 +127,7 @@ class LoopCluster:
         self.ports: list[int] = []
         self.manifests: list[storage.Manifest] = []
         self.daemons: list[Daemon] = []
+        self.restarts: list[Daemon] = []  # masters stopped by restart_master
         self.key_file = self.base / f"cluster-{self.tag}.key"
         self.socket = str(self.base / f"m-{self.tag}.sock")
         self.master_cfg: Optional[Path] = None
@@ -233,13 +236,14 @@ class LoopCluster:
                 f"slot_size = {self.slot_size}\n"
                 f"slots = {self.slots}\n")
             self.worker_cfgs.append(cfg)
-        state = self.base / f"state-{self.tag}"
+        state = self.state_dir = self.base / f"state-{self.tag}"
         nodes = "".join(f'[nodes.{name}]\naddress = "127.0.0.1:{port}"\n'
                         for name, port in zip(self.names, self.ports))
         self.master_cfg = self.base / f"master-{self.tag}.toml"
         self.master_cfg.write_text(
             "[cluster]\n"
             f'key_file = "{self.key_file}"\n'
+            + self.master_cluster +
             "[master]\n"
             f'socket = "{self.socket}"\n'
             'listen = "127.0.0.1:0"\n'
@@ -294,6 +298,33 @@ class LoopCluster:
             time.sleep(0.2)
         raise AssertionError(f"not all workers up: {rows} {last}\n--- master log\n"
                              f"{self.master.log_tail()}")
+
+    def restart_worker(self, index: int, timeout: float = 30.0) -> Daemon:
+        """SIGKILL worker `index` (its tasks are left to the next session to clean up, as
+        after a crash), start it again and wait for the master to have it back."""
+        old = next(d for d in self.daemons if d.name == self.names[index])
+        old.proc.send_signal(signal.SIGKILL)
+        old.proc.wait(10)
+        old.stop()
+        position = self.daemons.index(old)
+        new = Daemon(self.names[index], old.argv, old.log.with_suffix(".2.log"), self.env)
+        self.daemons[position] = new
+        self.wait_workers_up(time.monotonic() + timeout)
+        return new
+
+    def restart_master(self, kill: bool = True, timeout: float = 30.0) -> Daemon:
+        """SIGKILL the master (no goodbye, nothing more written; SIGTERM with kill=False),
+        start a new one on the same configuration and wait for every worker to sync."""
+        old = self.master
+        old.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        old.proc.wait(10)
+        old.stop()
+        self.daemons.remove(old)
+        self.master = self._daemon(f"master{len(self.restarts) + 2}", self.master_cfg,
+                                   "master")
+        self.restarts.append(old)
+        self.wait_workers_up(time.monotonic() + timeout)
+        return self.master
 
     # ------------------------------------------------------------------ the command line
 

@@ -132,6 +132,26 @@ def test_parts_move_in_order_then_success_is_written_last(tmp_path):
     assert [w for w, _ in r.links.ops("release_job")] == ["w1", "w2"]
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["directory", "cluster-output"])
+def test_a_resumed_commit_takes_parts_its_predecessor_moved_as_moved(tmp_path, named):
+    """A master restarted in the middle of a commit commits again (Commit.again): the part
+    it finds already in place counts as moved, the rest moves, and the job succeeds. The
+    same commit without `again` fails on it."""
+    r = Run(tmp_path, named=named)
+    worker, _, source, target = r.commit.parts[0]
+    os.rename(source, target)  # what the master before the restart did
+    r.commit.again = True
+    r.run()
+    assert r.state == JobState.SUCCEEDED
+    assert all(os.path.exists(t) and not os.path.exists(s) for _, _, s, t in r.commit.parts)
+
+    again = Run(tmp_path / "plain", named=named)
+    worker, _, source, target = again.commit.parts[0]
+    os.rename(source, target)
+    again.run()
+    assert again.state == JobState.FAILED
+
+
 def test_a_cluster_output_is_recorded_instead_of_success(tmp_path):
     r = Run(tmp_path, named=True)
     r.run()
@@ -158,14 +178,29 @@ def test_with_a_worker_gone_the_master_moves_parts_of_a_shared_directory(tmp_pat
 
 # ------------------------------------------------------------------ and one that does not
 
-@pytest.mark.parametrize("fault,asked", [
-    (fail_at("commit", 1), 2),  # refused before the rename
-    (fail_at("commit", 1, asyncio.TimeoutError(), after=True), 2),  # done, reply lost
-    (fail_at("success"), 2),
-    (fail_at("commit", 0), 1),
-], ids=["second-commit", "second-commit-reply-lost", "success", "first-commit"])
-def test_a_fault_in_the_middle_takes_the_moved_parts_back(tmp_path, fault, asked):
-    r = Run(tmp_path, fault=fault)
+@pytest.mark.parametrize("exc", [ConnectionClosed("Connection lost"), asyncio.TimeoutError()],
+                         ids=["worker-lost", "reply-lost"])
+@pytest.mark.parametrize("after", [True, False], ids=["after-rename", "before-rename"])
+def test_a_worker_lost_during_a_commit_to_a_directory_the_master_finishes_it(tmp_path, exc,
+                                                                              after):
+    """The soak's worker restart in the middle of a commit: the part's worker went away
+    with the request, having moved the part or not. The output is a directory the master
+    sees: it moves the part itself if need be, and the job succeeds (it failed before)."""
+    r = Run(tmp_path, fault=fail_at("commit", 1, exc, after=after))
+    r.run()
+    assert r.state == JobState.SUCCEEDED, r.sched.jobs["j"].error
+    assert sorted(os.listdir(r.output)) == ["_SUCCESS", "part-00000", "part-00001"]
+    assert not r.links.ops("uncommit")
+
+
+@pytest.mark.parametrize("fault,asked,named", [
+    (fail_at("commit", 1), 2, False),  # refused before the rename
+    (fail_at("commit", 1, asyncio.TimeoutError(), after=True), 2, True),  # done, reply lost
+    (fail_at("success"), 2, False),
+    (fail_at("commit", 0), 1, False),
+], ids=["second-commit", "second-commit-reply-lost-cluster-output", "success", "first-commit"])
+def test_a_fault_in_the_middle_takes_the_moved_parts_back(tmp_path, fault, asked, named):
+    r = Run(tmp_path, fault=fault, named=named)
     r.run()
     assert r.state == JobState.FAILED
     assert "committing the output failed" in r.sched.jobs["j"].error
@@ -173,7 +208,8 @@ def test_a_fault_in_the_middle_takes_the_moved_parts_back(tmp_path, fault, asked
     taken_back = [os.path.basename(f["target"]) for _, f in r.links.ops("uncommit")]
     assert taken_back == [f"part-{i:05d}" for i in range(asked)]
     assert [e.state for e in r.ended] == [JobState.FAILED]
-    assert not os.path.exists(os.path.join(r.output, "_temporary"))  # released
+    for w in ("w1", "w2"):  # released
+        assert not os.path.exists(os.path.join(r.output_dir(w), "_temporary", "j"))
 
 
 def test_a_cluster_output_that_fails_is_not_recorded_and_leaves_no_part(tmp_path):
@@ -195,8 +231,8 @@ def test_a_cluster_output_needs_its_writers(tmp_path):
 
 def test_a_take_back_that_fails_is_logged_and_the_job_still_fails(tmp_path, caplog):
     def fault(worker, op, fields):
-        if op == "uncommit":
-            return ConnectionClosed("gone")
+        if op == "uncommit":  # refused (a lost worker's part the master takes back itself)
+            return StorageError("read-only file system")
         return fail_at("success")(worker, op, fields)
 
     r = Run(tmp_path, fault=fault)

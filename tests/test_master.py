@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 
 import pytest
@@ -45,13 +44,7 @@ def test_master_restart_resumes_accepted_job(cluster, tmp_path):
     out = tmp_path / "out"
     job = submit_detached(cluster, corpus, out, sleep=1.5)
     wait_state(cluster, job, {"running"})
-    old = cluster.master
-    old.proc.send_signal(signal.SIGKILL)  # no goodbye, no state written
-    old.proc.wait(10)
-    old.stop()
-    cluster.daemons.remove(old)
-    cluster.master = cluster._daemon("master2", cluster.master_cfg, "master")
-    cluster.wait_workers_up(time.monotonic() + 30)
+    cluster.restart_master()  # SIGKILL: no goodbye, no state written
     status = wait_state(cluster, job, {"succeeded", "failed", "cancelled"})
     assert status["state"] == "succeeded", status
     assert read_counts(out) == word_counts(corpus)

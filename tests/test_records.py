@@ -326,6 +326,9 @@ class FakeReporter:
     def count(self, name: str, n: int) -> None:
         self.counts[name] += n
 
+    def add_time(self, name: str, seconds: float) -> None:
+        self.counts[name] += int(seconds * 1000)
+
     def maybe(self, progress: float) -> None:
         self.progress = progress
 

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from blfsd import scheduler as sch
 from blfsd.messages import (FINISHED, FailureKind, JobSpec, JobState, SegmentLocation, Split,
                             TaskResult)
-from blfsd.scheduler import Commit, JobEnded, Kill, Launch, Release, Scheduler, Settings
+from blfsd.scheduler import (Commit, JobEnded, Kill, Launch, Release, Scheduler, Settings,
+                             TaskDone)
 
 # ------------------------------------------------------------------------- helpers
 
@@ -147,11 +148,13 @@ def test_maps_run_first_and_reduces_only_after_every_map_succeeded():
     results = {}
     for name in ("m-00000", "m-00001"):
         results[name] = map_result(s, ids[name])
-        assert s.attempt_succeeded(ids[name], results[name], 5) == []
+        done = s.attempt_succeeded(ids[name], results[name], 5)
+        assert [type(a) for a in done] == [TaskDone]  # recorded, and nothing else yet
+        assert done[0].task.attempt == ids[name] and done[0].task.result == results[name]
         assert of(s.schedule(5), Launch) == []
     # the last map: now both reduces
     results["m-00002"] = map_result(s, ids["m-00002"])
-    assert s.attempt_succeeded(ids["m-00002"], results["m-00002"], 6) == []
+    assert of(s.attempt_succeeded(ids["m-00002"], results["m-00002"], 6), Launch) == []
     got = launched(s.schedule(6))
     assert set(got) == {"r-00000", "r-00001"}
     for name, launch in got.items():
@@ -166,7 +169,7 @@ def test_maps_run_first_and_reduces_only_after_every_map_succeeded():
 
     # reduces done -> commit of exactly those parts, then release and end
     r_ids = [l.attempt.id for l in got.values()]
-    assert succeed(s, r_ids[0], 7) == []
+    assert [type(a) for a in succeed(s, r_ids[0], 7)] == [TaskDone]
     acts = succeed(s, r_ids[1], 8)
     commits = of(acts, Commit)
     assert len(commits) == 1 and commits[0].job == "j"
@@ -672,7 +675,7 @@ def test_straggler_gets_a_backup_and_first_success_wins():
     # the backup finishes first: it wins, the original is killed
     b_result = map_result(s, backup.attempt.id, counters={"c": {"n": 7}})
     acts = s.attempt_succeeded(backup.attempt.id, b_result, 18)
-    assert acts == [Kill("w1", slow)]
+    assert isinstance(acts[0], TaskDone) and acts[1:] == [Kill("w1", slow)]
     task = s.jobs["j"].maps[3]
     assert task.winner.id == backup.attempt.id and task.result is b_result
     # the loser's late success is ignored
@@ -1112,3 +1115,77 @@ def test_timed_out_uses_the_job_limit_before_the_masters():
     s.schedule(0)
     late = sch.timed_out(list(s.attempts.values()), s.settings, 50)
     assert [(a.task.job.id, limit) for a, limit in late] == [("short", 5)]
+
+
+# ------------------------------------------------------------------- resuming
+
+
+def _recorded(actions: list) -> list:
+    return [a.task for a in of(actions, TaskDone)]
+
+
+def test_a_resumed_job_runs_only_what_was_not_recorded_as_finished():
+    """A master records each success (TaskDone, first of its actions); another master
+    resumes the job from those records: the finished maps are not launched again, their
+    slots are held for the workers' sync, and the reduces read the recorded segments."""
+    s = cluster("w1", "w2", parallelism=4)
+    s.submit("j", make_spec(maps=4, reducers=2), now=0)
+    s.schedule(0)
+    ids = running_ids(s, "j", "map")
+    records = []
+    for aid in ids[:3]:
+        records += _recorded(succeed(s, aid, 1))
+    assert [r.index for r in records] == [0, 1, 2]
+
+    again = cluster("w1", "w2", parallelism=4)
+    again.epoch = "e2"
+    job = again.resume("j", make_spec(maps=4, reducers=2), records, now=10)
+    assert [t.state for t in job.maps] == ["succeeded"] * 3 + ["pending"]
+    held = sorted(again.held_slots("w1") + again.held_slots("w2"))
+    assert held == sorted((loc.slot, r.attempt) for r in records for loc in r.result.segments)
+    first = launched(again.schedule(11))
+    assert set(first) == {"m-00003"} and first["m-00003"].attempt.id == "j/m-00003/0@e2"
+    rest = _recorded(succeed(again, first["m-00003"].attempt.id, 12))
+    reduces = launched(again.schedule(12))
+    assert set(reduces) == {"r-00000", "r-00001"}
+    read = {(seg.map_task, seg.map_attempt, seg.slot)
+            for seg in reduces["r-00000"].attempt.segments}
+    want = {(r.index, r.number, loc.slot) for r in records + rest
+            for loc in r.result.segments if loc.partition == 0}
+    assert read == want
+
+
+def test_a_resumed_job_whose_last_stage_was_done_commits_once_its_workers_are_up():
+    s = cluster("w1", "w2", parallelism=4)
+    s.submit("j", make_spec(maps=1, reducers=2), now=0)
+    run_maps(s, "j", 0)
+    records = _recorded([])
+    for t in s.jobs["j"].maps:
+        records.append(sch.FinishedTask(stage=0, index=t.index, attempt=t.winner.id,
+                                        number=t.winner.number, worker=t.winner.worker,
+                                        result=t.result))
+    s.schedule(2)
+    for aid in running_ids(s, "j", "reduce"):
+        records += _recorded(succeed(s, aid, 3))
+    assert s.jobs["j"].state == JobState.COMMITTING
+
+    again = Scheduler()
+    job = again.resume("j", make_spec(maps=1, reducers=2), records, now=10)
+    assert job.final.done() and of(again.schedule(10), Commit) == []  # no worker yet
+    for name in sorted({r.worker for r in records}):
+        again.worker_up(name, 4)
+    commits = of(again.schedule(11), Commit)
+    assert len(commits) == 1 and job.state == JobState.COMMITTING
+    assert commits[0].again  # its predecessor may have moved some parts already
+    assert [p[3] for p in commits[0].parts] == ["/out/part-00000", "/out/part-00001"]
+    assert of(again.schedule(12), Commit) == []  # once
+
+
+def test_resume_ignores_records_that_do_not_fit_the_job():
+    s = cluster("w1")
+    job = s.resume("j", make_spec(maps=2, reducers=1), [
+        sch.FinishedTask(stage=5, index=0, attempt="j/x/0", number=0, worker="w1",
+                         result=TaskResult()),
+        sch.FinishedTask(stage=0, index=9, attempt="j/x/0", number=0, worker="w1",
+                         result=TaskResult())], now=0)
+    assert all(t.state == "pending" for t in job.tasks())

@@ -78,9 +78,10 @@ READ_CHUNK = 16 * 1024 * 1024
 TINY_INPUT = "the quick brown fox\njumps over the lazy dog\nthe end\n"
 SECTIONS = ("sort", "skew", "wordcount", "tiny", "pipeline", "mrjob", "shuffle", "scheduler")
 MIB = 1 << 20
-# the blfs counters (group "blfs") that would say where a task's time goes; not reported
-# by the engine yet (see the report's "needed from the engine")
-TIME_COUNTERS = ("map_seconds", "spill_seconds", "shuffle_read_seconds", "reduce_seconds")
+# the blfs counters (group "blfs", integer milliseconds summed over the winning attempts)
+# that say where the tasks' time went, shown in seconds
+TIME_COUNTERS = {"map_seconds": "map_ms", "spill_seconds": "spill_ms",
+                 "shuffle_read_seconds": "shuffle_read_ms", "reduce_seconds": "reduce_ms"}
 
 
 def blfs_python() -> str:
@@ -527,8 +528,9 @@ def phase_line(run: Run) -> dict:
          "map_cpu": run.cpu_of("map"), "reduce_cpu": run.cpu_of("reduce"),
          "worker_cpu": run.cpu_of("worker"), "master_cpu": run.cpu_of("master"),
          "maps": len(m.of_role("map")), "reduces": len(m.of_role("reduce"))}
-    for name in TIME_COUNTERS:
-        d[name] = run.counter(name)
+    for name, counter in TIME_COUNTERS.items():
+        ms = run.counter(counter)
+        d[name] = ms / 1000 if ms is not None else None
     d["spills"] = run.counter("map_spills")
     return d
 

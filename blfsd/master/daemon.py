@@ -13,9 +13,10 @@ import time
 from typing import Optional
 
 from .. import rpc, scheduler as sch
-from ..aio import TaskSet
+from ..aio import Budget, TaskSet, Ticking
 from ..catalog import Catalog
 from ..config import MASTER_PORT, Config
+from ..errors import DaemonFailed
 from ..messages import FINISHED
 from ..scheduler import JobEnded
 from ..systemd import Notifier, listen_fds
@@ -24,6 +25,7 @@ from .datasets import Datasets
 from .executor import Executor
 from .jobs import Jobs, status_line
 from .links import WorkerLinks
+from .logs import AttemptOutputs
 
 log = logging.getLogger("blfs.master")
 
@@ -49,18 +51,25 @@ class Master:
             speculation=config.speculation), epoch=secrets.token_hex(3))
         self.catalog = Catalog(config.state_dir)
         self.gate = config.gate()  # what strangers may cost us before they are known
+        self.budget = Budget(config.request_memory)  # clients' requests held at once
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
-        self.work = TaskSet()  # requests in flight: launches, kills, commits, releases
-        self.loops = TaskSet()  # tasks that run as long as the master does
+        # requests in flight: launches, kills, commits, releases
+        self.work = TaskSet("a request of the master")
+        # tasks that run as long as the master does: if one dies, the master cannot go on
+        self.loops = TaskSet("a loop of the master", on_crash=self._cannot_go_on)
+        self.ticking = Ticking("the master's tick (timeouts, speculation, placement)")
+        self.failed: Optional[str] = None  # why the master must exit non-zero
+        self.fatal = asyncio.Event()
         self.links = WorkerLinks(config, key, name, self.sched, self.stopping,
                                  self.execute, self.changed)
-        self.executor = Executor(self.sched, self.links, self.catalog, self.work,
-                                 self._job_ended, self.changed)
         self.jobs = Jobs(config, self.sched, self.catalog, self.execute)
+        self.executor = Executor(self.sched, self.links, self.catalog, self.work,
+                                 self._job_ended, self.changed, self.jobs.record_result)
         self.datasets = Datasets(self.catalog, self.links, self.sched, self.work)
+        self.outputs = AttemptOutputs(self.jobs, self.links)
         self.client_handlers = {"ping": rpc.ping, **self.jobs.handlers,
-                                **self.datasets.handlers}
+                                **self.datasets.handlers, **self.outputs.handlers}
         self.servers: list = []
         self.unix_path: Optional[str] = None
         self.tcp_address: Optional[str] = None
@@ -134,24 +143,47 @@ class Master:
         await self.links.close_all()
         await asyncio.gather(*everything, return_exceptions=True)
 
+    def _tick(self) -> None:
+        """One tick's work: time passes for the scheduler, old finished jobs retire."""
+        now = time.monotonic()
+        self.execute(self.sched.tick(now), reschedule=False)
+        self.jobs.retire(now)
+        self.notifier.status(status_line(self.sched))  # sent only when it changed
+
     async def _ticker(self) -> None:
-        """Time passes for the scheduler (timeouts, speculation); STATUS and the watchdog."""
+        """Tick (timeouts, speculation), STATUS and the watchdog. A failed tick is logged
+        and the next one runs; the watchdog is fed only while ticks succeed, and after a
+        minute of nothing but failures the master exits non-zero (systemd restarts it)."""
         watchdog = Notifier.watchdog_interval()
         last_ping = 0.0
         while not self.stopping.is_set():
             await asyncio.sleep(TICK)
-            self.execute(self.sched.tick(time.monotonic()), reschedule=False)
-            self.notifier.status(status_line(self.sched))  # sent only when it changed
-            if watchdog and time.monotonic() - last_ping >= watchdog:
+            now = time.monotonic()
+            if not self.ticking.run(self._tick, now):
+                if self.ticking.hopeless(now):
+                    self._cannot_go_on(RuntimeError(f"every tick failed for "
+                                                    f"{self.ticking.give_up:.0f} s"))
+                    return
+                continue
+            if watchdog and now - last_ping >= watchdog:
                 self.notifier.notify("WATCHDOG=1")
-                last_ping = time.monotonic()
+                last_ping = now
+
+    def _cannot_go_on(self, exc: BaseException) -> None:
+        """A loop of the master died or is hopeless: stop, and exit non-zero."""
+        if self.failed is None:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.critical("the master cannot go on (%s); exiting so that it is restarted",
+                         self.failed)
+        self.fatal.set()
 
     async def _on_connect(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         """A client connection, served until it ends."""
         peer = await rpc.accept_connection(reader, writer, self.key, "master", self.name,
                                            self.client_handlers, self.config.group,
-                                           roles=("client",), gate=self.gate)
+                                           roles=("client",), gate=self.gate,
+                                           budget=self.budget)
         if peer is not None:
             await peer.serve()
             await self.datasets.abandon(peer)  # the client went away in the middle of a put
@@ -180,5 +212,11 @@ async def serve(config: Config, key: Optional[bytes]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
     await master.start()
-    await done.wait()
+    signalled = asyncio.ensure_future(done.wait())
+    fatal = asyncio.ensure_future(master.fatal.wait())
+    await asyncio.wait([signalled, fatal], return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (signalled, fatal):
+        waiter.cancel()
     await master.stop()
+    if master.failed:
+        raise DaemonFailed(f"the master stopped: {master.failed}")

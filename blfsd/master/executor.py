@@ -1,6 +1,8 @@
 """Carrying out the scheduler's actions: the only place where its decisions become I/O.
 
-Launch and Kill go to the attempt's worker. Commit renames every part into place on the
+TaskDone is recorded in the state directory at once, before any action after it (a
+restarted master then keeps that task's output). Launch and Kill go to the attempt's
+worker. Commit renames every part into place on the
 worker that wrote it, in partition order, then completes the output (a durable _SUCCESS
 written by a worker, or the cluster output's catalog record); when any step fails, the
 parts already moved are taken back and the job fails. Release makes every worker kill
@@ -21,7 +23,7 @@ from ..catalog import OUTPUTS, Catalog
 from ..errors import BlfsError, ConnectionClosed
 from ..messages import FailureKind
 from ..scheduler import (Commit, JobEnded, Kill, Launch, Release, ReleaseOutputs, Scheduler,
-                         ScheduledJob)
+                         ScheduledJob, TaskDone)
 from .links import WorkerLinks
 
 log = logging.getLogger("blfs.master")
@@ -34,12 +36,14 @@ class Executor:
 
     def __init__(self, sched: Scheduler, links: WorkerLinks, catalog: Catalog,
                  tasks: TaskSet, ended: Callable[[JobEnded], None],
-                 changed: Callable[[], Awaitable[None]]):
+                 changed: Callable[[], Awaitable[None]],
+                 recorded: Callable[[TaskDone], None] = lambda action: None):
         self.sched = sched
         self.links = links
         self.catalog = catalog
         self.tasks = tasks
         self.ended = ended  # a job ended: its record, its temporary datasets
+        self.recorded = recorded  # a task's success, written down before what follows
         self.changed = changed
 
     def execute(self, actions: list, reschedule: bool = True) -> None:
@@ -48,7 +52,9 @@ class Executor:
         if reschedule:
             actions = actions + self.sched.schedule(time.monotonic())
         for action in actions:
-            if isinstance(action, Launch):
+            if isinstance(action, TaskDone):  # synchronously: before the actions after it
+                self.recorded(action)
+            elif isinstance(action, Launch):
                 self.tasks.spawn(self._launch(action))
             elif isinstance(action, Kill):
                 self.tasks.spawn(self.links.send(action.worker, "kill", attempt=action.attempt))
@@ -92,10 +98,11 @@ class Executor:
         job = self.sched.jobs[action.job]
         moved: list = []
         try:
+            here = _rename_again if action.again else _rename
             for worker, _, source, target in action.parts:
                 moved.append((worker, target))  # before: a timed-out rename may have happened
-                await self._on_worker(job, worker, "commit", _rename, source, target,
-                                      source=source, target=target)
+                await self._on_worker(job, worker, "commit", here, source, target,
+                                      source=source, target=target, again=action.again)
             await self._complete(job, action.parts)
         except FAILED_STEP as exc:
             await self._take_back(job, moved)
@@ -137,11 +144,20 @@ class Executor:
                          here: Callable[..., Any], *args: Any, **fields: Any) -> None:
         """An operation on a file of the output, by the worker that holds it. When that
         worker is gone and the output is a directory we see too (--local, a shared file
-        system), we do it `here`; a cluster output's files are on the worker's own disk."""
+        system), we do it `here`; a cluster output's files are on the worker's own disk.
+        A worker lost in the middle of the call may or may not have done it: then we do
+        it here, as a restarted master would (a part it moved is taken as moved)."""
         if worker in self.links.peers or job.spec.output_name:
-            await self.links.call(worker, op, **fields)
-        else:
-            here(*args)
+            try:
+                await self.links.call(worker, op, **fields)
+                return
+            except (ConnectionClosed, asyncio.TimeoutError) as exc:
+                if job.spec.output_name:
+                    raise
+                log.warning("worker %s was lost during %s (%s); doing it here", worker, op,
+                            exc or "no answer", extra={"BLFS_JOB": job.id})
+                here = _rename_again if here is _rename else here
+        here(*args)
 
     # ------------------------------------------------------------------ release
 
@@ -167,6 +183,12 @@ class Executor:
 
 def _rename(source: str, target: str) -> None:
     os.rename(source, target)
+
+
+def _rename_again(source: str, target: str) -> None:
+    """_rename, unless a master before us did it."""
+    if not storage.moved_before(source, target):
+        os.rename(source, target)
 
 
 def _unlink(path: str) -> None:

@@ -1,6 +1,7 @@
 """Jobs as clients see them: submit, status, jobs, workers, cancel, wait; and the job
-records in the master's StateDirectory (every accepted job, then its final status), from
-which a restarted master resumes what it had accepted."""
+records in the master's StateDirectory (every accepted job, each finished task, then the
+job's final status), from which a restarted master resumes what it had accepted without
+running again what had finished."""
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +14,9 @@ from typing import Callable, Optional
 from .. import rpc
 from ..catalog import OUTPUTS, Catalog
 from ..config import Config
-from ..errors import NotFound, ProtocolError
-from ..messages import FINISHED, JobSpec, JobState, TaskState
-from ..scheduler import JobEnded, Scheduler, ScheduledJob
+from ..errors import NotFound, ProtocolError, StateError
+from ..messages import FINISHED, FinishedTask, JobSpec, JobState, TaskState
+from ..scheduler import JobEnded, Scheduler, ScheduledJob, TaskDone
 from ..state import JobStore
 from . import placement
 
@@ -23,11 +24,23 @@ log = logging.getLogger("blfs.master")
 
 WAIT_LIMIT = 60.0  # seconds a `wait` may hold a client at most
 LISTED = ("job", "name", "state", "maps", "reduces", "progress", "error", "output")
+SUMMARY = LISTED + ("submitted", "started", "finished")
+RETIRE_AFTER = 60.0  # seconds a finished job stays whole in memory (late reports, waits)
+PRUNE_EVERY = 3600.0  # seconds between prunings of old job records
+ERROR_SUMMARY = 500  # characters of a job's error kept in its summary
 
 
 def new_job_id() -> str:
     """Sortable by submission time, unique enough for one master."""
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def summary(status: dict) -> dict:
+    """What stays in memory of a finished job: what `blfs jobs` lists."""
+    row = {k: status.get(k) for k in SUMMARY}
+    if isinstance(row["error"], str) and len(row["error"]) > ERROR_SUMMARY:
+        row["error"] = row["error"][:ERROR_SUMMARY] + " [...]"
+    return row
 
 
 def status_line(sched: Scheduler) -> str:
@@ -50,7 +63,8 @@ class Jobs:
         self.catalog = catalog
         self.execute = execute
         self.store = JobStore(config.state_dir)
-        self.history: dict[str, dict] = {}  # finished jobs from before a restart
+        self.history: dict[str, dict] = {}  # summaries of finished jobs (see retire)
+        self._pruned = float("-inf")
         self.changed = asyncio.Condition()  # wakes `wait`: some job's version moved
         self.handlers = {"submit": self.submit, "status": self.status, "jobs": self.list_jobs,
                          "workers": self.list_workers, "cancel": self.cancel,
@@ -59,43 +73,73 @@ class Jobs:
     # ------------------------------------------------------------------ records
 
     def restore(self) -> None:
-        """Re-run every job a previous master accepted but did not finish."""
-        for record in self.store.load_all():
+        """Resume every job a previous master accepted but did not finish, with the tasks
+        it had recorded as finished; keep a summary of the ones that ended."""
+        for found in self.store.load_all():
+            record = found.record
             job_id = record["job"]
             if record.get("status"):
-                self.history[job_id] = record["status"]
+                self.history[job_id] = summary(record["status"])
                 continue
             try:
-                spec = JobSpec.from_wire(record["spec"], f"job record {job_id}")
+                spec = JobSpec.from_wire(record.get("spec"), f"job record {job_id}")
+                finished = [FinishedTask.from_wire(r, f"results of job {job_id}")
+                            for r in found.results]
             except ProtocolError as exc:
                 log.error("cannot resume job %s: %s", job_id, exc, extra={"BLFS_JOB": job_id})
                 continue
-            log.warning("resuming job %s accepted before a restart", job_id,
+            job = self.sched.resume(job_id, spec, finished, time.monotonic())
+            kept = sum(1 for t in job.tasks() if t.state == TaskState.SUCCEEDED)
+            log.warning("resuming job %s accepted before a restart: %d of %d tasks were "
+                        "finished and are kept", job_id, kept, len(job.tasks()),
                         extra={"BLFS_JOB": job_id})
-            self.sched.submit(job_id, spec, time.monotonic())
 
-    def persist(self, job_id: str) -> None:
-        """The job's record: its spec while it runs; its final status (and the spec without
+    def _record(self, job_id: str, spec: JobSpec, status: Optional[dict] = None) -> dict:
+        """A job's record: its spec while it runs; its final status (and the spec without
         the job's source) once it ended."""
-        job = self.sched.jobs[job_id]
-        record: dict = {"job": job_id, "spec": job.spec.to_wire(), "submitted": job.submitted}
-        if job.state in FINISHED:
-            record["status"] = self.sched.job_status(job_id)
+        record: dict = {"job": job_id, "spec": spec.to_wire(), "submitted": spec.submitted_at}
+        if status is not None:
+            record["status"] = status
             del record["spec"]["source"]
+        return record
+
+    def record_result(self, action: TaskDone) -> None:
+        """A task's success, appended to its job's results before anything follows from it.
+        If it cannot be written the job goes on (only a restart would run the task again)."""
         try:
-            self.store.save(job_id, record)
-        except OSError as exc:
-            log.error("cannot save the state of job %s: %s", job_id, exc,
-                      extra={"BLFS_JOB": job_id})
+            self.store.add_result(action.job, action.task.to_wire())
+        except StateError as exc:
+            log.error("%s; a restarted master would run that task again", exc,
+                      extra={"BLFS_JOB": action.job})
 
     def ended(self, action: JobEnded) -> None:
-        """Log how the job ended and record its final status."""
+        """Log how the job ended and record its final status (its results are then not
+        needed any more)."""
         job = self.sched.jobs[action.job]
         elapsed = (job.finished - job.started) if job.started else 0.0
         level = logging.INFO if action.state == JobState.SUCCEEDED else logging.WARNING
         log.log(level, "job %s %s after %.2f s%s", action.job, action.state, elapsed,
                 f": {action.error}" if action.error else "", extra={"BLFS_JOB": action.job})
-        self.persist(action.job)
+        try:
+            self.store.save(job.id, self._record(job.id, job.spec,
+                                                 self.sched.job_status(job.id)))
+            self.store.drop_results(job.id)
+        except StateError as exc:
+            log.error("%s", exc, extra={"BLFS_JOB": job.id})
+
+    def retire(self, now: float, after: float = RETIRE_AFTER) -> int:
+        """Jobs that ended more than `after` seconds ago leave the scheduler: a summary
+        stays in memory, the full status in the state directory. Old records are pruned."""
+        gone = [j for j in self.sched.jobs.values()
+                if j.state in FINISHED and j.finished and now - j.finished > after]
+        for job in gone:
+            self.history[job.id] = summary(self.sched.job_status(job.id))
+            del self.sched.jobs[job.id]
+        if self.config.history_days > 0 and now - self._pruned > PRUNE_EVERY:
+            self._pruned = now
+            for job_id in self.store.prune(self.config.history_days * 86400):
+                self.history.pop(job_id, None)
+        return len(gone)
 
     async def wake(self) -> None:
         """Some job changed: every `wait` looks again."""
@@ -125,8 +169,9 @@ class Jobs:
                                                 alive),
             submitted_at=time.time())  # wall clock: survives a restart, orders jobs
         job_id = new_job_id()
+        # durably recorded before it is accepted: else refused (StateError), nothing runs
+        self.store.save(job_id, self._record(job_id, spec))
         job = self.sched.submit(job_id, spec, time.monotonic())
-        self.persist(job_id)
         log.info("accepted job %s (%s): %d maps, %d reduces, output %s", job_id, spec.name,
                  len(job.maps), len(job.reduces), spec.output, extra={"BLFS_JOB": job_id})
         self.execute([])
@@ -138,13 +183,13 @@ class Jobs:
             return {"status": status_line(self.sched), "jobs": self.list_jobs(peer),
                     "workers": self.list_workers(peer)}
         if job in self.history and job not in self.sched.jobs:
-            return self.history[job]
+            return self.store.final_status(job) or self.history[job]
         self.job(job)
         return self.sched.job_status(job)
 
     def list_jobs(self, peer: rpc.Peer) -> list:
         """`blfs jobs`: finished jobs from before a restart, then this session's."""
-        rows = [dict(s, counters=None) for s in self.history.values()]
+        rows = [dict(s) for s in self.history.values()]
         for job in sorted(self.sched.jobs.values(), key=lambda j: j.submitted):
             status = self.sched.job_status(job.id)
             rows.append({k: status[k] for k in LISTED})
@@ -168,6 +213,8 @@ class Jobs:
         timeout = timeout or 30
         if not 0 < timeout <= WAIT_LIMIT:  # also refuses NaN
             raise ProtocolError("wait: timeout must be in (0, 60]")
+        if job in self.history and job not in self.sched.jobs:  # ended: nothing to wait for
+            return self.status(peer, job)
         waited = self.job(job)
         deadline = time.monotonic() + timeout
         async with self.changed:
@@ -179,4 +226,7 @@ class Jobs:
                     await asyncio.wait_for(self.changed.wait(), left)
                 except asyncio.TimeoutError:
                     break
-        return self.sched.job_status(job)
+        status = self.sched.job_status(job)
+        if status["state"] not in FINISHED:  # followers need the attempts at the end only
+            del status["attempts"]
+        return status

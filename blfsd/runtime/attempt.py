@@ -10,6 +10,7 @@ kind that says whose fault it was), goes to the worker.
 from __future__ import annotations
 
 import errno
+import time
 import traceback
 from dataclasses import dataclass
 from itertools import chain, groupby
@@ -46,13 +47,14 @@ class Output:
         self.sink: Optional[storage.SegmentSink] = None
         self.part: Optional[PartWriter] = None
         self.where: dict = {}
+        self.started = time.monotonic()
         self.to = self._open()
 
     def _open(self) -> Any:
         spec, env = self.spec, self.env
         if spec.reducers == 0:  # the last stage: the job's output
             fd, self.where = self.files.output()
-            self.part = PartWriter(fd)
+            self.part = PartWriter(fd, self.where.get("path") or "")
             return PartOutput(self.part, self.code.step.format_line)
         self.sink = storage.SegmentSink(env.node, env.generation, env.slot_size,
                                         self.files.lease, self.files.flush_device)
@@ -85,10 +87,15 @@ class Output:
     def result(self) -> TaskResult:
         """Everything made durable; what the master is told."""
         counters = self.code.job._counters
+        took = "map_ms" if self.spec.kind == TaskKind.MAP else "reduce_ms"
         if self.part is None:
             self.to.spill()
-            return TaskResult(segments=self.sink.commit(), counters=counters)
+            segments = self.sink.commit()
+            self.code.reporter.add_time(took, time.monotonic() - self.started)
+            return TaskResult(segments=segments, counters=counters)
         self.part.finish()
+        self.code.reporter.count("output_bytes", self.part.size)
+        self.code.reporter.add_time(took, time.monotonic() - self.started)
         result = TaskResult(path=self.where["path"], target=self.where["target"],
                             counters=counters)
         if self.spec.output_name:  # a cluster output: recorded, checked by its readers

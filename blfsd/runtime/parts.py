@@ -6,10 +6,11 @@ recorded with them and checked by its readers).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from itertools import chain
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .. import records
 
@@ -19,8 +20,9 @@ class PartWriter:
 
     BLOCK = 1 << 20
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, path: str = ""):
         self.fd = fd
+        self.path = path  # where it is, to name it when a write fails
         self.size = self.crc = 0
         self._lines: list = []
         self._held = 0
@@ -46,8 +48,9 @@ class PartWriter:
         self.crc = zlib.crc32(data, self.crc)
         self.size += len(data)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        with self._named():
+            while view:
+                view = view[os.write(self.fd, view):]
 
     def restart(self) -> None:
         """Forget everything written (a task that starts over)."""
@@ -58,7 +61,18 @@ class PartWriter:
     def finish(self) -> None:
         """Everything on disk (fsync)."""
         self.flush()
-        os.fsync(self.fd)
+        with self._named():
+            os.fsync(self.fd)
+
+    @contextlib.contextmanager
+    def _named(self) -> Iterator[None]:
+        """An OSError of a write names the part file (a full disk says where)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename or not self.path:
+                raise
+            raise OSError(exc.errno, exc.strerror, self.path) from None
 
     def close(self) -> None:
         if not self._closed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import heapq
 import sys
+import time
 from typing import BinaryIO, Iterator
 
 from .. import records, storage
@@ -43,11 +44,16 @@ def split_batches(spec: AttemptSpec, f: BinaryIO,
     else:
         batches = read(f, split.start, split.end)
         position = None
+    counted = 0
     for keys, values, at in batches:
         reporter.count("map_input_records", len(keys))
-        done = (position() if position else at - split.start) / size
+        # of the file (compressed or not), within the split: a line across its end is
+        # read whole, and its bytes past the end count for the next split
+        now = position() if position else min(at - split.start, size)
+        reporter.count("map_input_bytes", now - counted)
+        counted = now
         yield keys, values
-        reporter.maybe(min(1.0, done))
+        reporter.maybe(min(1.0, now / size))
 
 
 def segment_batches(spec: AttemptSpec, files: WorkerFiles,
@@ -57,7 +63,7 @@ def segment_batches(spec: AttemptSpec, files: WorkerFiles,
     segments = sorted(spec.segments, key=lambda s: (s.map_task, s.run, s.seq))
     try:
         for n, loc in enumerate(segments, 1):
-            pairs = records.decode_pairs(read_checked(reader, spec.job, loc))
+            pairs = records.decode_pairs(read_checked(reader, spec.job, loc, reporter))
             reporter.count("map_input_records", len(pairs))
             yield [p[0] for p in pairs], [p[1] for p in pairs]
             reporter.maybe(n / max(1, len(segments)))
@@ -65,8 +71,18 @@ def segment_batches(spec: AttemptSpec, files: WorkerFiles,
         reader.close()
 
 
-def read_checked(reader: storage.SegmentReader, job_id: str, loc: SegmentLocation) -> bytes:
-    """One segment's payload, read and checked, a second time if need be."""
+def read_checked(reader: storage.SegmentReader, job_id: str, loc: SegmentLocation,
+                 reporter: Reporter) -> bytes:
+    """One segment's payload, read and checked, a second time if need be; its bytes and
+    the time it took are counted (shuffle_read_bytes, shuffle_read_ms)."""
+    started = time.monotonic()
+    payload = _read_checked(reader, job_id, loc)
+    reporter.add_time("shuffle_read_ms", time.monotonic() - started)
+    reporter.count("shuffle_read_bytes", len(payload))
+    return payload
+
+
+def _read_checked(reader: storage.SegmentReader, job_id: str, loc: SegmentLocation) -> bytes:
     expect = expected(job_id, loc)
     try:
         return reader.read(loc, expect)[0]
@@ -100,10 +116,12 @@ def merged(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
 
     def read_run(locs: list) -> Iterator:
         for loc in locs:
-            payload = read_checked(reader, spec.job, loc)
+            payload = read_checked(reader, spec.job, loc, reporter)
             reporter.count("reduce_segments_read", 1)
             reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
-            yield from records.decode_pairs(payload)
+            pairs = records.decode_pairs(payload)
+            reporter.count("reduce_input_records", len(pairs))
+            yield from pairs
 
     order = records.pair_order(canonical, spec.merge_values)
     stream = heapq.merge(*[read_run(locs) for locs in runs(spec.segments)], key=order)

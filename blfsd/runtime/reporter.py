@@ -20,12 +20,19 @@ class Reporter:
         self.job = job
         self.last = 0.0
         self.progress = 0.0
+        self._times: dict[str, float] = {}
         job._touch = lambda: self.maybe(self.progress)  # counters and status prove life
 
     def count(self, name: str, n: int) -> None:
         """A built-in counter of the blfs group (map_input_records, ...)."""
         g = self.job._counters.setdefault("blfs", {})
         g[name] = g.get(name, 0) + n
+
+    def add_time(self, name: str, seconds: float) -> None:
+        """A time counter of the blfs group (map_ms, ...): integer milliseconds, as every
+        counter is an int, from a sum kept exact here."""
+        total = self._times[name] = self._times.get(name, 0.0) + seconds
+        self.job._counters.setdefault("blfs", {})[name] = int(total * 1000)
 
     def maybe(self, progress: float) -> None:
         """Report progress at most every REPORT_EVERY seconds, or when the status changed."""

@@ -8,6 +8,7 @@ it feeds a reduce, or one unsorted partition when it feeds a map.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from dataclasses import dataclass
 from itertools import chain, groupby, repeat, starmap
@@ -232,11 +233,15 @@ class MapOutput:
     def spill(self) -> None:
         """Combine what is buffered, partition (and sort) it, and write each partition as
         segments (several when it is larger than segment_max) of one run."""
+        started = time.monotonic()
         self.reporter.count("map_output_records", self.records)
-        self.records = 0
         parts: list = [[] for _ in range(self.reducers)]
         for k, v in self._combined():
             parts[self.part(k)].append((k, v))
+        if self.combine is not None or self.shape.combine_task is not None:
+            self.reporter.count("combine_input_records", self.records)
+            self.reporter.count("combine_output_records", sum(map(len, parts)))
+        self.records = 0
         self.pairs, self.by_value = [], {}
         for p, pairs in enumerate(parts):
             if not pairs:
@@ -246,8 +251,10 @@ class MapOutput:
                 flags = storage.FLAG_CANONICAL_ORDER
             for seq, payload in enumerate(records.chunk_pairs(pairs, self.segment_max)):
                 self.sink.write(self.sid(p, self.spills, seq), payload, flags)
+                self.reporter.count("map_output_bytes", len(payload))
         self.spills += 1
         self.reporter.count("map_spills", 1)
+        self.reporter.add_time("spill_ms", time.monotonic() - started)
 
     def _combined(self) -> Iterator:
         """What is buffered, through the combiner if there is one."""

@@ -36,7 +36,7 @@ from . import process
 from .containment import Containment, Sandbox
 from .disk import OwnDisk
 from .jobfiles import JobFiles, place
-from .output import OutputTail
+from .output import AttemptLogs, OutputTail
 from .views import PeerViews
 
 log = logging.getLogger("blfs.worker")
@@ -188,8 +188,17 @@ class Attempts:
         self.containment = Containment(config)
         self.job_files = JobFiles(ask_files)
         self.requests = TaskRequests(config, disk, views, self.containment, tell)
-        self._supervisors = TaskSet()
-        self.handlers = {"launch": self.launch, "kill": self.kill}
+        self._supervisors = TaskSet("the supervisor of an attempt")
+        self.logs = AttemptLogs(config.work_dir)
+        self.handlers = {"launch": self.launch, "kill": self.kill,
+                         "attempt_log": self.attempt_log}
+
+    def attempt_log(self, peer: Optional[rpc.Peer], attempt: str) -> dict:
+        """What an attempt wrote to stdout and stderr, as kept (`blfs logs`)."""
+        try:
+            return {"output": self.logs.read(attempt)}
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
 
     async def launch(self, peer: Optional[rpc.Peer], attempt: AttemptSpec) -> dict:
         """Start an attempt's task process in its sandbox, and its supervisor."""
@@ -273,6 +282,7 @@ class Attempts:
         except asyncio.TimeoutError:  # something of it still holds the socket open
             serving.cancel()
         await attempt.output.closed(DRAIN)
+        self.logs.save(attempt.id, attempt.output)
         oom = attempt.box.oom_killed()
         self.containment.release(attempt.box)
         self.running.pop(attempt.id, None)

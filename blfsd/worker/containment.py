@@ -67,6 +67,12 @@ class Containment:
         self.paths = sandbox.PathAccess(self._path_identity())
         self.scratch_root = os.path.join(config.work_dir, "tasks")
         self._say(note)
+        swept = self.hierarchy.sweep(config.worker_name)
+        if swept:
+            log.warning("killed what %d attempts of a previous session of this worker left "
+                        "running", swept, extra={"BLFS_NODE": config.worker_name})
+        # their scratch directories too (nothing of ours runs yet)
+        shutil.rmtree(self.scratch_root, ignore_errors=True)
 
     def _path_identity(self) -> Optional[sandbox.Identity]:
         """Whose rights paths named by jobs are used with: [worker] path_user, or the

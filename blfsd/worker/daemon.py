@@ -11,6 +11,7 @@ import socket
 from typing import Any, Callable, Optional
 
 from .. import rpc
+from ..aio import Budget
 from ..config import WORKER_PORT, Config
 from ..errors import ConnectionClosed, ProtocolError
 from ..messages import AttemptState, Message, ShippedFile
@@ -44,6 +45,7 @@ class Worker:
         self.files = Files(self.disk, self.views, self.attempts.containment.paths)
         self.master: Optional[rpc.Peer] = None
         self.gate = config.gate()  # what strangers may cost us before they are known
+        self.budget = Budget(config.request_memory)  # clients' requests held at once
         self.notifier = Notifier()
         self.servers: list = []
         self.stopping = asyncio.Event()
@@ -129,13 +131,15 @@ class Worker:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop accepting work and kill every attempt (the master re-runs them)."""
+        """Stop accepting work, leave the master's session, kill every attempt (the master
+        re-runs them: lost with their worker, never reported as failures of the job)."""
         self.notifier.notify("STOPPING=1")
         for server in self.servers:
             server.close()
+        master, self.master = self.master, None
+        if master:
+            await master.close()
         self.attempts.terminate_all()
-        if self.master:
-            await self.master.close()
         await self.attempts.wait_all(STOP_GRACE)
         self.attempts.close()
 
@@ -146,7 +150,8 @@ class Worker:
         """A connection; a master's replaces the previous master's session."""
         peer = await rpc.accept_connection(reader, writer, self.key, "worker", self.name,
                                            self.handlers, self.config.group,
-                                           roles=("master", "client"), gate=self.gate)
+                                           roles=("master", "client"), gate=self.gate,
+                                           budget=self.budget)
         if peer is None:
             return
         if peer.role == "master":  # a new master session replaces the old one
@@ -198,6 +203,7 @@ class Worker:
         slots = self.disk.leases.release_job(job)
         self.files.remove_temporary(job, output_tmp, output_name)
         self.attempts.job_files.forget(job)
+        self.attempts.logs.prune()
         return {"released": len(slots)}
 
     def release_attempts(self, peer: rpc.Peer, attempts: list) -> dict:

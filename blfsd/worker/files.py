@@ -42,16 +42,19 @@ class Files:
 
     # ------------------------------------------------------------------ outputs
 
-    async def commit(self, peer: rpc.Peer, source: str, target: str) -> dict:
-        """Move a finished reduce output into place, atomically."""
+    async def commit(self, peer: rpc.Peer, source: str, target: str,
+                     again: bool = False) -> dict:
+        """Move a finished reduce output into place, atomically. `again`: a restarted
+        master commits once more what its predecessor may have moved already."""
         if os.path.basename(source) != os.path.basename(target):
             raise ProtocolError("commit source and target must have the same file name")
         own = _inside(target, self.disk.path)
+        move = _move_again if again else _move
         try:
             if own:
-                _move(source, target)
+                move(source, target)
             else:
-                self.paths.run(_move, source, target)
+                self.paths.run(move, source, target)
         except FileNotFoundError:
             raise NotFound(f"nothing to commit at {source}") from None
         if own:
@@ -121,6 +124,12 @@ def _move(source: str, target: str) -> None:
     """Rename a part into place, durably (its directory fsynced)."""
     os.rename(source, target)
     storage.fsync_dir(os.path.dirname(target))
+
+
+def _move_again(source: str, target: str) -> None:
+    """_move, unless it was done before."""
+    if not storage.moved_before(source, target):
+        _move(source, target)
 
 
 def _unlink_quietly(path: str) -> None:

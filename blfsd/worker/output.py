@@ -1,13 +1,20 @@
 """What a task process writes to its stdout and stderr: read from a pipe as it comes,
 kept bounded (the first and the last bytes, and how much was left out between them),
-never copied into the worker's own log."""
+never copied into the worker's own log; kept per attempt in the worker's work_dir."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
+import shutil
+from typing import Optional
 
 HEAD = 16 << 10
 TAIL = 48 << 10
+_ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._-]{0,99}")  # of JOB/TASK/N@EPOCH
+
+log = logging.getLogger("blfs.worker")
 
 
 class OutputTail:
@@ -70,3 +77,51 @@ class OutputTail:
     def last_lines(self, n: int) -> str:
         lines = [line for line in self.text().strip().splitlines() if line.strip()]
         return " | ".join(lines[-n:])[-500:]
+
+
+KEEP_JOBS = 100  # jobs whose attempts' output a worker keeps (the oldest go first)
+
+
+class AttemptLogs:
+    """Each attempt's output, as kept (OutputTail.text), in WORK_DIR/logs/JOB/TASK.N@E.log:
+    readable by the operator (and `blfs logs`) after the attempt and its job are gone."""
+
+    def __init__(self, work_dir: str):
+        self.dir = os.path.join(work_dir, "logs")
+
+    def path(self, attempt_id: str) -> str:
+        """Where an attempt's output goes (JOB/TASK/N@EPOCH -> JOB/TASK.N@EPOCH.log);
+        ValueError for anything that is not an attempt id (it names a file)."""
+        parts = attempt_id.split("/")
+        if len(parts) != 3 or not all(_ID_PART.fullmatch(p) for p in parts):
+            raise ValueError(f"not an attempt id: {attempt_id[:100]!r}")
+        job, task, number = parts
+        return os.path.join(self.dir, job, f"{task}.{number}.log")
+
+    def read(self, attempt_id: str) -> Optional[str]:
+        """What an attempt wrote, as kept (None if it wrote nothing, or it is gone)."""
+        try:
+            with open(self.path(attempt_id), encoding="utf-8", errors="replace") as f:
+                return f.read(HEAD + TAIL + 1024)  # what save() wrote, with its marker
+        except FileNotFoundError:
+            return None
+
+    def save(self, attempt_id: str, output: OutputTail) -> None:
+        if output.total == 0:
+            return
+        path = self.path(attempt_id)
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(output.text())
+        except OSError as exc:  # a full work disk must not fail the attempt's report
+            log.warning("could not keep the output of %s: %s", attempt_id, exc)
+
+    def prune(self, keep: int = KEEP_JOBS) -> None:
+        """Only the output of the last `keep` jobs stays."""
+        try:
+            jobs = sorted(os.scandir(self.dir), key=lambda e: e.stat().st_mtime)
+        except OSError:
+            return
+        for entry in jobs[:-keep] if len(jobs) > keep else []:
+            shutil.rmtree(entry.path, ignore_errors=True)
