@@ -59,6 +59,7 @@ def segment_batches(spec: AttemptSpec, files: WorkerFiles,
         for n, loc in enumerate(segments, 1):
             pairs = records.decode_pairs(read_checked(reader, spec.job, loc))
             reporter.count("map_input_records", len(pairs))
+            reporter.count("shuffle_bytes_read", loc.length)
             yield [p[0] for p in pairs], [p[1] for p in pairs]
             reporter.maybe(n / max(1, len(segments)))
     finally:
@@ -102,6 +103,8 @@ def merged(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
         for loc in locs:
             payload = read_checked(reader, spec.job, loc)
             reporter.count("reduce_segments_read", 1)
+            # bytes of the pools (the nodes' disks) this attempt read: blfs ui's metrics
+            reporter.count("shuffle_bytes_read", loc.length)
             reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
             yield from records.decode_pairs(payload)
 
