@@ -21,6 +21,7 @@ from .errors import (AuthError, BlfsError, ConfigError, ConnectionClosed, JobDef
 from .catalog import check_name, is_name
 from .datafiles import CHUNK
 from .inputs import expand_inputs, line_cuts, make_splits, parse_size
+from .ui import command as ui_command
 
 log = logging.getLogger("blfs.cli")
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_queries(sub)
     _add_storage(sub)
     _add_daemons(sub)
+    ui_command.add_parser(sub)
     return p
 
 
@@ -780,3 +782,4 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, configmod.Config], int]] = {
     "submit": cmd_submit, "status": cmd_status, "jobs": cmd_list, "workers": cmd_list,
     "cancel": cmd_cancel, "put": cmd_put, "cat": cat, "get": get, "ls": cmd_list,
     "rm": cmd_rm}
+COMMANDS["ui"] = ui_command.run
