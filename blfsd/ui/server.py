@@ -106,6 +106,8 @@ class UiServer:
                 return True
         except ValueError:
             return True
+        if not host:  # an HTTP/1.0 client: no name to check (a rebound page sends one)
+            return True
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return name.strip("[]").lower() in ("localhost", "127.0.0.1", "::1", self.host)
 
