@@ -213,8 +213,12 @@ def console_errors(driver: Any) -> list:
 
 
 def text_of(driver: Any, css: str) -> str:
-    from selenium.webdriver.common.by import By
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    """The visible text of the first element matching css, read in one script: the page
+    swaps its <main> every few seconds, and an element found before may be gone after."""
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
+    assert text is not None, f"no {css} in the page"
+    return text.strip()
 
 
 def viewport(driver: Any) -> tuple[int, int]:
@@ -222,6 +226,26 @@ def viewport(driver: Any) -> tuple[int, int]:
     w, h, ratio = driver.execute_script(
         "return [window.innerWidth, window.innerHeight, window.devicePixelRatio];")
     return round(w * ratio), round(h * ratio)
+
+
+def table_rows(driver: Any, css: str) -> list:
+    """The cells' texts of each body row of a table, read in one script."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.innerText.trim()));", css)
+
+
+def click_link(driver: Any, text: str) -> None:
+    """Click a link as a person would; again if the page swapped it away meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    for _ in range(5):
+        try:
+            driver.find_element(By.LINK_TEXT, text).click()
+            return
+        except StaleElementReferenceException:
+            continue
+    pytest.fail(f"the link {text} kept changing under the click")
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -280,15 +304,16 @@ def test_jobs_page_lists_jobs_and_a_finished_job_shows_counters_and_timeline(
     finished = text_of(browser, "#finished")
     assert job in finished and "succeeded" in finished and "wordcount" in finished
     assert "none" in text_of(browser, "#running")
-    browser.find_element(By.LINK_TEXT, job).click()
+    click_link(browser, job)
     until(lambda: browser.current_url, lambda u: u.endswith("/job/" + job), "the job's page")
     assert text_of(browser, "#state") == "succeeded"
     assert text_of(browser, "#progress").endswith("100.0%")
-    counters = text_of(browser, "table.counters")
+    counters = table_rows(browser, "table.counters")
     lines = sum(1 for _ in open(data, encoding="utf-8"))
-    assert f"map_input_records {lines}" in counters
-    assert f"reduce_output_records {len(word_counts(data))}" in counters
-    assert "shuffle_bytes_read" in counters
+    assert ["blfs", "map_input_records", str(lines)] in counters
+    assert ["blfs", "reduce_output_records", str(len(word_counts(data)))] in counters
+    read = status["counters"]["blfs"]["shuffle_bytes_read"]
+    assert ["blfs", "shuffle_bytes_read", str(read)] in counters and read > 0
     # the timeline: one bar (a rect with a title) per attempt
     svg = browser.find_element(By.CSS_SELECTOR, "div.timeline svg")
     bars = svg.find_elements(By.CSS_SELECTOR, "rect title")
@@ -298,8 +323,9 @@ def test_jobs_page_lists_jobs_and_a_finished_job_shows_counters_and_timeline(
     assert png_size(shot) == viewport(browser)
     assert png_distinct_bytes(shot) > 50
     browser.get(ui.url + "/workers")
-    workers = text_of(browser, "table.workers")
-    assert "w0" in workers and "w1" in workers and "up" in workers
+    workers = table_rows(browser, "table.workers")
+    assert [r[:2] for r in workers] == [["w0", "up"], ["w1", "up"]]
+    assert all(r[6].endswith(" ms") for r in workers)  # the heartbeat round trip
     screenshot(browser, tmp_path / "ui-workers.png")
     assert console_errors(browser) == []
 
@@ -348,6 +374,7 @@ def test_hostile_status_text_and_job_name_are_shown_as_text(cluster, ui, browser
         scripts = browser.find_elements(By.TAG_NAME, "script")
         assert [s.get_attribute("src") for s in scripts] == [ui.url + "/static/ui.js"]
         assert browser.find_elements(By.CSS_SELECTOR, "main img, main svg[onload]") == []
+        screenshot(browser, tmp_path / "ui-hostile.png")
         browser.get(ui.url + "/")
         assert name in text_of(browser, "#running")
         assert browser.execute_script("return window.blfsPwned === undefined;")
@@ -393,11 +420,14 @@ def test_metrics_match_the_cluster(cluster, ui, tmp_path):
         assert 0 <= sample(m, "blfs_worker_slots_free", worker=w["name"]) <= info["slots"]
         rtt = sample(m, "blfs_worker_heartbeat_rtt_seconds", worker=w["name"])
         assert 0 < rtt < cluster.local.heartbeat_timeout
-    # idle now: what the master says of free slots is what the metrics say
-    again = metrics_of(ui.get("/metrics")[2])
-    for w in cluster.call("workers"):
-        assert sample(again, "blfs_worker_slots_free", worker=w["name"]) == \
-            w["info"]["free_slots"]
+    # free slots move as the pools release (heartbeats bring them): once two readings of
+    # the master agree, the metrics read between them say the same
+    def readings() -> tuple:
+        before = {w["name"]: w["info"]["free_slots"] for w in cluster.call("workers")}
+        got = metrics_of(ui.get("/metrics")[2])
+        after = {w["name"]: w["info"]["free_slots"] for w in cluster.call("workers")}
+        return before, {n: sample(got, "blfs_worker_slots_free", worker=n) for n in after}, after
+    until(readings, lambda r: r[0] == r[2] and r[1] == r[2], "free slots as the master says")
 
 
 def test_heartbeat_round_trip_is_in_each_workers_info(cluster):
