@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -51,6 +52,10 @@ class Cluster:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def start(self) -> "Cluster":
+        # LocalCluster stops the "blfs" logger's propagation and leaves it so: put back
+        # after stop(), or later tests' caplog would see nothing
+        blfs_log = logging.getLogger("blfs")
+        self.logger_was = (blfs_log.propagate, blfs_log.level)
         self.thread.start()
         self.run(self.local.__aenter__())
         self.peer = self.run(cli._client(self.local.socket_path, None))
@@ -72,6 +77,9 @@ class Cluster:
         self.run(_cancel_the_rest())  # as asyncio.run would (the master leaves heartbeats)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        blfs_log = logging.getLogger("blfs")
+        blfs_log.propagate, level = self.logger_was
+        blfs_log.setLevel(level)
 
     def submit(self, job: str, inputs: list, output: Path, *extra: str,
                job_args: tuple = ()) -> str:

@@ -39,7 +39,8 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") 
     """An HTML table; the cells are HTML already (escaped by the caller)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table class=\"{esc(cls)}\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f"<table class=\"{esc(cls)}\"><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
 
 
 def job_link(job_id: str) -> str:
@@ -96,8 +97,9 @@ def job_page(status: dict, now: Optional[float] = None) -> str:
     state = status.get("state")
     parts = [f"<h1>Job {esc(status.get('job'))} <small>{esc(status.get('name'))}</small></h1>",
              f"<p class=\"summary\">state <span id=\"state\" class=\"state {esc(state)}\">"
-             f"{esc(state)}</span> &middot; <span id=\"progress\">{progress(status.get('progress'))}"
-             f"</span> &middot; maps {tasks(status.get('maps'))} &middot; reduces "
+             f"{esc(state)}</span> &middot; <span id=\"progress\">"
+             f"{progress(status.get('progress'))}</span> &middot; maps "
+             f"{tasks(status.get('maps'))} &middot; reduces "
              f"{tasks(status.get('reduces'))} &middot; output <code>{esc(status.get('output'))}"
              "</code>" + _took(status) + "</p>"]
     if status.get("error"):
