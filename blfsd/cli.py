@@ -21,6 +21,7 @@ from .catalog import check_name, is_name
 from .client import master_address as _master_address, connect as _client, query as _query
 from .datafiles import CHUNK
 from .inputs import expand_inputs, line_cuts, make_splits, parse_size
+from .ui import command as ui_command
 
 log = logging.getLogger("blfs.cli")
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(sub)
     jobview.add_parsers(sub)
     _add_daemons(sub)
+    ui_command.add_parser(sub)
     return p
 
 
@@ -762,4 +764,4 @@ def cmd_rm(args: argparse.Namespace, cfg: configmod.Config) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, configmod.Config], int]] = {
     "submit": cmd_submit, "status": cmd_status, "jobs": cmd_list, "workers": cmd_list,
     "cancel": cmd_cancel, "put": cmd_put, "cat": cat, "get": get, "ls": cmd_list,
-    "rm": cmd_rm, **jobview.COMMANDS}
+    "rm": cmd_rm, **jobview.COMMANDS, "ui": ui_command.run}
