@@ -31,8 +31,10 @@ class JobFacts:
     @classmethod
     def of(cls, status: dict) -> "JobFacts":
         kinds: dict = {}
-        for f in status.get("failed_attempts") or []:
-            kind = str(f.get("kind", "?"))
+        # every attempt's row says how it failed (failed_attempts keeps the last 20 only)
+        rows = [a for a in status.get("attempts") or [] if a.get("state") == "failed"]
+        for kind in ([str(a.get("why", "?")) for a in rows] if "attempts" in status else
+                     [str(f.get("kind", "?")) for f in status.get("failed_attempts") or []]):
             kinds[kind] = kinds.get(kind, 0) + 1
         blfs = (status.get("counters") or {}).get("blfs") or {}
         read = sum(int(blfs.get(name, 0)) for name in PEER_READ_COUNTERS)
