@@ -41,6 +41,9 @@ class Shape:
                    sort_values=bool(job.sort_values))
 
 
+MEMO_TRIAL = 8192  # distinct keys after which the partition memo must have paid
+
+
 class MapOutput:
     """Buffers a task's output, combines it, and spills sorted segments per partition.
 
@@ -73,7 +76,8 @@ class MapOutput:
         self.records = 0
         self.spills = 0
         self._partition = shape.partition
-        self._memo: dict = {}
+        self._memo: Optional[dict] = {}  # key -> partition (see part)
+        self._asked = 0
 
     @classmethod
     def for_job(cls, job: Job, reducers: int, sid: Callable[[int, int, int], Any],
@@ -194,14 +198,21 @@ class MapOutput:
         self.by_value = {}
 
     def part(self, key: Any) -> int:
-        """The partition of a key (memoized for str keys), checked."""
-        if type(key) is not str:  # memoize only str: in a dict, True == 1 == 1.0
+        """The partition of a key (memoized for str keys while the memo pays), checked."""
+        memo = self._memo
+        # memoize only str: in a dict, True == 1 == 1.0
+        if memo is None or type(key) is not str:
             return self._check(self._partition(key, self.reducers))
-        p = self._memo.get(key)
+        self._asked += 1
+        p = memo.get(key)
         if p is None:
-            p = self._memo[key] = self._check(self._partition(key, self.reducers))
-            if len(self._memo) > 1_000_000:
-                self._memo.clear()
+            p = memo[key] = self._check(self._partition(key, self.reducers))
+            if len(memo) >= MEMO_TRIAL and 2 * len(memo) > self._asked:
+                # mostly keys never seen before (a sort's): the memo costs three times
+                # what it saves, so stop keeping it
+                self._memo = None
+            elif len(memo) > 1_000_000:
+                memo.clear()
         return p
 
     def _check(self, p: Any) -> int:
