@@ -730,3 +730,24 @@ def test_the_partition_memo_is_kept_only_while_it_pays():
     words = [f"w{i % 300}" for i in range(10 * MEMO_TRIAL)]
     assert [repeating.part(k) for k in words] == [default_partition(k, 5) for k in words]
     assert repeating._memo is not None and len(repeating._memo) == 300
+
+
+@pytest.mark.parametrize("size", [20, 200, 1000])
+def test_a_map_spills_by_bytes_whatever_the_size_of_its_records(size):
+    """Issue 13: a map spilled every million records, whatever their size, so its memory
+    grew with its records. With spill_bytes, each spill holds about that many bytes."""
+    budget = 2 << 20
+    sink, rep = FakeSink(), FakeReporter()
+    out = MapOutput.for_job(Plain(), 3, sid, sink, 10**6, rep, 1 << 20)
+    out.spill_bytes, out._sized = budget, False  # as a worker's TaskEnv sets them
+    record = len(encode_pairs([("k00000000", "v" * size)])) - 1  # less the array header
+    n = 10 * budget // record
+    for i in range(0, n, 500):
+        feed(out, [(f"k{j:08d}", "v" * size) for j in range(i, min(n, i + 500))])
+    out.spill()
+    by_run: dict = {}
+    for (_, run, _), payload, _ in sink.writes:
+        by_run[run] = by_run.get(run, 0) + len(payload)
+    assert 9 <= len(by_run) <= 12, by_run  # about 10 spills of about 2 MiB each
+    assert max(by_run.values()) <= 1.3 * budget
+    assert sorted(p[0] for p in sink.pairs()) == [f"k{j:08d}" for j in range(n)]
