@@ -65,6 +65,7 @@ class Config:
     task_pids: int = 1024
     task_cpu_weight: int = 100
     spill_records: int = 1_000_000
+    spill_bytes: int = 32 << 20
     segment_max: int = 4 << 20
     slot_size: int = 64 << 20
     slot_count: int = 64
@@ -121,6 +122,7 @@ _KEYS = {
     ("worker", "task_cpu_weight"): ("task_cpu_weight", int),
     ("worker", "parallelism"): ("parallelism", int),
     ("worker", "spill_records"): ("spill_records", int),
+    ("worker", "spill_bytes"): ("spill_bytes", "size"),
     ("worker", "segment_max"): ("segment_max", "size"),
     ("pool", "slot_size"): ("slot_size", "size"),
     ("pool", "slots"): ("slot_count", int),
