@@ -61,6 +61,10 @@ def _add_submit(sub: Any) -> None:
                    help="bytes per map task (default: enough maps for two waves over the "
                         "cluster's task slots, at most 64M each)")
     s.add_argument("--max-attempts", type=int, default=None, metavar="N")
+    s.add_argument("--priority", choices=("high", "normal", "low"), default=None,
+                   help="the job's share of the task slots against other running jobs "
+                        "(high 4 : normal 2 : low 1; default: the master's "
+                        "[master] default_priority, normal)")
     s.add_argument("--task-timeout", type=float, default=None, metavar="SECONDS")
     s.add_argument("--task-memory", metavar="SIZE",
                    help="memory each task attempt may use (e.g. 512M; default: the "
@@ -432,6 +436,8 @@ async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dic
                              ) -> int:
     if args.max_attempts:
         spec["max_attempts"] = args.max_attempts
+    if getattr(args, "priority", None):
+        spec["priority"] = args.priority
     reply = await peer.call("submit", spec=spec)
     job_id = reply["job"]
     if args.detach:
@@ -622,9 +628,10 @@ def _print_status(status: dict) -> None:
 
 
 def _print_jobs(rows: list) -> None:
-    print(f"{'JOB':<22} {'NAME':<16} {'STATE':<11} {'MAPS':>9} {'REDUCES':>9}")
+    print(f"{'JOB':<22} {'NAME':<16} {'STATE':<11} {'PRIO':<6} {'MAPS':>9} {'REDUCES':>9}")
     for r in rows:
         print(f"{r['job']:<22} {r.get('name', ''):<16.16} {r['state']:<11} "
+              f"{r.get('priority') or 'normal':<6} "
               f"{r['maps']['done']:>4}/{r['maps']['total']:<4} "
               f"{r['reduces']['done']:>4}/{r['reduces']['total']:<4}")
 

@@ -10,6 +10,7 @@ from typing import Optional
 from . import admission
 from .errors import ConfigError
 from .inputs import parse_size
+from .messages import Priority
 
 DEFAULT_PATH = "/etc/blfs/blfs.toml"
 MASTER_PORT = 7070
@@ -48,6 +49,7 @@ class Config:
     task_timeout: float = 600.0
     speculation: bool = True
     default_reducers: int = 0  # 0: one per worker
+    default_priority: Priority = Priority.NORMAL  # of a job submitted without --priority
     history_days: float = 30.0  # finished jobs' records are pruned after this; 0: never
     nodes: list = field(default_factory=list)
     # worker
@@ -109,6 +111,7 @@ _KEYS = {
     ("master", "task_timeout"): ("task_timeout", float),
     ("master", "speculation"): ("speculation", bool),
     ("master", "reducers"): ("default_reducers", int),
+    ("master", "default_priority"): ("default_priority", Priority),
     ("master", "history_days"): ("history_days", float),
     ("worker", "name"): ("worker_name", str),
     ("worker", "listen"): ("worker_listen", str),
