@@ -253,6 +253,7 @@ class Scheduler:
         self.workers: dict[str, WorkerState] = {}
         self.jobs: dict[str, ScheduledJob] = {}
         self.attempts: dict[str, Attempt] = {}
+        self.placer = Placer(self)
 
     # ------------------------------------------------------------------ workers
 
@@ -465,8 +466,27 @@ class Scheduler:
                     actions += self._commit(job, now, again=True)
                 continue
             running.append(job)
-        actions += self._share(running, now)
-        for job in running if self.settings.speculation else []:
+        return actions + self.placer.place(running, now)
+
+    # ---------------------------------------------------------------- reporting
+
+    def job_status(self, job_id: str) -> dict:
+        """What a client sees of a job (see job_status below)."""
+        return job_status(self.jobs[job_id])
+
+
+class Placer:
+    """Where and when attempts start: the free task slots shared among the running jobs
+    (fair share by priority), a worker's own splits first, backups of stragglers. It
+    changes the scheduler's state only by launching attempts."""
+
+    def __init__(self, sched: "Scheduler"):
+        self.sched = sched
+
+    def place(self, jobs: list, now: float) -> list:
+        """Launches for the running jobs (in submission order), then their backups."""
+        actions = self._share(jobs, now)
+        for job in jobs if self.sched.settings.speculation else []:
             for stage in job.stages:
                 actions += self._speculate(job, stage.tasks, now)
         return actions
@@ -475,11 +495,11 @@ class Scheduler:
         """Fair share: first every job up to its share of all slots (its priority's weight
         over the running jobs' weights), the furthest below its share first, older first
         among equals; then what is still free to whoever can use it, in the same order."""
-        free = sum(w.free for w in self.workers.values())
+        free = sum(w.free for w in self.sched.workers.values())
         if free <= 0 or not jobs:  # all slots busy: nothing to decide (the common case)
             return []
         load = {j.id: sum(len(t.running()) for t in j.tasks()) for j in jobs}
-        quota = shares(jobs, load, sum(w.parallelism for w in self.workers.values()
+        quota = shares(jobs, load, sum(w.parallelism for w in self.sched.workers.values()
                                        if w.alive))
         actions: list = []
         for first_pass in (True, False):
@@ -503,21 +523,22 @@ class Scheduler:
                 if len(actions) >= cap:
                     return actions
                 if task.state == TaskState.PENDING:
-                    worker = choose_worker(task, self.workers.values(), local_only)
+                    worker = choose_worker(task, self.sched.workers.values(), local_only)
                     if worker is not None:
                         actions.append(self._launch(task, worker, now))
         return actions
 
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
-        a = task.new_attempt(worker, now, self.epoch, backup)
-        self.attempts[a.id] = a
-        self.workers[worker].running.add(a.id)
+        sched = self.sched
+        a = task.new_attempt(worker, now, sched.epoch, backup)
+        sched.attempts[a.id] = a
+        sched.workers[worker].running.add(a.id)
         return Launch(worker, attempt_spec(a))
 
     def _speculate(self, job: ScheduledJob, phase: list, now: float) -> list:
         """Backup attempts for the stragglers at the end of a stage (only while their
         input is all there: a producer may be running again)."""
-        threshold = straggler_threshold(phase, self.settings)
+        threshold = straggler_threshold(phase, self.sched.settings)
         actions: list = []
         for task in phase if threshold is not None else []:
             running = task.running()
@@ -527,16 +548,10 @@ class Scheduler:
             a = running[0]
             if now - a.started < threshold:
                 continue
-            worker = backup_worker(self.workers.values(), task.avoid | {a.worker})
+            worker = backup_worker(self.sched.workers.values(), task.avoid | {a.worker})
             if worker is not None:
                 actions.append(self._launch(task, worker, now, backup=True))
         return actions
-
-    # ---------------------------------------------------------------- reporting
-
-    def job_status(self, job_id: str) -> dict:
-        """What a client sees of a job (see job_status below)."""
-        return job_status(self.jobs[job_id])
 
 
 def attempt_spec(a: Attempt) -> AttemptSpec:
