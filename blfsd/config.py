@@ -10,6 +10,7 @@ from typing import Optional
 from . import admission
 from .errors import ConfigError
 from .inputs import parse_size
+from .messages import Priority
 
 DEFAULT_PATH = "/etc/blfs/blfs.toml"
 MASTER_PORT = 7070
@@ -48,6 +49,7 @@ class Config:
     task_timeout: float = 600.0
     speculation: bool = True
     default_reducers: int = 0  # 0: one per worker
+    default_priority: Priority = Priority.NORMAL  # of a job submitted without --priority
     history_days: float = 30.0  # finished jobs' records are pruned after this; 0: never
     nodes: list = field(default_factory=list)
     # worker
@@ -65,6 +67,7 @@ class Config:
     task_pids: int = 1024
     task_cpu_weight: int = 100
     spill_records: int = 1_000_000
+    spill_bytes: int = 32 << 20
     segment_max: int = 4 << 20
     slot_size: int = 64 << 20
     slot_count: int = 64
@@ -108,6 +111,7 @@ _KEYS = {
     ("master", "task_timeout"): ("task_timeout", float),
     ("master", "speculation"): ("speculation", bool),
     ("master", "reducers"): ("default_reducers", int),
+    ("master", "default_priority"): ("default_priority", Priority),
     ("master", "history_days"): ("history_days", float),
     ("worker", "name"): ("worker_name", str),
     ("worker", "listen"): ("worker_listen", str),
@@ -121,6 +125,7 @@ _KEYS = {
     ("worker", "task_cpu_weight"): ("task_cpu_weight", int),
     ("worker", "parallelism"): ("parallelism", int),
     ("worker", "spill_records"): ("spill_records", int),
+    ("worker", "spill_bytes"): ("spill_bytes", "size"),
     ("worker", "segment_max"): ("segment_max", "size"),
     ("pool", "slot_size"): ("slot_size", "size"),
     ("pool", "slots"): ("slot_count", int),

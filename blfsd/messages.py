@@ -88,6 +88,18 @@ _COUNTED = frozenset({FailureKind.USER, FailureKind.CRASHED, FailureKind.OOM,
 _APART = frozenset({FailureKind.LOST, FailureKind.DISK_FULL, FailureKind.INTERNAL})
 
 
+class Priority(enum.StrEnum):
+    """A job's claim on the cluster's task slots, against other running jobs."""
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def weight(self) -> int:
+        """Its share of the slots, against the others' (high 4 : normal 2 : low 1)."""
+        return {"high": 4, "normal": 2, "low": 1}[self.value]
+
+
 class TaskKind(enum.StrEnum):
     """What a task runs: a map (over a split) or a reduce (of a partition)."""
     MAP = "map"
@@ -392,6 +404,7 @@ class JobSpec(Message):
     task_pids: Optional[int] = None
     task_cpu_weight: Optional[int] = None
     submitted_at: float = 0.0  # set by the master: wall clock, orders jobs across restarts
+    priority: Optional[Priority] = None  # None: the master's [master] default_priority
 
     def _refuse(self) -> Optional[str]:
         if not self.splits:

@@ -103,9 +103,20 @@ def decode_pairs(payload: bytes) -> list:
                            unicode_errors=_UNICODE)
 
 
+SAMPLE = 256  # pairs encoded to guess the size of the first chunk
+
+
 def chunk_pairs(pairs: list, limit: int) -> Iterable[bytes]:
-    """Encode sorted pairs as consecutive payloads of at most limit bytes each."""
+    """Encode sorted pairs as consecutive payloads of at most limit bytes each.
+
+    The first chunk's size is guessed from the bytes per pair of a small sample: encoding
+    the whole partition first, only to find it too big and encode it again in pieces,
+    took half of all the packing of a large spill."""
     start, step = 0, max(1, len(pairs))
+    if len(pairs) > SAMPLE:
+        sample = len(encode_pairs(pairs[:SAMPLE]))
+        if sample * len(pairs) > limit * SAMPLE:  # it will not fit in one
+            step = max(1, int(SAMPLE * limit / sample * 0.9))
     while start < len(pairs):
         data = encode_pairs(pairs[start:start + step])
         if len(data) > limit and step > 1:

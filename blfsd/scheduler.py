@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 
 from . import pipeline, retries
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
-                       JobSpec, JobState, Split, TaskKind, TaskResult, TaskState)
+                       JobSpec, JobState, Priority, Split, TaskKind, TaskResult, TaskState)
 from .job import MAX_COUNTER_NAME, MAX_COUNTERS, MAX_STATUS, truncate
 from .pipeline import Stage
 
@@ -253,6 +253,7 @@ class Scheduler:
         self.workers: dict[str, WorkerState] = {}
         self.jobs: dict[str, ScheduledJob] = {}
         self.attempts: dict[str, Attempt] = {}
+        self.placer = Placer(self)
 
     # ------------------------------------------------------------------ workers
 
@@ -449,9 +450,10 @@ class Scheduler:
         return actions + self.schedule(now)
 
     def schedule(self, now: float) -> list:
-        """Start queued jobs and place pending tasks, in submission order (so a later job
-        only gets what the earlier ones cannot use)."""
+        """Start queued jobs, then share the free task slots among the running jobs by
+        their priorities (see shares), and start backups of stragglers."""
         actions: list = []
+        running: list = []
         for job in sorted(self.jobs.values(), key=lambda j: j.spec.submitted_at):
             if job.state == JobState.QUEUED:
                 job.state, job.started = JobState.RUNNING, now
@@ -463,36 +465,80 @@ class Scheduler:
                        for t in job.final.tasks):
                     actions += self._commit(job, now, again=True)
                 continue
+            running.append(job)
+        return actions + self.placer.place(running, now)
+
+    # ---------------------------------------------------------------- reporting
+
+    def job_status(self, job_id: str) -> dict:
+        """What a client sees of a job (see job_status below)."""
+        return job_status(self.jobs[job_id])
+
+
+class Placer:
+    """Where and when attempts start: the free task slots shared among the running jobs
+    (fair share by priority), a worker's own splits first, backups of stragglers. It
+    changes the scheduler's state only by launching attempts."""
+
+    def __init__(self, sched: "Scheduler"):
+        self.sched = sched
+
+    def place(self, jobs: list, now: float) -> list:
+        """Launches for the running jobs (in submission order), then their backups."""
+        actions = self._share(jobs, now)
+        for job in jobs if self.sched.settings.speculation else []:
             for stage in job.stages:
-                actions += self._place(job, stage, now)
+                actions += self._speculate(job, stage.tasks, now)
         return actions
 
-    def _place(self, job: ScheduledJob, stage: Stage, now: float) -> list:
-        """Launch the stage's pending tasks whose input is ready, then backups."""
-        pending = [t for t in stage.tasks if t.state == TaskState.PENDING
+    def _share(self, jobs: list, now: float) -> list:
+        """Fair share: first every job up to its share of all slots (its priority's weight
+        over the running jobs' weights), the furthest below its share first, older first
+        among equals; then what is still free to whoever can use it, in the same order."""
+        free = sum(w.free for w in self.sched.workers.values())
+        if free <= 0 or not jobs:  # all slots busy: nothing to decide (the common case)
+            return []
+        load = {j.id: sum(len(t.running()) for t in j.tasks()) for j in jobs}
+        quota = shares(jobs, load, sum(w.parallelism for w in self.sched.workers.values()
+                                       if w.alive))
+        actions: list = []
+        for first_pass in (True, False):
+            order = sorted(jobs, key=lambda j: (load[j.id] / weight(j), j.spec.submitted_at))
+            for job in order:
+                cap = min(quota[job.id], free) if first_pass else free
+                placed = self._place(job, now, cap) if cap > 0 else []
+                load[job.id] += len(placed)
+                free -= len(placed)
+                actions += placed
+        return actions
+
+    def _place(self, job: ScheduledJob, now: float, cap: int) -> list:
+        """Launch up to `cap` of the job's pending tasks whose input is ready, a worker
+        taking the splits it holds before anyone else's."""
+        pending = [t for t in job.tasks() if t.state == TaskState.PENDING
                    and pipeline.ready(job, t)]
         actions: list = []
-        # two passes: a worker takes the splits it holds before anyone else's
         for local_only in (True, False) if pending else ():
             for task in pending:
+                if len(actions) >= cap:
+                    return actions
                 if task.state == TaskState.PENDING:
-                    worker = choose_worker(task, self.workers.values(), local_only)
+                    worker = choose_worker(task, self.sched.workers.values(), local_only)
                     if worker is not None:
                         actions.append(self._launch(task, worker, now))
-        if self.settings.speculation:
-            actions += self._speculate(job, stage.tasks, now)
         return actions
 
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
-        a = task.new_attempt(worker, now, self.epoch, backup)
-        self.attempts[a.id] = a
-        self.workers[worker].running.add(a.id)
+        sched = self.sched
+        a = task.new_attempt(worker, now, sched.epoch, backup)
+        sched.attempts[a.id] = a
+        sched.workers[worker].running.add(a.id)
         return Launch(worker, attempt_spec(a))
 
     def _speculate(self, job: ScheduledJob, phase: list, now: float) -> list:
         """Backup attempts for the stragglers at the end of a stage (only while their
         input is all there: a producer may be running again)."""
-        threshold = straggler_threshold(phase, self.settings)
+        threshold = straggler_threshold(phase, self.sched.settings)
         actions: list = []
         for task in phase if threshold is not None else []:
             running = task.running()
@@ -502,16 +548,10 @@ class Scheduler:
             a = running[0]
             if now - a.started < threshold:
                 continue
-            worker = backup_worker(self.workers.values(), task.avoid | {a.worker})
+            worker = backup_worker(self.sched.workers.values(), task.avoid | {a.worker})
             if worker is not None:
                 actions.append(self._launch(task, worker, now, backup=True))
         return actions
-
-    # ---------------------------------------------------------------- reporting
-
-    def job_status(self, job_id: str) -> dict:
-        """What a client sees of a job (see job_status below)."""
-        return job_status(self.jobs[job_id])
 
 
 def attempt_spec(a: Attempt) -> AttemptSpec:
@@ -560,6 +600,7 @@ def job_status(job: ScheduledJob) -> dict:
                for t in job.tasks() for a in t.running()]
     return {
         "job": job.id, "name": job.spec.name, "state": job.state,
+        "priority": job.spec.priority or Priority.NORMAL,
         "version": job.version, "error": job.error,
         "maps": {"total": len(job.maps), "done": count(job.maps, TaskState.SUCCEEDED),
                  "running": count(job.maps, TaskState.RUNNING)},
@@ -643,6 +684,18 @@ def bound_counters(counters: Any, limit: int) -> dict:
         blfs = out.setdefault("blfs", {})
         blfs["counters_dropped"] = blfs.get("counters_dropped", 0) + dropped
     return out
+
+
+def weight(job: ScheduledJob) -> int:
+    """A job's claim on the slots, from its priority."""
+    return (job.spec.priority or Priority.NORMAL).weight
+
+
+def shares(jobs: list, load: dict, slots: int) -> dict:
+    """job id -> how many more attempts it may start before it has its share of `slots`:
+    its weight over all the running jobs' weights (rounded up), less what it runs."""
+    total = sum(weight(j) for j in jobs) or 1
+    return {j.id: max(0, -(-slots * weight(j) // total) - load[j.id]) for j in jobs}
 
 
 def held_slots(jobs: Iterable[ScheduledJob], node: str) -> list:

@@ -177,3 +177,26 @@ def test_tasks_and_logs_on_a_cluster_fetch_the_output_from_the_workers(tmp_path)
         gone = json.loads(cluster.blfs("logs", job, "m-00000", "--json").stdout)
         assert gone["attempts"][1]["output"] is None
         assert gone["attempts"][1]["unreachable"].startswith(f"worker {worker}: ")
+
+
+def test_tasks_show_a_backup_attempt_and_why_the_slower_one_was_killed(tmp_path):
+    """A straggling map gets a backup on another worker (speculation); whichever finishes
+    first wins, and `blfs tasks` says that the other was killed because of it."""
+    corpus = make_corpus(tmp_path / "c.txt", 2000)
+    hist = tmp_path / "hist"
+    proc = blfs("submit", os.path.join(JOBS, "straggler.py"), "--input", corpus, "--output",
+                str(tmp_path / "out"), "--local", "--workers", "2", "--split-size", "8K",
+                "--keep-history", str(hist), "--", "6")
+    assert proc.returncode == 0, proc.stderr
+    job = re.search(r"job (\S+) succeeded", proc.stderr).group(1)
+    rows = json.loads(blfs("tasks", job, "--history", str(hist), "--json").stdout)
+    m1 = [r for r in rows if r["task"] == "m-00001"]
+    assert len(m1) == 2 and sum(r["backup"] for r in m1) == 1, m1
+    won, lost = sorted(m1, key=lambda r: r["state"] != "succeeded")
+    assert won["state"] == "succeeded" and lost["state"] == "killed"
+    number = won["attempt"].split("/")[-1].split("@")[0]
+    assert lost["why"] == f"attempt {number} won"
+    assert won["worker"] != lost["worker"]
+    failed = [r for r in rows if r["state"] == "failed"]
+    assert [r["task"] for r in failed] == ["r-00000"]
+    assert read_counts(str(tmp_path / "out")) == word_counts(corpus)

@@ -225,6 +225,35 @@ def test_chunk_pairs_respects_the_limit_and_decodes_back(pairs, extra):
         assert len(chunks) == (1 if pairs else 0)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_large_partitions_respect_the_limit_and_decode_back(seed):
+    """Partitions larger than the size sample, whose records may grow past it (the sample
+    then guesses too small a size per record, and a chunk must shrink)."""
+    import random
+    rng = random.Random(seed)
+    n = rng.randint(257, 3000)
+    grow = rng.choice([1, 1, 20])  # records after the sample may be 20 times larger
+    pairs = sorted((f"k{i:05d}", "v" * rng.randint(0, 60) * (grow if i > 256 else 1))
+                   for i in range(n))
+    limit = rng.randint(1300, 60_000)
+    chunks = list(chunk_pairs(pairs, limit))
+    assert all(0 < len(c) <= limit for c in chunks)
+    assert list(chain.from_iterable(decode_pairs(c) for c in chunks)) == [list(p) for p in pairs]
+
+
+def test_a_large_partition_is_encoded_about_once(monkeypatch):
+    """Issue 13's profile: a spill's partition was encoded whole, found too big, and encoded
+    again in pieces. Now the pairs encoded in all are the partition once, and a sample."""
+    from blfsd import records
+    encoded = []
+    real = records.encode_pairs
+    monkeypatch.setattr(records, "encode_pairs", lambda ps: encoded.append(len(ps)) or real(ps))
+    pairs = [(f"k{i:07d}", "v" * 88) for i in range(100_000)]
+    chunks = list(records.chunk_pairs(pairs, 1 << 20))
+    assert len(chunks) >= 10
+    assert sum(encoded) <= len(pairs) * 1.15 + records.SAMPLE, (sum(encoded), len(encoded))
+
+
 def test_chunk_pairs_edge_cases():
     assert list(chunk_pairs([], 10)) == []
     big = [("k", "x" * 100)]
@@ -686,3 +715,39 @@ def test_a_record_that_is_not_a_pair_fails_with_or_without_combiner():
     with pytest.raises((ValueError, TypeError)):
         out.add(lambda k, v: [(k, 1, "extra")], ["a", "b"], [0, 0])
         out.spill()
+
+
+def test_the_partition_memo_is_kept_only_while_it_pays():
+    """Issue 13's profile: with keys that never repeat (a sort), memoizing each key's
+    partition cost three times what partitioning did. The memo now stops after
+    MEMO_TRIAL keys if most were new; keys that repeat keep it. Partitions stay exact."""
+    from blfsd.runtime.spill import MEMO_TRIAL
+    unique, _, _ = make_out(Plain(), reducers=5)
+    keys = [f"key-{i}" for i in range(3 * MEMO_TRIAL)]
+    assert [unique.part(k) for k in keys] == [default_partition(k, 5) for k in keys]
+    assert unique._memo is None
+    repeating, _, _ = make_out(Plain(), reducers=5)
+    words = [f"w{i % 300}" for i in range(10 * MEMO_TRIAL)]
+    assert [repeating.part(k) for k in words] == [default_partition(k, 5) for k in words]
+    assert repeating._memo is not None and len(repeating._memo) == 300
+
+
+@pytest.mark.parametrize("size", [20, 200, 1000])
+def test_a_map_spills_by_bytes_whatever_the_size_of_its_records(size):
+    """Issue 13: a map spilled every million records, whatever their size, so its memory
+    grew with its records. With spill_bytes, each spill holds about that many bytes."""
+    budget = 2 << 20
+    sink, rep = FakeSink(), FakeReporter()
+    out = MapOutput.for_job(Plain(), 3, sid, sink, 10**6, rep, 1 << 20)
+    out.spill_bytes, out._sized = budget, False  # as a worker's TaskEnv sets them
+    record = len(encode_pairs([("k00000000", "v" * size)])) - 1  # less the array header
+    n = 10 * budget // record
+    for i in range(0, n, 500):
+        feed(out, [(f"k{j:08d}", "v" * size) for j in range(i, min(n, i + 500))])
+    out.spill()
+    by_run: dict = {}
+    for (_, run, _), payload, _ in sink.writes:
+        by_run[run] = by_run.get(run, 0) + len(payload)
+    assert 9 <= len(by_run) <= 12, by_run  # about 10 spills of about 2 MiB each
+    assert max(by_run.values()) <= 1.3 * budget
+    assert sorted(p[0] for p in sink.pairs()) == [f"k{j:08d}" for j in range(n)]

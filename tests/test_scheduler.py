@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from blfsd import scheduler as sch
-from blfsd.messages import (FINISHED, FailureKind, JobSpec, JobState, SegmentLocation, Split,
-                            TaskResult)
+from blfsd.messages import (FINISHED, FailureKind, JobSpec, JobState, Priority,
+                            SegmentLocation, Split, TaskResult)
 from blfsd.scheduler import (Commit, JobEnded, Kill, Launch, Release, Scheduler, Settings,
                              TaskDone)
 
@@ -843,6 +843,59 @@ def test_a_later_job_uses_capacity_the_first_cannot_use():
     s.submit("b", make_spec(maps=5, reducers=1), 1)
     got = of(s.schedule(2), Launch)
     assert [l.attempt.job for l in got] == ["a", "b", "b", "b"]
+
+
+# ------------------------------------------------------------------ shares (issue 15)
+
+
+def test_a_new_job_gets_slots_as_tasks_finish_while_an_older_one_still_has_pending():
+    """The one-minute job behind the ten-hour job: it no longer waits for the older job's
+    last pending task; each slot that frees goes to whoever is furthest below its share."""
+    s = cluster("w1", parallelism=4, settings_=Settings(speculation=False))
+    s.submit("long", make_spec(maps=20, reducers=1), 0)
+    assert len(of(s.schedule(0), Launch)) == 4
+    s.submit("short", make_spec(maps=4, reducers=1), 1)
+    assert of(s.schedule(1), Launch) == []  # nothing is free yet
+    for aid in running_ids(s, "long")[:2]:
+        succeed(s, aid, 2)
+    got = [l.attempt.job for l in of(s.schedule(2), Launch)]
+    assert got == ["short", "short"]  # its share (2 of 4), though "long" has 16 pending
+    check_consistent(s)
+
+
+def test_priorities_weight_the_shares_and_the_furthest_below_goes_first():
+    s = cluster("w1", "w2", parallelism=5, settings_=Settings(speculation=False))
+    s.submit("low", make_spec(maps=30, reducers=1, priority=Priority.LOW), 0)
+    s.submit("high", make_spec(maps=30, reducers=1, priority=Priority.HIGH), 1)
+    got = [l.attempt.job for l in of(s.schedule(2), Launch)]
+    assert got.count("high") == 8 and got.count("low") == 2  # 4 : 1 of 10 slots
+    # a slot freed by the high job goes back to it: low already has its share
+    succeed(s, running_ids(s, "high")[0], 3)
+    assert [l.attempt.job for l in of(s.schedule(3), Launch)] == ["high"]
+    # one freed by the low job goes back to the low job, the furthest below its share
+    succeed(s, running_ids(s, "low")[0], 4)
+    assert [l.attempt.job for l in of(s.schedule(4), Launch)] == ["low"]
+    check_consistent(s)
+
+
+def test_a_cancelled_job_frees_its_share_at_once():
+    s = cluster("w1", parallelism=4, settings_=Settings(speculation=False))
+    s.submit("a", make_spec(maps=10, reducers=1), 0)
+    s.submit("b", make_spec(maps=10, reducers=1), 1)
+    assert [l.attempt.job for l in of(s.schedule(2), Launch)] == ["a", "a", "b", "b"]
+    s.cancel("a", 3)
+    assert [l.attempt.job for l in of(s.schedule(3), Launch)] == ["b", "b"]
+    check_consistent(s)
+
+
+def test_shares_round_up_and_count_what_runs():
+    from blfsd.scheduler import shares
+    s = Scheduler()
+    for name, prio in (("a", Priority.NORMAL), ("b", Priority.NORMAL), ("c", Priority.LOW)):
+        s.submit(name, make_spec(priority=prio), 0)
+    jobs = list(s.jobs.values())
+    assert shares(jobs, {"a": 0, "b": 3, "c": 0}, 10) == {"a": 4, "b": 1, "c": 2}
+    assert shares(jobs, {"a": 9, "b": 0, "c": 0}, 10) == {"a": 0, "b": 4, "c": 2}
 
 
 def test_jobs_are_independent():

@@ -23,7 +23,8 @@ from . import placement
 log = logging.getLogger("blfs.master")
 
 WAIT_LIMIT = 60.0  # seconds a `wait` may hold a client at most
-LISTED = ("job", "name", "state", "maps", "reduces", "progress", "error", "output")
+LISTED = ("job", "name", "state", "priority", "maps", "reduces", "progress", "error",
+          "output")
 SUMMARY = LISTED + ("submitted", "started", "finished")
 RETIRE_AFTER = 60.0  # seconds a finished job stays whole in memory (late reports, waits)
 PRUNE_EVERY = 3600.0  # seconds between prunings of old job records
@@ -167,6 +168,7 @@ class Jobs:
         spec = spec.replace(
             reducers=placement.default_reducers(spec.reducers, self.config.default_reducers,
                                                 alive),
+            priority=spec.priority or self.config.default_priority,
             submitted_at=time.time())  # wall clock: survives a restart, orders jobs
         job_id = new_job_id()
         # durably recorded before it is accepted: else refused (StateError), nothing runs

@@ -155,6 +155,7 @@ class WorkerLinks:
         """Ping every heartbeat_interval; a missed deadline hangs up (the worker is lost)."""
         while not peer.closed.is_set():
             await asyncio.sleep(self.config.heartbeat_interval)
+            sent = time.monotonic()
             try:
                 pong = await peer.call("ping", limit=self.config.heartbeat_timeout,
                                        time=time.time())
@@ -165,7 +166,10 @@ class WorkerLinks:
             except BlfsError:
                 return
             if isinstance(pong, dict):
-                self.sched.update_worker(name, {k: pong[k] for k in USAGE if k in pong})
+                usage = {k: pong[k] for k in USAGE if k in pong}
+                # measured here, not reported: `blfs workers` and blfs ui show it
+                usage["heartbeat_rtt"] = round(time.monotonic() - sent, 6)
+                self.sched.update_worker(name, usage)
 
     # ------------------------------------------------------------------ from the workers
 

@@ -37,6 +37,7 @@ class TaskEnv:
     slot_size: int
     spill_records: int
     segment_max: int
+    spill_bytes: int = 32 << 20
 
 
 class Output:
@@ -63,7 +64,8 @@ class Output:
             return storage.SegmentId(spec.job, spec.index, spec.attempt, partition, run,
                                      seq, spec.stage)
         return MapOutput(self._shape(), sid, self.sink, env.spill_records,
-                         self.code.reporter, env.segment_max)
+                         self.code.reporter, env.segment_max,
+                         spill_bytes=env.spill_bytes)
 
     def _shape(self) -> Shape:
         """The output as the stage it feeds needs it (pipeline.py)."""

@@ -41,6 +41,10 @@ class Shape:
                    sort_values=bool(job.sort_values))
 
 
+SIZE_SAMPLE = 1024  # buffered pairs encoded to size the first spill
+MEMO_TRIAL = 8192  # distinct keys after which the partition memo must have paid
+
+
 class MapOutput:
     """Buffers a task's output, combines it, and spills sorted segments per partition.
 
@@ -55,12 +59,15 @@ class MapOutput:
 
     def __init__(self, shape: Shape, sid: Callable[[int, int, int], Any],
                  sink: storage.SegmentSink, limit: int, reporter: Reporter,
-                 segment_max: int, job: Optional[Job] = None):
+                 segment_max: int, job: Optional[Job] = None,
+                 spill_bytes: Optional[int] = None):
         self.shape = shape
         self.reducers = shape.partitions
         self.sid = sid
         self.sink = sink
-        self.limit = limit
+        self.limit = self.spill_records = limit  # entries buffered before a spill
+        self.spill_bytes = spill_bytes
+        self._sized = spill_bytes is None
         self.reporter = reporter
         self.job = job or reporter.job  # whose counters a replayed batch must restore
         self.segment_max = min(segment_max, sink.max_payload)
@@ -73,7 +80,8 @@ class MapOutput:
         self.records = 0
         self.spills = 0
         self._partition = shape.partition
-        self._memo: dict = {}
+        self._memo: Optional[dict] = {}  # key -> partition (see part)
+        self._asked = 0
 
     @classmethod
     def for_job(cls, job: Job, reducers: int, sid: Callable[[int, int, int], Any],
@@ -100,8 +108,22 @@ class MapOutput:
             self._count(pairs)
         else:
             self.pairs.extend(pairs)
+        self._maybe_spill()
+
+    def _maybe_spill(self) -> None:
+        if not self._sized and len(self.pairs) >= SIZE_SAMPLE:
+            self._size_spills(len(records.encode_pairs(self.pairs[:SIZE_SAMPLE])),
+                              SIZE_SAMPLE)
         if self.buffered() >= self.limit:
             self.spill()
+
+    def _size_spills(self, encoded: int, pairs: int) -> None:
+        """Spill by bytes, not records (Hadoop's io.sort.mb): from what `pairs` pairs
+        encode to, the entries that make about spill_bytes. Once from a sample of the
+        first pairs, then from each spill's real bytes; never above spill_records."""
+        self._sized = True
+        per = max(1.0, encoded / max(1, pairs))
+        self.limit = max(SIZE_SAMPLE, min(self.spill_records, int(self.spill_bytes / per)))
 
     def add(self, mapper: Callable, keys: list, values: list) -> None:
         """Run the map over one batch of input records and buffer what it yields."""
@@ -109,8 +131,7 @@ class MapOutput:
             self._count_stream(mapper, keys, values)
         else:
             self._add_checked(mapper, keys, values)
-        if self.buffered() >= self.limit:
-            self.spill()
+        self._maybe_spill()
 
     def _count_stream(self, mapper: Callable, keys: list, values: list) -> None:
         """Count the keys straight from the user's generators: no list, no check per record."""
@@ -194,14 +215,21 @@ class MapOutput:
         self.by_value = {}
 
     def part(self, key: Any) -> int:
-        """The partition of a key (memoized for str keys), checked."""
-        if type(key) is not str:  # memoize only str: in a dict, True == 1 == 1.0
+        """The partition of a key (memoized for str keys while the memo pays), checked."""
+        memo = self._memo
+        # memoize only str: in a dict, True == 1 == 1.0
+        if memo is None or type(key) is not str:
             return self._check(self._partition(key, self.reducers))
-        p = self._memo.get(key)
+        self._asked += 1
+        p = memo.get(key)
         if p is None:
-            p = self._memo[key] = self._check(self._partition(key, self.reducers))
-            if len(self._memo) > 1_000_000:
-                self._memo.clear()
+            p = memo[key] = self._check(self._partition(key, self.reducers))
+            if len(memo) >= MEMO_TRIAL and 2 * len(memo) > self._asked:
+                # mostly keys never seen before (a sort's): the memo costs three times
+                # what it saves, so stop keeping it
+                self._memo = None
+            elif len(memo) > 1_000_000:
+                memo.clear()
         return p
 
     def _check(self, p: Any) -> int:
@@ -234,6 +262,7 @@ class MapOutput:
         """Combine what is buffered, partition (and sort) it, and write each partition as
         segments (several when it is larger than segment_max) of one run."""
         started = time.monotonic()
+        entries, written = self.buffered(), 0
         self.reporter.count("map_output_records", self.records)
         parts: list = [[] for _ in range(self.reducers)]
         for k, v in self._combined():
@@ -251,7 +280,10 @@ class MapOutput:
                 flags = storage.FLAG_CANONICAL_ORDER
             for seq, payload in enumerate(records.chunk_pairs(pairs, self.segment_max)):
                 self.sink.write(self.sid(p, self.spills, seq), payload, flags)
-                self.reporter.count("map_output_bytes", len(payload))
+                written += len(payload)
+        self.reporter.count("map_output_bytes", written)
+        if self.spill_bytes and entries:
+            self._size_spills(written, entries)
         self.spills += 1
         self.reporter.count("map_spills", 1)
         self.reporter.add_time("spill_ms", time.monotonic() - started)

@@ -234,7 +234,8 @@ class Attempts:
         cfg, m = self.config, self.disk.manifest
         return runtime.TaskEnv(
             node=self.disk.name, generation=m.generation, slot_size=m.slot_size,
-            spill_records=cfg.spill_records, segment_max=cfg.segment_max)
+            spill_records=cfg.spill_records, segment_max=cfg.segment_max,
+            spill_bytes=cfg.spill_bytes)
 
     def kill(self, peer: Optional[rpc.Peer], attempt: str) -> dict:
         """The master kills an attempt (it is reported killed once reaped)."""

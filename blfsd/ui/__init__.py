@@ -1,0 +1,2 @@
+"""`blfs ui`: a read-only status page and Prometheus metrics, served from a client
+connection to the master (docs/UI.md)."""
