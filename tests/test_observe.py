@@ -36,6 +36,7 @@ def counters_block(stderr: str) -> dict:
     lines = stderr[stderr.index("Counters: "):].splitlines()
     total = int(lines[0].split()[1])
     groups: dict = {}
+    group = ""
     for line in lines[1:1 + total + 10]:
         if line.startswith("\t\t"):
             name, value = line.strip().split("=")
@@ -171,7 +172,7 @@ def test_tasks_and_logs_on_a_cluster_fetch_the_output_from_the_workers(tmp_path)
         logs = json.loads(cluster.blfs("logs", job, "m-00000", "--json").stdout)
         first = logs["attempts"][0]
         assert first["state"] == "failed" and "ValueError" in first["error"]
-        assert f"hello from m-00000 attempt 0" in first["output"]  # from its worker's disk
+        assert "hello from m-00000 attempt 0" in first["output"]  # from its worker's disk
         worker = logs["attempts"][1]["worker"]
         cluster.daemons[cluster.names.index(worker)].stop()
         gone = json.loads(cluster.blfs("logs", job, "m-00000", "--json").stdout)
@@ -200,3 +201,28 @@ def test_tasks_show_a_backup_attempt_and_why_the_slower_one_was_killed(tmp_path)
     failed = [r for r in rows if r["state"] == "failed"]
     assert [r["task"] for r in failed] == ["r-00000"]
     assert read_counts(str(tmp_path / "out")) == word_counts(corpus)
+
+
+def test_attempt_logs_are_kept_as_long_as_the_master_keeps_job_records(tmp_path):
+    """`[master] history_days` (30) prunes the master's job records; a worker prunes its
+    jobs' attempt output after the same time, not after a number of jobs."""
+    import time as _time
+
+    class Kept:  # what an OutputTail gives AttemptLogs.save
+        def __init__(self, text: str):
+            self.total, self._text = len(text), text
+
+        def text(self) -> str:
+            return self._text
+
+    logs = AttemptLogs(str(tmp_path), keep_days=30)
+    for i in range(150):  # more jobs than the old limit of 100 kept
+        logs.save(f"J{i:03d}/m-00000/0@e", Kept(f"hello {i}\n"))
+    now = _time.time()
+    old = tmp_path / "logs" / "J007"
+    os.utime(old, (now - 31 * 86400, now - 31 * 86400))
+    assert logs.prune(now) == ["J007"]
+    assert logs.read("J007/m-00000/0@e") is None
+    assert logs.read("J149/m-00000/0@e") == "hello 149\n"
+    assert logs.read("J000/m-00000/0@e") == "hello 0\n"  # 150 jobs, all within 30 days
+    assert AttemptLogs(str(tmp_path), keep_days=0).prune(now + 10**9) == []

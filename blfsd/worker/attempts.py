@@ -189,7 +189,7 @@ class Attempts:
         self.job_files = JobFiles(ask_files)
         self.requests = TaskRequests(config, disk, views, self.containment, tell)
         self._supervisors = TaskSet("the supervisor of an attempt")
-        self.logs = AttemptLogs(config.work_dir)
+        self.logs = AttemptLogs(config.work_dir, config.history_days)
         self.handlers = {"launch": self.launch, "kill": self.kill,
                          "attempt_log": self.attempt_log}
 

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from typing import Optional
 
 HEAD = 16 << 10
@@ -79,15 +80,14 @@ class OutputTail:
         return " | ".join(lines[-n:])[-500:]
 
 
-KEEP_JOBS = 100  # jobs whose attempts' output a worker keeps (the oldest go first)
-
-
 class AttemptLogs:
     """Each attempt's output, as kept (OutputTail.text), in WORK_DIR/logs/JOB/TASK.N@E.log:
-    readable by the operator (and `blfs logs`) after the attempt and its job are gone."""
+    readable by the operator (and `blfs logs`) after the attempt and its job are gone,
+    as long as the master keeps the job's record: `[master] history_days`."""
 
-    def __init__(self, work_dir: str):
+    def __init__(self, work_dir: str, keep_days: float = 30.0):
         self.dir = os.path.join(work_dir, "logs")
+        self.keep_days = keep_days  # 0: for ever, as the master's records
 
     def path(self, attempt_id: str) -> str:
         """Where an attempt's output goes (JOB/TASK/N@EPOCH -> JOB/TASK.N@EPOCH.log);
@@ -117,11 +117,16 @@ class AttemptLogs:
         except OSError as exc:  # a full work disk must not fail the attempt's report
             log.warning("could not keep the output of %s: %s", attempt_id, exc)
 
-    def prune(self, keep: int = KEEP_JOBS) -> None:
-        """Only the output of the last `keep` jobs stays."""
+    def prune(self, now: Optional[float] = None) -> list:
+        """Remove the output of jobs last written to more than keep_days ago (when the
+        master prunes their records too); returns their ids."""
+        if self.keep_days <= 0:
+            return []
+        limit = (time.time() if now is None else now) - self.keep_days * 86400
         try:
-            jobs = sorted(os.scandir(self.dir), key=lambda e: e.stat().st_mtime)
+            old = [e for e in os.scandir(self.dir) if e.stat().st_mtime < limit]
         except OSError:
-            return
-        for entry in jobs[:-keep] if len(jobs) > keep else []:
+            return []
+        for entry in old:
             shutil.rmtree(entry.path, ignore_errors=True)
+        return sorted(e.name for e in old)
