@@ -1,7 +1,7 @@
 """A real blfs cluster on one machine: one master and N workers, each its own OS process,
 talking over loopback TCP, with each worker's shuffle disk an ext4 image on loop devices.
 
-Disk layout (docs/ARCHITECTURE.md, Storage rules; ENVIRONMENT "Block devices and file systems"): worker wi owns image
+Disk layout (docs/ARCHITECTURE.md, Storage rules; tests/loopdev.py): worker wi owns image
 i. Every (viewer, disk) pair gets its OWN loop device, so every view has its own page cache
 and inode/dentry cache, exactly as N hosts attached to N iSCSI LUNs:
 

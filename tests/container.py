@@ -1,6 +1,6 @@
 """A real systemd as PID 1, in a systemd-nspawn container, for the systemd tests.
 
-systemd is not PID 1 on the development and CI machines (ENVIRONMENT.md), so the unit
+systemd is not PID 1 on the development and CI machines (README, "Tests and benchmarks"), so the unit
 files are tried in a Debian 12 container instead:
 
     root = rootfs()                       # built once with mmdebstrap, cached by package list

@@ -2,7 +2,7 @@
 
 Another host's view of a disk is a second loop device over the same image file: each loop
 device has its own page cache and each mount its own inode/dentry cache, exactly like two
-hosts attached to one iSCSI LUN (see /work/shared/ENVIRONMENT.md).
+hosts attached to one iSCSI LUN (docs/ARCHITECTURE.md, "Storage rules", says why).
 
 Everything made through a ``Resources`` object is undone by ``Resources.close()`` in reverse
 order, even when a step or the test fails: mounts are unmounted (lazily as a last resort),

@@ -3,7 +3,7 @@
 One ext4 image file, two loop devices over it. View A (loop A, mounted read-write) is the
 disk's owner; view B (loop B, mounted ``ro,noload``) is a peer. Each loop device has its own
 page cache and each mount its own inode/dentry cache: exactly two hosts attached to one
-iSCSI LUN (/work/shared/ENVIRONMENT.md).
+iSCSI LUN.
 
 First the failure modes the design avoids are shown to be real on this kernel (if the kernel
 ever behaved otherwise these tests fail loudly: the design relies on them). Then the blfs path

@@ -3,7 +3,7 @@
 The tgt path runs for real: a private tgtd (its own control port, its own portal on
 127.0.0.1 and a free TCP port) serves a 64 MiB loop device, and libiscsi's userspace
 initiator (`iscsi-ls`, `iscsi-readcapacity16`) logs in to it over TCP; these machines have
-no kernel initiator (see /work/shared/ENVIRONMENT.md). The LIO path cannot run here (no
+no kernel initiator (README, "Tests and benchmarks"). The LIO path cannot run here (no
 LIO in this kernel): it is checked against a recording stand-in for targetcli that replays
 each command on a fake configfs tree, asserting the exact argv sequence.
 

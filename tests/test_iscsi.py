@@ -4,7 +4,7 @@ Three nodes on one machine: each node runs in a mount namespace of its own (a he
 ``unshare --mount --propagation private sleep``, entered with ``nsenter -m``), each node has
 its own disk image, and each node sees every disk through a loop device of its own: its own
 disk read-write through one, every peer's disk through another (9 loop devices for 3 nodes;
-another host's view of a disk = a second loop device over the same image, ENVIRONMENT.md).
+another host's view of a disk = a second loop device over the same image, tests/loopdev.py).
 The ``block:`` URLs in each node's config point at that node's loop devices.
 
 The kernel here has no iSCSI initiator, so the iscsiadm path runs against a recording

@@ -14,7 +14,7 @@ What `Cluster.up` makes (every name carries a random tag, so two runs never coll
 - one ext4 image per worker (formatted here, never inside a container) and, for every
   worker, a loop device of its own over every image, bound at `/dev/blfs/wN`: every worker
   sees every disk at the same path, each view with its own page cache, as separate iSCSI
-  logins to one LUN would (/work/shared/ENVIRONMENT.md). The master touches no disk;
+  logins to one LUN would (docs/ARCHITECTURE.md, "Storage rules"). The master touches no disk;
 - one container per node (`tests/container.py`), booted with `--hostname=NODE` (so each
   worker knows its own name from the shared config), each on its own copy of a cached root
   file system with every dependency of the .deb baked in: the bridge reaches no registry.
