@@ -638,13 +638,14 @@ def _print_jobs(rows: list) -> None:
 
 def _print_workers(rows: list) -> None:
     """Each node's load, pool and disk."""
-    print(f"{'WORKER':<12} {'STATE':<5} {'LOAD':>7} {'POOL FREE':>15} {'DISK FREE':>17}  DISK")
+    print(f"{'WORKER':<12} {'STATE':<8} {'LOAD':>7} {'POOL FREE':>15} {'DISK FREE':>17}  DISK")
     for w in rows:
         info = w.get("info") or {}
         pool = f"{info.get('free_slots', '?')}/{info.get('slots', '?')}x" \
                f"{_size(info.get('slot_size'))}"
         disk = f"{_size(info.get('disk_free'))}/{_size(info.get('disk_bytes'))}"
-        print(f"{w['name']:<12.12} {'up' if w['alive'] else 'down':<5} "
+        state = "draining" if w.get("draining") else "up" if w["alive"] else "down"
+        print(f"{w['name']:<12.12} {state:<8} "
               f"{w['running']:>3}/{w['parallelism']:<3} {pool:>15} {disk:>17}  "
               f"{info.get('disk', '')}")
 

@@ -82,11 +82,13 @@ class WorkerState:
     alive: bool = True
     running: set = field(default_factory=set)
     info: dict = field(default_factory=dict)
+    draining: bool = False  # left the configuration: no new attempts, kept until drained
 
     @property
     def free(self) -> int:
-        """Attempts it can still take now (none while it is down)."""
-        return self.parallelism - len(self.running) if self.alive else 0
+        """Attempts it can still take now (none while it is down or draining)."""
+        return self.parallelism - len(self.running) if self.alive and not self.draining \
+            else 0
 
 
 @dataclass
@@ -281,6 +283,24 @@ class Scheduler:
             return []
         w.alive = False
         return self._lose_attempts_on(w, now)
+
+    def drain(self, name: str, draining: bool = True) -> None:
+        """A worker leaves (or, with draining=False, comes back to) the configuration: it
+        takes no new attempts; what it runs finishes, and its outputs stay readable."""
+        w = self.workers.get(name)
+        if w is not None:
+            w.draining = draining
+
+    def drained(self, name: str) -> bool:
+        """Whether a draining worker may go: nothing runs there and no unfinished job
+        needs an output on its disk."""
+        w = self.workers.get(name)
+        return w is None or (w.draining and not w.running and not self.held_slots(name))
+
+    def forget_worker(self, name: str) -> None:
+        """A drained worker is gone from the cluster."""
+        if self.drained(name):
+            self.workers.pop(name, None)
 
     def _lose_attempts_on(self, w: WorkerState, now: float = 0.0) -> list:
         """Every attempt running on a worker is lost with it (counted apart)."""
@@ -710,7 +730,7 @@ def choose_worker(task: Task, workers: Iterable[WorkerState],
     """The worker for a pending task now, if any; with local_only, only the one that holds
     the task's split. A worker where the task failed is avoided while any live worker
     where it did not could take it later."""
-    alive = [w for w in workers if w.alive]
+    alive = [w for w in workers if w.alive and not w.draining]
     ready = [w for w in alive if w.free > 0]
     if not ready:
         return None

@@ -1242,3 +1242,57 @@ def test_resume_ignores_records_that_do_not_fit_the_job():
         sch.FinishedTask(stage=0, index=9, attempt="j/x/0", number=0, worker="w1",
                          result=TaskResult())], now=0)
     assert all(t.state == "pending" for t in job.tasks())
+
+
+# ------------------------------------------------------------------ nodes leave (issue 15)
+
+
+def test_a_draining_worker_gets_no_new_attempt_and_goes_once_nothing_needs_it():
+    s = cluster("w1", "w2", parallelism=2, settings_=Settings(speculation=False))
+    s.submit("j", make_spec(maps=6, reducers=2), 0)
+    first = of(s.schedule(0), Launch)
+    assert {l.worker for l in first} == {"w1", "w2"}
+    s.drain("w2")
+    on_w2 = [l.attempt.id for l in first if l.worker == "w2"]
+    assert not s.drained("w2")  # its attempts still run: they are not killed
+    for aid in running_ids(s, "j"):
+        succeed(s, aid, 1)
+    later = of(s.schedule(2), Launch)
+    assert later and all(l.worker == "w1" for l in later)
+    assert s.workers["w2"].free == 0 and on_w2
+    # its maps' outputs are held until the job that needs them ends
+    assert not s.drained("w2") and s.held_slots("w2")
+    for _ in range(10):
+        acts = []
+        for aid in running_ids(s, "j"):
+            acts += succeed(s, aid, 3)
+        for c in of(acts, Commit):
+            s.commit_done(c.job, 4)
+        launched_now = of(s.schedule(4), Launch)
+        assert all(l.worker == "w1" for l in launched_now)
+        if s.jobs["j"].state == JobState.SUCCEEDED:
+            break
+    assert s.jobs["j"].state == JobState.SUCCEEDED
+    assert s.drained("w2")
+    s.forget_worker("w2")
+    assert "w2" not in s.workers
+    check_consistent(s)
+
+
+def test_a_task_that_failed_on_every_other_worker_does_not_wait_for_a_draining_one():
+    s = cluster("w1", "w2", parallelism=1, settings_=Settings(speculation=False))
+    s.submit("j", make_spec(maps=1, reducers=1), 0)
+    (l,) = of(s.schedule(0), Launch)
+    s.attempt_failed(l.attempt.id, FailureKind.USER, "boom", 1)
+    s.drain("w2" if l.worker == "w1" else "w1")  # the only other worker leaves
+    (again,) = of(s.schedule(2), Launch)
+    assert again.worker == l.worker  # it runs again where it failed, as with no other worker
+
+
+def test_a_worker_back_in_the_configuration_takes_attempts_again():
+    s = cluster("w1", "w2", parallelism=1, settings_=Settings(speculation=False))
+    s.drain("w2")
+    s.submit("j", make_spec(maps=4, reducers=1), 0)
+    assert [l.worker for l in of(s.schedule(0), Launch)] == ["w1"]
+    s.drain("w2", False)
+    assert [l.worker for l in of(s.schedule(1), Launch)] == ["w2"]

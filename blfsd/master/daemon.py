@@ -16,7 +16,8 @@ from .. import rpc, scheduler as sch
 from ..aio import Budget, TaskSet, Ticking
 from ..catalog import Catalog
 from ..config import MASTER_PORT, Config
-from ..errors import DaemonFailed
+from ..config import load as load_config
+from ..errors import BlfsError, DaemonFailed
 from ..messages import FINISHED
 from ..scheduler import JobEnded
 from ..systemd import Notifier, listen_fds
@@ -108,6 +109,22 @@ class Master:
         self.loops.spawn(self._ticker())
         log.info("master ready: %d workers configured", len(self.config.nodes))
         self.notifier.notify("READY=1", f"STATUS={status_line(self.sched)}")
+
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload blfs-master`): re-read the nodes of the configuration
+        file. New ones are dialled; those that left are drained, never cut off. A file
+        that cannot be read changes nothing."""
+        self.notifier.notify("RELOADING=1")
+        try:
+            nodes = load_config(self.config.path).nodes
+        except BlfsError as exc:
+            log.error("reload: %s; the nodes stay as they were", exc)
+        else:
+            added, removed = self.links.reload(nodes)
+            self.config.nodes = nodes
+            log.info("reload: %d workers configured; dialling %s; draining %s", len(nodes),
+                     ", ".join(added) or "none", ", ".join(removed) or "none")
+        self.notifier.notify("READY=1")
 
     async def _serve_socket(self, sock: socket.socket) -> None:
         """Serve clients on a socket (ours, or one systemd passed)."""
@@ -205,12 +222,13 @@ def _bind_unix(path: str) -> socket.socket:
 
 
 async def serve(config: Config, key: Optional[bytes]) -> None:
-    """`blfs master`: run until SIGTERM or SIGINT."""
+    """`blfs master`: run until SIGTERM or SIGINT; SIGHUP re-reads [nodes.*]."""
     master = Master(config, key)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
+    loop.add_signal_handler(signal.SIGHUP, master.reload)
     await master.start()
     signalled = asyncio.ensure_future(done.wait())
     fatal = asyncio.ensure_future(master.fatal.wait())

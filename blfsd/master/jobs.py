@@ -200,7 +200,7 @@ class Jobs:
     def list_workers(self, peer: rpc.Peer) -> list:
         """`blfs workers`: each worker's state, capacity and what it last said."""
         return [{"name": w.name, "alive": w.alive, "parallelism": w.parallelism,
-                 "running": len(w.running), "info": w.info}
+                 "running": len(w.running), "draining": w.draining, "info": w.info}
                 for w in sorted(self.sched.workers.values(), key=lambda w: w.name)]
 
     def cancel(self, peer: rpc.Peer, job: str) -> dict:

@@ -47,6 +47,8 @@ class WorkerLinks:
         self.execute = execute  # the scheduler's actions, to the executor
         self.changed = changed  # something a client may wait for has changed
         self.peers: dict[str, rpc.Peer] = {}
+        self.nodes: dict[str, Node] = {n.name: n for n in config.nodes}  # dialled now
+        self.tasks: Optional[TaskSet] = None
         self.handlers = {"ping": rpc.ping, "attempt_update": self.attempt_update,
                          "pool_changed": self.pool_changed, "job_files": self.job_files}
 
@@ -72,7 +74,8 @@ class WorkerLinks:
     def connected(self) -> list[str]:
         """Connected live workers, the roomiest disk first."""
         alive = {n: self.sched.workers[n].info.get("disk_free") for n in self.peers
-                 if n in self.sched.workers and self.sched.workers[n].alive}
+                 if n in self.sched.workers and self.sched.workers[n].alive
+                 and not self.sched.workers[n].draining}
         return roomiest_first(alive)
 
     async def reconnect(self, worker: str) -> None:
@@ -89,15 +92,46 @@ class WorkerLinks:
     # ------------------------------------------------------------------ the links
 
     def start(self, tasks: TaskSet) -> None:
-        """One link per configured worker, for the master's whole life."""
-        for node in self.config.nodes:
+        """One link per configured worker, for as long as it stays in the configuration."""
+        self.tasks = tasks
+        for node in self.nodes.values():
             tasks.spawn(self.keep(node))
+
+    def reload(self, nodes: list) -> tuple[list, list]:
+        """[nodes.*] as re-read (SIGHUP): a new node (or a new address) is dialled; a node
+        that left is drained, then let go (see _let_go). Returns (added, removed) names."""
+        wanted = {n.name: n for n in nodes}
+        added = [n for n, node in wanted.items() if self.nodes.get(n) != node]
+        removed = [n for n in self.nodes if n not in wanted]
+        for name in added:
+            self.nodes[name] = wanted[name]
+            self.sched.drain(name, False)
+            if self.tasks is not None:
+                self.tasks.spawn(self.keep(wanted[name]))
+        for name in removed:
+            self.sched.drain(name)
+            if self.tasks is not None:
+                self.tasks.spawn(self._let_go(name, self.nodes[name]))
+        return added, removed
+
+    async def _let_go(self, name: str, node: Node) -> None:
+        """Once a node that left the configuration is drained (nothing of it is needed any
+        more), stop dialling it and hang up; unless it came back meanwhile."""
+        while self.nodes.get(name) is node and not self.sched.drained(name):
+            await asyncio.sleep(0.5)
+        if self.nodes.get(name) is not node:
+            return  # back in the configuration
+        del self.nodes[name]
+        self.sched.forget_worker(name)
+        log.info("worker %s drained: no longer part of the cluster", name,
+                 extra={"BLFS_NODE": name})
+        await self.reconnect(name)
 
     async def keep(self, node: Node) -> None:
         """Keep one connection to a worker: dial, sync, heartbeat, and re-dial when lost."""
         delay = 0.1
         said = False  # a worker that cannot be reached is logged once, not at every dial
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self.nodes.get(node.name) is node:
             try:
                 peer = await self._dial(node)
             except (BlfsError, OSError) as exc:
@@ -146,7 +180,7 @@ class WorkerLinks:
         beat.cancel()
         if self.peers.get(name) is peer:
             del self.peers[name]
-        if not self.stopping.is_set():
+        if not self.stopping.is_set() and name in self.nodes:
             log.warning("worker %s lost", name, extra={"BLFS_NODE": name})
             self.execute(self.sched.worker_down(name, time.monotonic()))
         return True
