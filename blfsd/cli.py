@@ -20,7 +20,7 @@ from .errors import (AuthError, BlfsError, ConfigError, ConnectionClosed, JobDef
 from .catalog import check_name, is_name
 from .client import master_address as _master_address, connect as _client, query as _query
 from .datafiles import CHUNK
-from .inputs import expand_inputs, line_cuts, make_splits, parse_size
+from .inputs import expand_inputs, format_size, line_cuts, make_splits, parse_size
 from .ui import command as ui_command
 
 log = logging.getLogger("blfs.cli")
@@ -594,18 +594,8 @@ def get(args: argparse.Namespace, cfg: configmod.Config) -> int:
 def _print_listing(rows: list) -> None:
     print(f"{'KIND':<8} {'NAME':<30} {'FILES':>5} {'SIZE':>10}  NODES")
     for r in rows:
-        print(f"{r['kind']:<8} {r['name']:<30.30} {r['files']:>5} {_size(r['bytes']):>10}  "
-              f"{', '.join(r['nodes'])}")
-
-
-def _size(n: Optional[int]) -> str:
-    if not isinstance(n, int):
-        return "?"
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return "?"
+        print(f"{r['kind']:<8} {r['name']:<30.30} {r['files']:>5} "
+              f"{format_size(r['bytes']):>10}  {', '.join(r['nodes'])}")
 
 
 def _print_status(status: dict) -> None:
@@ -642,8 +632,8 @@ def _print_workers(rows: list) -> None:
     for w in rows:
         info = w.get("info") or {}
         pool = f"{info.get('free_slots', '?')}/{info.get('slots', '?')}x" \
-               f"{_size(info.get('slot_size'))}"
-        disk = f"{_size(info.get('disk_free'))}/{_size(info.get('disk_bytes'))}"
+               f"{format_size(info.get('slot_size'))}"
+        disk = f"{format_size(info.get('disk_free'))}/{format_size(info.get('disk_bytes'))}"
         state = "draining" if w.get("draining") else "up" if w["alive"] else "down"
         print(f"{w['name']:<12.12} {state:<8} "
               f"{w['running']:>3}/{w['parallelism']:<3} {pool:>15} {disk:>17}  "

@@ -7,7 +7,7 @@ import gzip
 import os
 from bisect import bisect_left
 from itertools import accumulate
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import Any, BinaryIO, Iterator, Optional, Union
 
 from .errors import UsageError
 
@@ -204,6 +204,17 @@ def file_batches(source: Source, start: int, end: int,
 
 
 READERS = {"lines": line_batches, "bytes": byte_batches, "files": file_batches}
+
+
+def format_size(n: Any) -> str:
+    """Bytes for people (1.5G), as parse_size reads them; "?" for what is not a number."""
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return "?"
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return "?"
 
 
 def parse_size(text) -> int:

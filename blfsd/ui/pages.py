@@ -9,6 +9,7 @@ from typing import Any, Iterable, Optional
 from urllib.parse import quote
 
 from .. import timeline
+from ..inputs import format_size
 from ..messages import FINISHED
 
 ATTEMPTS_SHOWN = 300  # rows of a job's attempts table (the timeline shows them all)
@@ -194,21 +195,11 @@ def workers_page(workers: list) -> str:
         rows.append([esc(w.get("name")), "up" if w.get("alive") else "<b>down</b>",
                      esc(f"{w.get('running', 0)}/{w.get('parallelism', '?')}"),
                      esc(f"{info.get('free_slots', '?')}/{info.get('slots', '?')} x "
-                         f"{size(info.get('slot_size'))}"),
-                     esc(f"{size(info.get('disk_free'))} of {size(info.get('disk_bytes'))}"),
+                         f"{format_size(info.get('slot_size'))}"),
+                     esc(f"{format_size(info.get('disk_free'))} of "
+                         f"{format_size(info.get('disk_bytes'))}"),
                      f"<code>{esc(info.get('device') or info.get('disk'))}</code>",
                      esc(f"{float(rtt) * 1000:.2f} ms") if isinstance(rtt, (int, float)) else ""])
     return (f"<h1>Workers <small>{len(workers)}</small></h1>"
             + table(("worker", "state", "load", "pool free", "disk free", "disk", "heartbeat"),
                     rows, "workers"))
-
-
-def size(n: Any) -> str:
-    """Bytes for people: 1.5G."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return "?"
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return "?"
