@@ -16,7 +16,8 @@ import time
 import pytest
 
 from cluster_helpers import LoopCluster
-from conftest import EXAMPLES, JOBS, local_worker_pids, read_parts, submit_local, wait_gone
+from conftest import (EXAMPLES, JOBS, _alive, local_worker_pids, read_parts, submit_local,
+                      wait_gone)
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0,
@@ -73,14 +74,6 @@ def test_a_hostile_job_under_local_started_by_root_is_contained_too(tmp_path):
     r = submit_local(os.path.join(JOBS, "escape.py"), [_one_line(tmp_path)], out, job_args=(where,))
     assert r.returncode == 0, r.stderr
     _assert_contained(dict(read_parts(str(out))))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_an_attempt_ends_with_its_process_and_its_children_die_with_it(cluster, tmp_path):

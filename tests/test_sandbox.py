@@ -18,16 +18,9 @@ import threading
 import pytest
 
 from blfsd import cgroups, sandbox, taskchannel
+from conftest import _alive
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (cgroups, user switching)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _wait(pid: int) -> int:
