@@ -37,10 +37,10 @@ async def connect(address: str, key: Optional[bytes]) -> rpc.Peer:
 
 
 async def query(args: argparse.Namespace, cfg: configmod.Config, op: str,
-                **fields: Any) -> Any:
-    """One request on a connection of its own."""
+                limit: float = 30, **fields: Any) -> Any:
+    """One request on a connection of its own, answered within `limit` seconds."""
     peer = await connect(*master_address(args, cfg))
     try:
-        return await peer.call(op, limit=30, **fields)
+        return await peer.call(op, limit=limit, **fields)
     finally:
         await peer.close()

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from . import config as configmod, report, rpc, timeline
-from .client import connect, master_address, query
+from .client import query
 from .errors import NotFound, UsageError
 
 
@@ -132,7 +132,7 @@ def cmd_logs(args: argparse.Namespace, cfg: configmod.Config) -> int:
         if args.task and not logs["attempts"]:
             raise NotFound(f"job {args.job} has no task or attempt {args.task}")
     else:
-        logs = asyncio.run(_ask_logs(args, cfg))
+        logs = asyncio.run(query(args, cfg, "logs", limit=60, job=args.job, task=args.task))
     if args.json:
         print(json.dumps(logs, indent=2))
         return 0
@@ -141,14 +141,6 @@ def cmd_logs(args: argparse.Namespace, cfg: configmod.Config) -> int:
     if logs.get("more"):
         print(f"({logs['more']} earlier attempts not shown: name a task)")
     return 0
-
-
-async def _ask_logs(args: argparse.Namespace, cfg: configmod.Config) -> dict:
-    peer = await connect(*master_address(args, cfg))
-    try:
-        return await peer.call("logs", limit=60, job=args.job, task=args.task)
-    finally:
-        await peer.close()
 
 
 def log_lines(a: dict) -> list[str]:
