@@ -313,6 +313,22 @@ def describe(run: Run) -> str:
 
 # ------------------------------------------------------------------------------ sort
 
+def blfs_run_into(row: Row, job: str, inputs: list, out_dir: str, name: str, tag: str,
+                  args) -> None:
+    """One blfs run of a row (unless an earlier one failed): its result, or its failure,
+    kept in the row, and said; the log in logs/blfs-NAME.log."""
+    if row.error is not None:
+        return
+    log = os.path.join(DATA, "logs", f"blfs-{name}.log")
+    try:
+        run = run_blfs(job, inputs, out_dir, args.workers, log, args.extra, args.interval)
+        row.blfs.append(run)
+        print(f"   {tag}: blfs     {describe(run)}", flush=True)
+    except RunFailed as e:
+        row.error = e.summary
+        print(f"   blfs FAILED: {e}", flush=True)
+
+
 def bench_sort(size: int, args, skew: float = 0.0) -> Row:
     name = "skew" if skew else "sort"
     path = gen_records.default_path(DATA, size, args.seed, skew)
@@ -346,16 +362,8 @@ def bench_sort(size: int, args, skew: float = 0.0) -> Row:
                            args.interval, env=C_LOCALE)
         row.base["gnu"].append(gnu)
         print(f"   {tag}: GNU sort {describe(gnu)}", flush=True)
-        if row.error is None:
-            log = os.path.join(DATA, "logs", f"blfs-{name}-{label}-run{r + 1}.log")
-            try:
-                run = run_blfs(SORT_JOB, [path], blfs_out, args.workers, log, args.extra,
-                               args.interval)
-                row.blfs.append(run)
-                print(f"   {tag}: blfs     {describe(run)}", flush=True)
-            except RunFailed as e:
-                row.error = e.summary
-                print(f"   blfs FAILED: {e}", flush=True)
+        blfs_run_into(row, SORT_JOB, [path], blfs_out, f"{name}-{label}-run{r + 1}", tag,
+                      args)
     if row.error is not None:
         row.check = "blfs FAILED"
         return row
@@ -454,16 +462,8 @@ def bench_wordcount(size: int, args) -> Row:
                             args.interval)
         row.base["baseline"].append(base)
         print(f"   {tag}: baseline {describe(base)}", flush=True)
-        if row.error is None:
-            log = os.path.join(DATA, "logs", f"blfs-wordcount-{label}-run{r + 1}.log")
-            try:
-                run = run_blfs(WC_JOB, [corpus], blfs_out, args.workers, log, args.extra,
-                               args.interval)
-                row.blfs.append(run)
-                print(f"   {tag}: blfs     {describe(run)}", flush=True)
-            except RunFailed as e:
-                row.error = e.summary
-                print(f"   blfs FAILED: {e}", flush=True)
+        blfs_run_into(row, WC_JOB, [corpus], blfs_out, f"wordcount-{label}-run{r + 1}", tag,
+                      args)
     if row.error is not None:
         row.check = "blfs FAILED"
         return row
