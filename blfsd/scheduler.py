@@ -490,9 +490,9 @@ class Scheduler:
 
     # ---------------------------------------------------------------- reporting
 
-    def job_status(self, job_id: str) -> dict:
+    def job_status(self, job_id: str, attempts: bool = True) -> dict:
         """What a client sees of a job (see job_status below)."""
-        return job_status(self.jobs[job_id])
+        return job_status(self.jobs[job_id], attempts)
 
 
 class Placer:
@@ -607,9 +607,10 @@ def release_outputs(job: ScheduledJob, tasks: list) -> list:
     return [ReleaseOutputs(job.id, by_worker)] if by_worker else []
 
 
-def job_status(job: ScheduledJob) -> dict:
+def job_status(job: ScheduledJob, attempts: bool = True) -> dict:
     """A job as `blfs status` shows it: its state and version (for `wait`), task counts,
-    progress, running attempts, the last failures, counters of the winning attempts."""
+    progress, running attempts, the last failures, counters of the winning attempts; and,
+    with `attempts`, every attempt's row."""
     def count(tasks: list, state: TaskState) -> int:
         return sum(1 for t in tasks if t.state == state)
 
@@ -618,7 +619,7 @@ def job_status(job: ScheduledJob) -> dict:
     running = [{"attempt": a.id, "worker": a.worker, "progress": round(a.progress, 3),
                 "status": a.status, "backup": a.backup}
                for t in job.tasks() for a in t.running()]
-    return {
+    status = {
         "job": job.id, "name": job.spec.name, "state": job.state,
         "priority": job.spec.priority or Priority.NORMAL,
         "version": job.version, "error": job.error,
@@ -634,8 +635,10 @@ def job_status(job: ScheduledJob) -> dict:
         "stages": [{"step": s.step, "kind": s.kind, "total": len(s.tasks),
                     "done": count(s.tasks, TaskState.SUCCEEDED),
                     "running": count(s.tasks, TaskState.RUNNING)} for s in job.stages],
-        "attempts": [attempt_row(t, a) for t in job.tasks() for a in t.attempts],
     }
+    if attempts:
+        status["attempts"] = [attempt_row(t, a) for t in job.tasks() for a in t.attempts]
+    return status
 
 
 def attempt_row(t: Task, a: Attempt) -> dict:

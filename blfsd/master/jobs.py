@@ -228,7 +228,5 @@ class Jobs:
                     await asyncio.wait_for(self.changed.wait(), left)
                 except asyncio.TimeoutError:
                     break
-        status = self.sched.job_status(job)
-        if status["state"] not in FINISHED:  # followers need the attempts at the end only
-            del status["attempts"]
-        return status
+        # followers need the attempts at the end only: a running job's are not even made
+        return self.sched.job_status(job, attempts=waited.state in FINISHED)
