@@ -63,6 +63,11 @@ def output_dir(disk: str, name: str) -> str:
     return area(disk, OUTPUTS, name)
 
 
+def holders(entry: dict) -> list[str]:
+    """Every node that keeps a split or part: its replicas, else its one node."""
+    return list(entry.get("replicas") or [entry["node"]])
+
+
 class Catalog:
     """The master's record of datasets and outputs: one msgpack file, replaced atomically."""
 
@@ -119,10 +124,11 @@ class Catalog:
         rows = []
         for kind in (DATASETS, OUTPUTS):
             for name, e in sorted(self.entries[kind].items()):
-                files = e.get("splits") if kind == DATASETS else e.get("parts")
+                files = (e.get("splits") if kind == DATASETS else e.get("parts")) or []
                 rows.append({"kind": "dataset" if kind == DATASETS else "output",
-                             "name": name, "files": len(files or []),
-                             "bytes": sum(f.get("size", 0) for f in files or []),
-                             "nodes": sorted({f["node"] for f in files or []}),
+                             "name": name, "files": len(files),
+                             "bytes": sum(f.get("size", 0) for f in files),
+                             "nodes": sorted({n for f in files for n in holders(f)}),
+                             "replicas": min((len(holders(f)) for f in files), default=1),
                              "job": e.get("job"), "created": e.get("created")})
         return rows

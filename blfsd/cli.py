@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Iterator, Optional
 from . import auth, config as configmod, inputs, jobdef, jobview, rpc, sandbox, storage
 from .errors import (AuthError, BlfsError, ConfigError, ConnectionClosed, JobDefinitionError,
                      StorageError, UsageError)
-from .catalog import check_name, is_name
+from .catalog import check_name, holders, is_name
 from .client import master_address as _master_address, connect as _client, query as _query
 from .datafiles import CHUNK
 from .inputs import expand_inputs, format_size, line_cuts, make_splits, parse_size
@@ -105,11 +105,14 @@ def _add_queries(sub: Any) -> None:
 
 def _add_storage(sub: Any) -> None:
     u = sub.add_parser("put", help="store a file in the cluster as a dataset",
-                       usage="blfs put FILE NAME [--split-size SIZE]")
+                       usage="blfs put FILE NAME [--split-size SIZE] [--replicas N]")
     u.add_argument("file", metavar="FILE")
     u.add_argument("name", metavar="NAME")
     u.add_argument("--split-size", metavar="SIZE",
                    help="bytes per split (default: two waves of maps, at most 64M)")
+    u.add_argument("--replicas", type=int, metavar="N",
+                   help="keep each split on N different nodes' disks (default: [cluster] "
+                        "replicas, 1)")
     c = sub.add_parser("cat", help="write a cluster output's parts, in order, to stdout")
     c.add_argument("name", metavar="OUTPUT")
     g = sub.add_parser("get", help="copy a cluster output to a local directory")
@@ -401,7 +404,7 @@ async def submit_remote(args: argparse.Namespace, spec: dict, cfg: configmod.Con
             name = f"{spec['output']}.input-{secrets.token_hex(3)}"
             whole = spec["input_format"] == "files"
             entry = await put_files(peer, spec.pop("inputs"), name, args.split_size, capacity,
-                                    whole)
+                                    whole, cfg.replicas)
             temp.append(name)
             spec["inputs"], spec["temp_datasets"] = [], [name]
             stored += _dataset_splits(entry)
@@ -428,7 +431,9 @@ async def _capacity(peer: rpc.Peer) -> int:
 def _dataset_splits(entry: dict) -> list:
     """A dataset's split files as job splits, each to be read where it lives."""
     return [{"path": f"{s['node']}:{s['file']}", "file": s["file"], "node": s["node"],
-             "start": 0, "end": s["size"], "crc": s["crc"]} for s in entry["splits"]]
+             "start": 0, "end": s["size"], "crc": s["crc"],
+             **({"replicas": s["replicas"]} if len(s.get("replicas") or []) > 1 else {})}
+            for s in entry["splits"]]
 
 
 async def _submit_and_follow(args: argparse.Namespace, peer: rpc.Peer, spec: dict,
@@ -463,16 +468,17 @@ PUT_WINDOW = 4  # splits in flight at once: the workers write in parallel
 
 
 async def put_files(peer: rpc.Peer, files: list, name: str, split_size: Optional[str],
-                    capacity: int, whole: bool = False) -> dict:
+                    capacity: int, whole: bool = False, replicas: int = 1) -> dict:
     """Store local files as a dataset: cut on line boundaries (or one split per file),
-    sent through the master to the workers it picks; abandoned cleanly on any error."""
+    sent through the master to the workers it picks (each split to `replicas` of them);
+    abandoned cleanly on any error."""
     size = inputs.split_size(files, split_size, capacity)
     pieces = [(f, a, b) for f in files
               for a, b in ([(0, os.path.getsize(f))] if whole else line_cuts(f, size))]
     if not pieces:
         raise UsageError("the input is empty")
     begin = await peer.call("put_begin", limit=30, name=name, splits=len(pieces),
-                            size=sum(b - a for _, a, b in pieces))
+                            size=sum(b - a for _, a, b in pieces), replicas=replicas)
     token = begin["put"]
     window = asyncio.Semaphore(PUT_WINDOW)
 
@@ -512,15 +518,19 @@ async def put(args: argparse.Namespace, cfg: configmod.Config) -> int:
     files = expand_inputs([args.file])
     if args.split_size is not None:
         parse_size(args.split_size)
+    replicas = cfg.replicas if args.replicas is None else args.replicas
+    if replicas < 1:
+        raise UsageError(f"--replicas must be at least 1, not {replicas}")
     peer = await _client(*_master_address(args, cfg))
     try:
         entry = await put_files(peer, files, args.name, args.split_size,
-                                await _capacity(peer))
+                                await _capacity(peer), replicas=replicas)
     finally:
         await peer.close()
-    nodes = sorted({s["node"] for s in entry["splits"]})
+    nodes = sorted({n for s in entry["splits"] for n in holders(s)})
+    copies = f", {replicas} replicas" if replicas > 1 else ""
     print(f"put {args.name}: {len(entry['splits'])} splits, "
-          f"{sum(s['size'] for s in entry['splits'])} bytes on {', '.join(nodes)}")
+          f"{sum(s['size'] for s in entry['splits'])} bytes{copies} on {', '.join(nodes)}")
     return 0
 
 
@@ -592,10 +602,11 @@ def get(args: argparse.Namespace, cfg: configmod.Config) -> int:
 
 
 def _print_listing(rows: list) -> None:
-    print(f"{'KIND':<8} {'NAME':<30} {'FILES':>5} {'SIZE':>10}  NODES")
+    print(f"{'KIND':<8} {'NAME':<30} {'FILES':>5} {'SIZE':>10} {'REPLICAS':>8}  NODES")
     for r in rows:
         print(f"{r['kind']:<8} {r['name']:<30.30} {r['files']:>5} "
-              f"{format_size(r['bytes']):>10}  {', '.join(r['nodes'])}")
+              f"{format_size(r['bytes']):>10} {r.get('replicas', 1):>8}  "
+              f"{', '.join(r['nodes'])}")
 
 
 def _print_status(status: dict) -> None:

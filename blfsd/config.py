@@ -39,6 +39,7 @@ class Config:
     refusal_log_burst: int = admission.REFUSAL_LOG_BURST  # lines per 10 s, then a summary
     # what clients' requests (read, not yet answered) may hold of a daemon's memory at once
     request_memory: int = 256 << 20
+    replicas: int = 1  # copies of each split a `blfs put` keeps, on different nodes' disks
     # master
     master_socket: str = "/run/blfs/master.sock"
     master_listen: str = f"0.0.0.0:{MASTER_PORT}"
@@ -102,6 +103,7 @@ _KEYS = {
     ("cluster", "max_handshakes_per_source"): ("max_handshakes_per_source", int),
     ("cluster", "refusal_log_burst"): ("refusal_log_burst", int),
     ("cluster", "request_memory"): ("request_memory", "size"),
+    ("cluster", "replicas"): ("replicas", int),
     ("master", "socket"): ("master_socket", str),
     ("master", "listen"): ("master_listen", str),
     ("master", "state_dir"): ("state_dir", str),

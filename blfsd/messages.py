@@ -273,13 +273,19 @@ message = dataclass(frozen=True, kw_only=True)
 @message
 class Split(Message):
     """A map task's input: bytes [start, end) of a file every node sees at `path`, or, for
-    a dataset, of the split file `file` on the disk of `node` (with its crc32)."""
+    a dataset, of the split file `file` on the disk of `node` (with its crc32), and on the
+    disk of every node of `replicas` (which starts with `node`) when it has copies."""
     path: str
     start: int
     end: int
     node: Optional[str] = None
     file: Optional[str] = None
     crc: Optional[int] = None
+    replicas: Optional[list[str]] = None
+
+    def holders(self) -> list[str]:
+        """Every node whose disk keeps this split's file (none for a path's split)."""
+        return list(self.replicas or ([self.node] if self.node else []))
 
     def _refuse(self) -> Optional[str]:
         return None if 0 <= self.start <= self.end else "a split needs 0 <= start <= end"

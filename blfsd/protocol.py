@@ -189,7 +189,7 @@ CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {
     "cancel": {"job": str},
     "wait": {"job": str, "version": int, "timeout?": _NUM},
     "logs": {"job": str, "task?": _OPT_STR},
-    "put_begin": {"name": str, "splits": int, "size": int},
+    "put_begin": {"name": str, "splits": int, "size": int, "replicas?": int},
     "put_data": {"put": str, "index": int, "offset": int, "data": bytes, "last": bool},
     "put_end": {"put": str},
     "put_abort": {"put": str},

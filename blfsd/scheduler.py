@@ -730,9 +730,9 @@ def held_slots(jobs: Iterable[ScheduledJob], node: str) -> list:
 
 def choose_worker(task: Task, workers: Iterable[WorkerState],
                   local_only: bool = False) -> Optional[str]:
-    """The worker for a pending task now, if any; with local_only, only the one that holds
-    the task's split. A worker where the task failed is avoided while any live worker
-    where it did not could take it later."""
+    """The worker for a pending task now, if any; with local_only, only one that holds the
+    task's split (of its replicas, the least loaded). A worker where the task failed is
+    avoided while any live worker where it did not could take it later."""
     alive = [w for w in workers if w.alive and not w.draining]
     ready = [w for w in alive if w.free > 0]
     if not ready:
@@ -743,13 +743,18 @@ def choose_worker(task: Task, workers: Iterable[WorkerState],
             return None  # wait for a worker where this task has not failed yet
         fresh = ready
     if task.kind == TaskKind.MAP and task.split and task.split.node:
-        local = [w for w in fresh if w.name == task.split.node]
+        holders = task.split.holders()
+        local = [w for w in fresh if w.name in holders]
         if local:
-            return local[0].name
+            return _least_loaded(local)
     if local_only:
         return None
-    # least loaded first; among equals, the one with most free capacity, then by name
-    return min(fresh, key=lambda w: (len(w.running), -w.free, w.name)).name
+    return _least_loaded(fresh)
+
+
+def _least_loaded(workers: list) -> str:
+    """Least loaded first; among equals, the one with most free capacity, then by name."""
+    return min(workers, key=lambda w: (len(w.running), -w.free, w.name)).name
 
 
 def timed_out(attempts: list, settings: Settings, now: float) -> list:

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Optional
 
 try:
+    import loopdev
     from loopdev import Resources, mount_options
 except ImportError:  # tests/ imported as a package
+    from tests import loopdev
     from tests.loopdev import Resources, mount_options
 
 from blfsd import auth, storage
@@ -204,6 +206,15 @@ class LoopCluster:
             for j in range(n):
                 if i != j:
                     self.res.mount(self.devices[(i, j)], str(self.disk(i, j)), "ro,noload")
+
+    def detach_disk(self, owner: int) -> None:
+        """Worker `owner`'s disk is lost: every host's mount of it is unmounted and its
+        loop devices detached, so no node can read anything on it any more."""
+        for viewer in range(self.n):
+            loopdev.run("umount", str(self.disk(viewer, owner)))
+            device = self.devices[(viewer, owner)]
+            loopdev.detach(device, os.path.realpath(self.images[owner]))
+            assert loopdev.loop_backing_file(device) is None, f"{device} still attached"
 
     # ------------------------------------------------------------------ configs
 

@@ -36,6 +36,7 @@ class FakeLinks:
                  fault: Optional[Callable[[str, str, dict], Any]] = None):
         self.files = {n: worker_files(root, n) for n in names}
         self.peers: dict = {n: object() for n in names}
+        self.nodes: dict = {n: None for n in names}  # the configured nodes (their disks)
         self.fault = fault or (lambda worker, op, fields: None)
         self.calls: list = []
 

@@ -299,3 +299,54 @@ def test_a_put_that_fills_a_disk_fails_in_one_line_and_leaves_nothing(cluster, t
     big.unlink()
     # the pools were untouched: a job still runs
     small_job(cluster, tmp_path, "small")
+
+
+# ------------------------------------------------------------------------------ replicas
+
+def wait_alive(cluster: LoopCluster, names: list, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = json.loads(cluster.blfs("workers", "--json").stdout)
+        if sorted(r["name"] for r in rows if r["alive"]) == names:
+            return
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+
+
+def test_a_dataset_kept_twice_is_read_from_its_replica_when_one_disk_is_lost(cluster,
+                                                                               corpus):
+    """`blfs put --replicas 2` with w2 away puts every split on both w0 and w1. Then w1
+    and its disk are lost (every host's mount of it unmounted, its loop devices
+    detached): a word count over the dataset is still exact, no attempt fails, and the
+    maps that w2 (which keeps no copy) runs read the copy on w0 when w1's cannot be read."""
+    cluster.daemons[2].stop()
+    wait_alive(cluster, ["w0", "w1"])
+    put = cluster.blfs("put", str(corpus), "corpus", "--split-size", "256K", "--replicas", "2")
+    assert "2 replicas on w0, w1" in put.stdout, put.stdout
+    row = dataset(cluster, "corpus")
+    assert row["replicas"] == 2 and row["nodes"] == ["w0", "w1"], row
+    assert re.search(r"corpus\s+\d+\s+\S+\s+2\s+w0, w1", cluster.blfs("ls").stdout)
+    files = split_files(cluster, "corpus")
+    assert [p.name for p in files[0]] == [p.name for p in files[1]] and len(files[0]) >= 6
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(files[0], files[1]))
+
+    cluster.restart_worker(2)
+    cluster.daemons[1].stop()
+    cluster.detach_disk(1)
+    wait_alive(cluster, ["w0", "w2"])
+    job = counted(cluster, "corpus", corpus, reducers=2)
+    status = cluster.status(job)
+    assert status["failed_attempts"] == [], status["failed_attempts"]
+    on_w2 = [t for t, workers in launches(cluster, job).items() if workers[-1] == "w2"]
+    assert on_w2, launches(cluster, job)
+    w2_log = cluster.daemons[2].log_tail(1 << 20)
+    assert re.search(r"split-\d+: the replica on w1 cannot be read", w2_log), w2_log[-3000:]
+    assert "read the replica on w0 instead" in w2_log
+
+
+def test_more_replicas_than_disks_is_refused_in_one_line(cluster, corpus):
+    res = cluster.blfs("put", str(corpus), "corpus", "--replicas", "4", check=False)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip() == ("blfs: cannot keep 4 replicas of each split: the cluster "
+                                  "has 3 disks"), res.stderr
+    assert json.loads(cluster.blfs("ls", "--json").stdout) == []

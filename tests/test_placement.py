@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from blfsd.errors import Conflict, ConnectionClosed
+from blfsd.errors import Conflict, ConnectionClosed, UsageError
 from blfsd.master import placement
 from blfsd.messages import JobSpec, JobState, Split
 
@@ -25,8 +25,30 @@ def test_roomiest_first_orders_by_free_space_then_name():
 
 
 def test_splits_go_round_robin_over_the_workers_in_that_order():
-    assert placement.split_nodes(["w3", "w1"], 5) == ["w3", "w1", "w3", "w1", "w3"]
-    assert placement.split_nodes(["w3", "w1", "w2"], 2) == ["w3", "w1"]  # emptiest disks
+    assert placement.split_nodes(["w3", "w1"], 5) == [["w3"], ["w1"], ["w3"], ["w1"], ["w3"]]
+    assert placement.split_nodes(["w3", "w1", "w2"], 2) == [["w3"], ["w1"]]  # emptiest disks
+
+
+def test_replicas_go_to_different_workers_each_the_next_one():
+    assert placement.split_nodes(["w3", "w1", "w2"], 4, replicas=2, disks=3) == \
+        [["w3", "w1"], ["w1", "w2"], ["w2", "w3"], ["w3", "w1"]]
+    every = placement.split_nodes(["a", "b", "c"], 7, replicas=3, disks=3)
+    assert all(sorted(nodes) == ["a", "b", "c"] for nodes in every)
+    assert [nodes[0] for nodes in every] == ["a", "b", "c", "a", "b", "c", "a"]
+
+
+def test_more_replicas_than_disks_is_refused_in_one_line():
+    with pytest.raises(UsageError, match="cannot keep 4 replicas of each split: the "
+                                         "cluster has 3 disks") as e:
+        placement.split_nodes(["w0", "w1", "w2"], 5, replicas=4, disks=3)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="at least 1"):
+        placement.split_nodes(["w0"], 5, replicas=0, disks=1)
+
+
+def test_replicas_need_that_many_connected_workers_when_the_disks_are_there():
+    with pytest.raises(ConnectionClosed, match="2 replicas need 2 connected workers; 1 are"):
+        placement.split_nodes(["w0"], 5, replicas=2, disks=3)
 
 
 def test_a_put_needs_a_connected_worker():

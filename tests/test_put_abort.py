@@ -57,6 +57,42 @@ def test_a_whole_put_is_recorded_with_every_split(tmp_path):
     asyncio.run(go())
 
 
+def test_a_put_with_two_replicas_stores_each_split_on_two_workers(tmp_path):
+    async def go():
+        ds, links = service(tmp_path)
+        begun = ds.put_begin(CLIENT, "books", 3, 30, replicas=2)
+        assert begun["replicas"] == [["w1", "w2"], ["w2", "w3"], ["w3", "w1"]]
+        for i in range(3):
+            await chunk(ds, begun["put"], i, f"line {i}\n".encode(), last=True)
+        entry = ds.put_end(CLIENT, begun["put"])
+        assert [(s["node"], s["replicas"]) for s in entry["splits"]] == [
+            ("w1", ["w1", "w2"]), ("w2", ["w2", "w3"]), ("w3", ["w3", "w1"])]
+        for i, nodes in enumerate(begun["replicas"]):
+            for n in nodes:
+                with open(os.path.join(links.disk(n), "data", "books",
+                                       f"split-{i:05d}"), "rb") as f:
+                    assert f.read() == f"line {i}\n".encode()
+        (row,) = ds.ls(CLIENT)
+        assert row["replicas"] == 2 and row["nodes"] == ["w1", "w2", "w3"]
+        dropped = await ds.remove(CLIENT, "books")
+        assert dropped["nodes"] == ["w1", "w2", "w3"] and left_on_disks(links) == []
+    asyncio.run(go())
+
+
+def test_an_aborted_replicated_put_leaves_nothing_on_either_copy(tmp_path):
+    async def go():
+        ds, links = service(tmp_path)
+        begun = ds.put_begin(CLIENT, "books", 3, 30, replicas=3)
+        await chunk(ds, begun["put"], 0, b"line\n", last=True)
+        await chunk(ds, begun["put"], 1, b"half", last=False)
+        assert len(left_on_disks(links)) >= 6
+        with pytest.raises(ProtocolError, match="2 splits are not complete"):
+            ds.put_end(CLIENT, begun["put"])
+        await ds.put_abort(CLIENT, begun["put"])
+        assert left_on_disks(links) == [] and not ds.catalog.has(DATASETS, "books")
+    asyncio.run(go())
+
+
 @pytest.mark.parametrize("stage", ["begun", "half-a-split", "some-splits", "all-but-end"])
 def test_an_aborted_put_leaves_nothing_on_any_disk(tmp_path, stage):
     async def go():

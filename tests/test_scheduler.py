@@ -223,6 +223,34 @@ def test_a_freed_worker_takes_its_own_split_before_anothers():
     check_consistent(s)
 
 
+def replicated_spec(holders: list) -> JobSpec:
+    """A job over a dataset whose split i is kept on the nodes holders[i]."""
+    splits = [Split(path=f"d:{i}", start=0, end=100, node=nodes[0], file=f"data/d/split-{i}",
+                    crc=0, replicas=nodes) for i, nodes in enumerate(holders)]
+    return make_spec(maps=len(holders), reducers=1).replace(splits=splits)
+
+
+def test_a_map_goes_to_a_live_holder_of_any_replica_of_its_split():
+    """Splits kept on two nodes each: with w1 down, a split w1 held is mapped on its other
+    holder; a split goes to its less loaded holder (m-00001 to w3, as w2 runs m-00000);
+    one whose live holder is full goes elsewhere only in the second pass."""
+    s = cluster("w1", "w2", "w3", parallelism=2)
+    s.worker_down("w1", 0)
+    holders = [["w1", "w2"], ["w2", "w3"], ["w3", "w1"], ["w1", "w3"]]
+    s.submit("j", replicated_spec(holders), 0)
+    got = launched(s.schedule(0))
+    assert {n: l.worker for n, l in got.items()} == {
+        "m-00000": "w2", "m-00001": "w3", "m-00002": "w3", "m-00003": "w2"}
+    check_consistent(s)
+
+
+def test_among_holders_the_least_loaded_takes_the_split():
+    s = cluster("w1", "w2", parallelism=2)
+    s.submit("j", replicated_spec([["w1", "w2"], ["w1", "w2"]]), 0)
+    got = launched(s.schedule(0))
+    assert sorted(l.worker for l in got.values()) == ["w1", "w2"]
+
+
 def test_locality_yields_to_capacity_and_to_dead_nodes():
     s = cluster("w1", "w2", "w3", parallelism=1)
     s.worker_down("w3", 0)

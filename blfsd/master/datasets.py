@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from .. import catalog as cat, rpc
 from ..aio import TaskSet
 from ..catalog import DATASETS, OUTPUTS, Catalog
-from ..errors import BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError
+from ..errors import (BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError,
+                      StorageError)
 from ..scheduler import Scheduler
 from . import placement
 from .links import WorkerLinks
@@ -28,11 +29,28 @@ DATA_LIMIT = 60.0  # seconds for a worker to store or read one chunk
 
 @dataclass
 class Put:
-    """A `blfs put` in progress: where each split goes, and what has been stored."""
+    """A `blfs put` in progress: which workers keep each split (its replicas, the first
+    being the split's node), and what each of them has stored."""
     name: str
     client: rpc.Peer
-    nodes: list
-    stored: dict = field(default_factory=dict)  # index -> {node, file, size, crc}
+    holders: list  # index -> [node, ...]
+    stored: dict = field(default_factory=dict)  # (index, node) -> {file, size, crc}
+
+    def nodes(self) -> list[str]:
+        return sorted({n for nodes in self.holders for n in nodes})
+
+    def complete(self) -> bool:
+        return all((i, n) in self.stored for i, nodes in enumerate(self.holders)
+                   for n in nodes)
+
+    def split(self, index: int) -> dict:
+        """Split `index` as the catalog records it: every replica the same bytes."""
+        nodes = self.holders[index]
+        copies = [self.stored[index, n] for n in nodes]
+        if any((c["size"], c["crc"]) != (copies[0]["size"], copies[0]["crc"])
+               for c in copies):
+            raise StorageError(f"the replicas of split {index} of {self.name} differ")
+        return dict(copies[0], node=nodes[0], replicas=nodes)
 
 
 class Datasets:
@@ -51,20 +69,23 @@ class Datasets:
 
     # ------------------------------------------------------------------ puts
 
-    def put_begin(self, peer: rpc.Peer, name: str, splits: int, size: int) -> dict:
-        """Where each split of a new dataset goes: spread over the workers, roomiest first."""
+    def put_begin(self, peer: rpc.Peer, name: str, splits: int, size: int,
+                  replicas: int = 1) -> dict:
+        """Where each split of a new dataset goes: spread over the workers, roomiest first,
+        each on `replicas` different workers' disks."""
         cat.check_name(name)
         placement.check_dataset_name(name, self.catalog.has(DATASETS, name),
                                      any(p.name == name for p in self.puts.values()))
         if not 1 <= splits <= placement.MAX_PUT_SPLITS:
             raise ProtocolError(f"put_begin: splits must be from 1 to "
                                 f"{placement.MAX_PUT_SPLITS}")
-        nodes = placement.split_nodes(self.links.connected(), splits)
+        holders = placement.split_nodes(self.links.connected(), splits, replicas,
+                                        len(self.links.nodes))
         token = secrets.token_hex(8)
-        self.puts[token] = Put(name, peer, nodes)
-        log.info("put %s: %d splits, %d bytes on %s", name, splits, size,
-                 ", ".join(sorted(set(nodes))))
-        return {"put": token, "nodes": nodes}
+        session = self.puts[token] = Put(name, peer, holders)
+        log.info("put %s: %d splits, %d bytes, %d replicas on %s", name, splits, size,
+                 replicas, ", ".join(session.nodes()))
+        return {"put": token, "nodes": [h[0] for h in holders], "replicas": holders}
 
     def _put(self, peer: rpc.Peer, token: str) -> Put:
         """The client's own put in progress with this token, or NotFound."""
@@ -75,29 +96,33 @@ class Datasets:
 
     async def put_data(self, peer: rpc.Peer, put: str, index: int, offset: int, data: bytes,
                        last: bool) -> None:
-        """Relay one chunk of a split to its worker."""
+        """Relay one chunk of a split to every worker that keeps a replica of it."""
         session = self._put(peer, put)
-        if not 0 <= index < len(session.nodes):
+        if not 0 <= index < len(session.holders):
             raise ProtocolError(f"put_data: no split {index}")
-        node = session.nodes[index]
-        if node not in self.links.peers:
-            raise ConnectionClosed(f"worker {node} went away during the put")
-        stored = await self.links.call(node, "store", limit=DATA_LIMIT, name=session.name,
-                                       index=index, offset=offset, data=data, last=last)
+        nodes = session.holders[index]
+        for node in nodes:
+            if node not in self.links.peers:
+                raise ConnectionClosed(f"worker {node} went away during the put")
+        stored = await asyncio.gather(*(self.links.call(
+            node, "store", limit=DATA_LIMIT, name=session.name, index=index, offset=offset,
+            data=data, last=last) for node in nodes))
         if self.puts.get(put) is not session:  # abandoned while this chunk was on its way
-            await self.links.send(node, "abort_put", name=session.name)
+            await asyncio.gather(*(self.links.send(n, "abort_put", name=session.name)
+                                   for n in nodes))
             raise Conflict(f"the put of {session.name} was abandoned")
         if last:
-            session.stored[index] = dict(stored, node=node)
+            session.stored.update({(index, n): r for n, r in zip(nodes, stored)})
 
     def put_end(self, peer: rpc.Peer, put: str) -> dict:
         """Every split is stored: record the dataset."""
         session = self._put(peer, put)
-        if len(session.stored) != len(session.nodes):
-            raise ProtocolError(f"put_end: {len(session.nodes) - len(session.stored)} "
-                                "splits are not complete")
+        if not session.complete():
+            missing = {i for i, nodes in enumerate(session.holders) for n in nodes
+                       if (i, n) not in session.stored}
+            raise ProtocolError(f"put_end: {len(missing)} splits are not complete")
         del self.puts[put]
-        splits = [session.stored[i] for i in range(len(session.nodes))]
+        splits = [session.split(i) for i in range(len(session.holders))]
         entry = self.catalog.add(DATASETS, session.name, {"splits": splits})
         log.info("dataset %s stored: %d splits, %d bytes", session.name, len(splits),
                  sum(s["size"] for s in splits))
@@ -109,7 +134,7 @@ class Datasets:
         del self.puts[put]
         log.warning("put of %s abandoned; removing what was stored", session.name)
         await asyncio.gather(*(self.links.send(n, "abort_put", name=session.name)
-                               for n in sorted(set(session.nodes))))
+                               for n in session.nodes()))
 
     async def abandon(self, client: rpc.Peer) -> None:
         """A client went away: its puts in progress are abandoned."""
@@ -168,7 +193,7 @@ class Datasets:
         """Forget a dataset or output, and have every node that holds files drop them."""
         self.catalog.remove(kind, name)
         files = entry.get("splits") or entry.get("parts") or []
-        nodes = sorted({f["node"] for f in files})
+        nodes = sorted({n for f in files for n in cat.holders(f)})
         results = await asyncio.gather(*(self.links.send(n, "drop", kind=kind, name=name)
                                          for n in nodes))
         left = [n for n, r in zip(nodes, results) if r is None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Optional
 
-from ..errors import Conflict, ConnectionClosed
+from ..errors import Conflict, ConnectionClosed, UsageError
 from ..messages import FINISHED, JobSpec
 
 MAX_PUT_SPLITS = 100_000
@@ -20,12 +20,25 @@ def roomiest_first(disk_free: Mapping[str, Optional[int]]) -> list[str]:
     return sorted(sorted(disk_free), key=lambda n: -(disk_free[n] or 0))
 
 
-def split_nodes(workers: list[str], splits: int) -> list[str]:
-    """The worker of each split of a new dataset: round robin over `workers` (roomiest
-    first, so that a put smaller than the cluster lands on the emptiest disks)."""
+def split_nodes(workers: list[str], splits: int, replicas: int = 1,
+                disks: int = 0) -> list[list[str]]:
+    """The workers that keep each split of a new dataset, `replicas` different ones per
+    split: round robin over `workers` (roomiest first, so that a put smaller than the
+    cluster lands on the emptiest disks), each replica on the next worker after the one
+    before. UsageError when the cluster has fewer than `replicas` disks (`disks`: the
+    nodes it knows); ConnectionClosed when fewer workers than that are connected now."""
+    if replicas < 1:
+        raise UsageError(f"--replicas must be at least 1, not {replicas}")
     if not workers:
         raise ConnectionClosed("no worker is connected to the master")
-    return [workers[i % len(workers)] for i in range(splits)]
+    if replicas > max(disks, len(workers)):
+        raise UsageError(f"cannot keep {replicas} replicas of each split: the cluster has "
+                         f"{max(disks, len(workers))} disks")
+    if len(workers) < replicas:
+        raise ConnectionClosed(f"{replicas} replicas need {replicas} connected workers; "
+                               f"{len(workers)} are connected now")
+    n = len(workers)
+    return [[workers[(i + k) % n] for k in range(replicas)] for i in range(splits)]
 
 
 def default_reducers(asked: Optional[int], configured: int, alive: int) -> int:

@@ -27,10 +27,10 @@ from typing import Awaitable, Callable, Optional
 from .. import catalog, rpc, runtime, storage
 from ..aio import TaskSet
 from ..config import Config
-from ..errors import (ConnectionClosed, DiskFull, FetchError, PathRefused, ProtocolError,
-                      StorageError)
+from ..errors import (BlfsError, ConnectionClosed, DiskFull, FetchError, PathRefused,
+                      ProtocolError, StorageError)
 from ..messages import (AttemptSpec, AttemptState, Failure, FailureKind, Message, Progress,
-                        Success, TaskResult)
+                        Split, Success, TaskResult)
 from ..taskchannel import WithFds, WorkerEnd
 from . import process
 from .containment import Containment, Sandbox
@@ -106,16 +106,35 @@ class TaskRequests:
         if split is None:
             raise ProtocolError("only a map has a split")
         if split.file:
-            path = await self.views.fresh_file(split.node, split.file, split.end, split.crc)
-            try:
-                return WithFds({}, [os.open(path, os.O_RDONLY | os.O_CLOEXEC)])
-            except OSError as exc:
-                raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+            return WithFds({}, [await self._open_stored(attempt, split)])
         try:
             return WithFds({}, [self.paths.open(split.path, os.O_RDONLY)])
         except OSError as exc:
             raise PathRefused(f"cannot read {split.path} as {self.paths.name}: "
                               f"{exc.strerror}") from None
+
+    async def _open_stored(self, attempt: RunningAttempt, split: Split) -> int:
+        """A dataset's split file from the first of its replicas that can be read: ours
+        first, then the others in the order they were stored (a lost disk is skipped)."""
+        last: Optional[BlfsError] = None
+        for node in replica_order(split.holders(), self.disk.name):
+            try:
+                path = await self.views.fresh_file(node, split.file, split.end, split.crc)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                last = StorageError(f"cannot read {split.file} on {node}: {exc.strerror}")
+            except BlfsError as exc:
+                last = exc
+            else:
+                if last is not None:
+                    log.warning("%s: read the replica on %s instead (%s)", split.file, node,
+                                last, extra=attempt.fields())
+                return fd
+            if len(split.holders()) > 1:
+                log.warning("%s: the replica on %s cannot be read: %s", split.file, node,
+                            last, extra=attempt.fields())
+        assert last is not None
+        raise last
 
     async def open_slot(self, attempt: RunningAttempt, node: str, slot: int,
                         generation: int) -> WithFds:
@@ -350,3 +369,9 @@ class Attempts:
         return Failure(kind=FailureKind.CRASHED,
                        error=f"task process {process.describe_status(status)}"
                              + (f"; its last output: {said}" if said else ""))
+
+
+def replica_order(holders: list[str], own: str) -> list[str]:
+    """Where to read a split from: our own disk when it keeps a replica (no remount, no
+    peer's cache), then the others in the order they were stored."""
+    return sorted(holders, key=lambda n: n != own)
