@@ -9,6 +9,7 @@ import os
 from typing import Any, Optional
 
 from . import auth, config as configmod, rpc
+from .config import MASTER_PORT
 from .errors import ConnectionClosed
 
 
@@ -28,10 +29,12 @@ def master_address(args: argparse.Namespace,
     return address, key
 
 
-async def connect(address: str, key: Optional[bytes]) -> rpc.Peer:
-    """A client connection to the master, its replies read in the background."""
-    peer, _ = await rpc.connect(address, key, "client", f"{getpass.getuser()}@{os.getpid()}",
-                                expect_role="master")
+async def connect(address: str, key: Optional[bytes], role: str = "client",
+                  name: Optional[str] = None) -> rpc.Peer:
+    """A connection to the master (a client's, unless a worker announces itself), its
+    replies read in the background."""
+    peer, _ = await rpc.connect(address, key, role, name or f"{getpass.getuser()}@{os.getpid()}",
+                                expect_role="master", default_port=MASTER_PORT)
     peer.reader_task = asyncio.ensure_future(peer.serve())  # replies arrive through it
     return peer
 

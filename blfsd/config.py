@@ -53,9 +53,11 @@ class Config:
     default_priority: Priority = Priority.NORMAL  # of a job submitted without --priority
     history_days: float = 30.0  # finished jobs' records are pruned after this; 0: never
     nodes: list = field(default_factory=list)
+    accept_announced: bool = False  # a worker not in [nodes.*] that announces itself is dialled
     # worker
     worker_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     worker_listen: str = f"0.0.0.0:{WORKER_PORT}"
+    announce: bool = False  # tell the master at master_address where to dial us
     disks_root: str = "/var/lib/blfs/disks"
     work_dir: str = "/var/lib/blfs/worker"  # task attempts' scratch directories
     parallelism: int = 0  # 0: number of CPUs
@@ -115,8 +117,10 @@ _KEYS = {
     ("master", "reducers"): ("default_reducers", int),
     ("master", "default_priority"): ("default_priority", Priority),
     ("master", "history_days"): ("history_days", float),
+    ("master", "accept_announced"): ("accept_announced", bool),
     ("worker", "name"): ("worker_name", str),
     ("worker", "listen"): ("worker_listen", str),
+    ("worker", "announce"): ("announce", bool),
     ("worker", "disks_root"): ("disks_root", str),
     ("worker", "work_dir"): ("work_dir", str),
     ("worker", "task_user"): ("task_user", str),

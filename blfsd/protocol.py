@@ -200,6 +200,13 @@ CLIENT_TO_MASTER: dict[str, dict[str, Any]] = {
     "remove": {"name": str},
 }
 
+# a worker not in [nodes.*], on the master's listener (role "worker"), says where to dial
+# it (master/announced.py); that connection may do nothing else
+ANNOUNCER_TO_MASTER: dict[str, dict[str, Any]] = {
+    **PING,
+    "announce": {"address": str},
+}
+
 WORKER_TO_MASTER: dict[str, dict[str, Any]] = {
     **PING,
     # info: a Progress, a Success or a Failure, by state (master.links.WorkerLinks)
@@ -241,6 +248,7 @@ TASK_TO_WORKER: dict[str, dict[str, Any]] = {
 }
 
 DIRECTIONS = {"client->master": CLIENT_TO_MASTER, "worker->master": WORKER_TO_MASTER,
+              "announcer->master": ANNOUNCER_TO_MASTER,
               "master->worker": MASTER_TO_WORKER, "task->worker": TASK_TO_WORKER}
 
 

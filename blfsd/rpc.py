@@ -235,8 +235,8 @@ async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     try:
         peer = await accept(stream, key, auth.PeerIdentity(my_role, my_name), handler,
                             roles, unix_group, gate.deadline)
-        if peer.role == "client":  # what it sends from now on counts against the daemon's
-            peer.bound(budget)
+        if peer.role in ("client", "worker"):  # what it sends from now on counts against
+            peer.bound(budget)  # the daemon's budget (a master that dials us is not bound)
         return peer
     except (BlfsError, asyncio.TimeoutError, OSError) as exc:
         gate.refused(stream.peer_label(), _why(exc, ticket, gate.deadline), my_name)

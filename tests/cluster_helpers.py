@@ -109,7 +109,8 @@ class LoopCluster:
     def __init__(self, base, workers: int = 3, image_size: int = 64 << 20,
                  slot_size: int = 1 << 20, slots: int = 8, parallelism: int = 2,
                  heartbeat_interval: float = 0.5, path_user: str = "root",
-                 task_memory: str = "2G", master_cluster: str = ""):
+                 task_memory: str = "2G", master_cluster: str = "",
+                 announcing: tuple = (), accept_announced: bool = True):
         self.base = Path(base)
         self.n = workers
         self.image_size = image_size
@@ -120,6 +121,10 @@ class LoopCluster:
         self.path_user = path_user
         self.task_memory = task_memory
         self.master_cluster = master_cluster  # more lines for the master's [cluster]
+        # workers left out of the master's [nodes.*] that announce themselves to it
+        self.announcing = set(announcing)
+        self.accept_announced = accept_announced
+        self.master_port = free_port()
         self.res = Resources(str(self.base))
         self.tag = self.res.tag
         self.names = [f"w{i}" for i in range(workers)]
@@ -229,12 +234,16 @@ class LoopCluster:
             work = self.base / f"work-{name}-{self.tag}"
             work.mkdir()
             cfg = self.base / f"{name}-{self.tag}.toml"
+            announce = name in self.announcing
             cfg.write_text(
                 "[cluster]\n"
                 f'key_file = "{self.key_file}"\n'
+                + (f'master = "127.0.0.1:{self.master_port}"\n' if announce else "") +
                 "[worker]\n"
                 f'name = "{name}"\n'
-                f'listen = "127.0.0.1:{port}"\n'
+                # announcing: on every interface, so its address is the route's source
+                + (f'listen = "0.0.0.0:{port}"\nannounce = true\n' if announce
+                   else f'listen = "127.0.0.1:{port}"\n') +
                 f'disks_root = "{self.viewroots[i]}"\n'
                 f'work_dir = "{work}"\n'
                 f"parallelism = {self.parallelism}\n"
@@ -249,7 +258,8 @@ class LoopCluster:
             self.worker_cfgs.append(cfg)
         state = self.state_dir = self.base / f"state-{self.tag}"
         nodes = "".join(f'[nodes.{name}]\naddress = "127.0.0.1:{port}"\n'
-                        for name, port in zip(self.names, self.ports))
+                        for name, port in zip(self.names, self.ports)
+                        if name not in self.announcing)
         self.master_cfg = self.base / f"master-{self.tag}.toml"
         self.master_cfg.write_text(
             "[cluster]\n"
@@ -257,11 +267,15 @@ class LoopCluster:
             + self.master_cluster +
             "[master]\n"
             f'socket = "{self.socket}"\n'
-            'listen = "127.0.0.1:0"\n'
+            f'listen = "127.0.0.1:{self.master_port if self.announcing else 0}"\n'
+            f"accept_announced = {str(self.accept_announced).lower()}\n"
             f'state_dir = "{state}"\n'
             f"heartbeat_interval = {self.heartbeat_interval}\n"
             "heartbeat_timeout = 10.0\n"
             + nodes)
+
+    def listen_host(self, name: str) -> str:
+        return "0.0.0.0" if name in self.announcing else "127.0.0.1"
 
     # ------------------------------------------------------------------ daemons
 
@@ -282,7 +296,8 @@ class LoopCluster:
                                          f"{d.log_tail()}")
                 # Its own log line, rather than a probe connection (which it would log as
                 # a refused, unauthenticated peer).
-                if f"worker {d.name} listening on 127.0.0.1:{port}" in d.log_tail(1 << 20):
+                if f"worker {d.name} listening on {self.listen_host(d.name)}:{port}" in \
+                        d.log_tail(1 << 20):
                     break
                 if time.monotonic() > deadline:
                     raise AssertionError(f"worker {d.name} not listening on {port} after "

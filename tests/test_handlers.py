@@ -18,6 +18,7 @@ def tables() -> dict:
     worker = Worker(Config(), None)
     return {"client->master": master.client_handlers,
             "worker->master": master.links.handlers,
+            "announcer->master": master.announcer_handlers,
             "master->worker": worker.handlers,
             "task->worker": worker.attempts.requests.handlers}
 

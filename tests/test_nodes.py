@@ -5,6 +5,7 @@ then the master lets it go. A node that (re)joins is dialled and gets work. No r
 is lost either way. Real daemons on loop-device disks."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +16,8 @@ import time
 
 import pytest
 
+from blfsd import auth, client
+from blfsd.errors import BlfsError
 from cluster_helpers import LoopCluster
 from conftest import JOBS, make_corpus, read_counts, word_counts
 from loopdev import root
@@ -84,3 +87,60 @@ def test_a_node_that_leaves_is_drained_and_one_that_joins_gets_work(tmp_path):
         second = cluster.status(cluster.job_id_for(str(out2)))
         assert on(second, "w2"), "the node that joined got no work"
         assert "reload: 3 workers configured; dialling w2" in cluster.master.log_tail(1 << 20)
+
+
+@root
+@pytest.mark.root
+def test_a_worker_the_master_does_not_know_announces_itself_and_gets_work(tmp_path):
+    """w2 is not in the master's [nodes.*]; it listens on every interface and announces
+    itself with the cluster key, advertising its address on the route to the master
+    (pyroute2: 127.0.0.1 here). The master ([master] accept_announced) dials it, a job's
+    attempts run there, and a reload with the same file keeps it. A connection that claims
+    to be a worker may announce and nothing else; a configured name keeps its address."""
+    with LoopCluster(tmp_path, workers=3, slots=16, parallelism=1,
+                     announcing=("w2",)) as cluster:
+        assert "[nodes.w2]" not in cluster.master_cfg.read_text()
+        port = cluster.ports[2]
+        assert (f"worker w2 announced itself at 127.0.0.1:{port}: dialling it"
+                in cluster.master.log_tail(1 << 20))
+        assert (f"announced to the master at 127.0.0.1:{cluster.master_port} as "
+                f"127.0.0.1:{port}" in cluster.daemons[2].log_tail(1 << 20))
+        corpus = make_corpus(tmp_path / "in.txt", 2000, seed=3)
+        out = tmp_path / "out"
+        cluster.blfs("submit", os.path.join(JOBS, "slow_wordcount.py"), "--input", corpus,
+                     "--output", str(out), "--split-size", "8K", "--reducers", "3",
+                     "--", "0.2", timeout=180)
+        assert read_counts(str(out)) == word_counts(corpus)
+        assert on(cluster.status(cluster.job_id_for(str(out))), "w2"), "w2 got no work"
+        cluster.master.proc.send_signal(signal.SIGHUP)
+        wait_for("the reload", lambda: "reload: 3 workers configured; dialling none; "
+                 "draining none" in cluster.master.log_tail(1 << 20))
+        assert workers(cluster)["w2"]["alive"] and not workers(cluster)["w2"]["draining"]
+        assert asyncio.run(announce_as(cluster, "client", "w9")) == \
+            "this connection does not serve 'announce'"
+        refused = asyncio.run(announce_as(cluster, "worker", "w0"))
+        assert refused == f"worker w0 is configured at 127.0.0.1:{cluster.ports[0]}", refused
+        assert asyncio.run(submit_as_worker(cluster)) == "this connection does not serve 'jobs'"
+
+
+async def announce_as(cluster: LoopCluster, role: str, name: str) -> str:
+    """What the master answers an announce from (role, name) over TCP with the key."""
+    key = auth.load_key(str(cluster.key_file))
+    peer = await client.connect(f"127.0.0.1:{cluster.master_port}", key, role, name)
+    try:
+        return str(await peer.call("announce", limit=5, address="127.0.0.1:9"))
+    except BlfsError as exc:
+        return str(exc)
+    finally:
+        await peer.close()
+
+
+async def submit_as_worker(cluster: LoopCluster) -> str:
+    key = auth.load_key(str(cluster.key_file))
+    peer = await client.connect(f"127.0.0.1:{cluster.master_port}", key, "worker", "w9")
+    try:
+        return str(await peer.call("jobs", limit=5))
+    except BlfsError as exc:
+        return str(exc)
+    finally:
+        await peer.close()

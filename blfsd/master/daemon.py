@@ -22,6 +22,7 @@ from ..messages import FINISHED
 from ..scheduler import JobEnded
 from ..systemd import Notifier, listen_fds
 from ..transport import format_address, parse_address
+from .announced import Announced
 from .datasets import Datasets
 from .executor import Executor
 from .jobs import Jobs, status_line
@@ -69,8 +70,10 @@ class Master:
                                  self._job_ended, self.changed, self.jobs.record_result)
         self.datasets = Datasets(self.catalog, self.links, self.sched, self.work)
         self.outputs = AttemptOutputs(self.jobs, self.links)
+        self.announced = Announced(config, self.links)
         self.client_handlers = {"ping": rpc.ping, **self.jobs.handlers,
                                 **self.datasets.handlers, **self.outputs.handlers}
+        self.announcer_handlers = {"ping": rpc.ping, **self.announced.handlers}
         self.servers: list = []
         self.unix_path: Optional[str] = None
         self.tcp_address: Optional[str] = None
@@ -116,7 +119,7 @@ class Master:
         that cannot be read changes nothing."""
         self.notifier.notify("RELOADING=1")
         try:
-            nodes = load_config(self.config.path).nodes
+            nodes = self.announced.with_configured(load_config(self.config.path).nodes)
         except BlfsError as exc:
             log.error("reload: %s; the nodes stay as they were", exc)
         else:
@@ -199,9 +202,11 @@ class Master:
         """A client connection, served until it ends."""
         peer = await rpc.accept_connection(reader, writer, self.key, "master", self.name,
                                            self.client_handlers, self.config.group,
-                                           roles=("client",), gate=self.gate,
+                                           roles=("client", "worker"), gate=self.gate,
                                            budget=self.budget)
         if peer is not None:
+            if peer.role == "worker":  # a worker that announces itself: nothing else
+                peer.handlers = self.announcer_handlers
             await peer.serve()
             await self.datasets.abandon(peer)  # the client went away in the middle of a put
 

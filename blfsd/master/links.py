@@ -104,15 +104,19 @@ class WorkerLinks:
         added = [n for n, node in wanted.items() if self.nodes.get(n) != node]
         removed = [n for n in self.nodes if n not in wanted]
         for name in added:
-            self.nodes[name] = wanted[name]
-            self.sched.drain(name, False)
-            if self.tasks is not None:
-                self.tasks.spawn(self.keep(wanted[name]))
+            self.add(wanted[name])
         for name in removed:
             self.sched.drain(name)
             if self.tasks is not None:
                 self.tasks.spawn(self._let_go(name, self.nodes[name]))
         return added, removed
+
+    def add(self, node: Node) -> None:
+        """Dial a new node (or a node at a new address) and give it work."""
+        self.nodes[node.name] = node
+        self.sched.drain(node.name, False)
+        if self.tasks is not None:
+            self.tasks.spawn(self.keep(node))
 
     async def _let_go(self, name: str, node: Node) -> None:
         """Once a node that left the configuration is drained (nothing of it is needed any

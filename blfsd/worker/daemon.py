@@ -17,6 +17,7 @@ from ..errors import ConnectionClosed, ProtocolError
 from ..messages import AttemptState, Message, ShippedFile
 from ..systemd import Notifier, listen_fds
 from ..transport import format_address, parse_address
+from . import announce
 from .attempts import Attempts
 from .disk import OwnDisk
 from .files import Files
@@ -119,6 +120,9 @@ class Worker:
     async def run(self) -> None:
         """Serve until `stopping` is set; STATUS and the watchdog meanwhile."""
         await self.start()
+        announcing = (asyncio.ensure_future(announce.keep_announcing(
+            self.config, self.key, self.name, self.address, lambda: self.master is not None,
+            self.stopping)) if self.config.announce else None)
         watchdog = Notifier.watchdog_interval()
         while not self.stopping.is_set():
             try:
@@ -128,6 +132,9 @@ class Worker:
             if watchdog:
                 self.notifier.notify("WATCHDOG=1")
             self.notifier.status(self.status_line())
+        if announcing is not None:
+            announcing.cancel()
+            await asyncio.gather(announcing, return_exceptions=True)
         await self.shutdown()
 
     async def shutdown(self) -> None:

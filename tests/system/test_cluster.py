@@ -16,6 +16,7 @@ import random
 import re
 import secrets
 import subprocess
+import time
 import tomllib
 from collections import Counter
 
@@ -424,6 +425,47 @@ def test_mrjob_word_freq_count_on_the_cluster(cluster, corpus, wordcount):
     with open(cluster.master.host_path("/srv/corpus.txt"), encoding="utf-8") as f:
         want = Counter(w.lower() for w in re.findall(r"[\w']+", f.read()))
     assert counts == dict(want)
+
+
+# ----------------------------------------------------------------------------- nodes
+
+def reload_master(cluster, config: str) -> None:
+    """A new /etc/blfs/blfs.toml on the master, and `systemctl reload blfs-master`."""
+    with open(cluster.master.host_path("/etc/blfs/blfs.toml"), "w") as f:
+        f.write(config)
+    cluster.master.run("systemctl", "reload", "blfs-master.service")
+
+
+def test_a_node_added_with_reload_gets_tasks_of_a_running_job(cluster):
+    """(h) w3 leaves the master's configuration (reload: drained, then let go); a job
+    starts on w1 and w2; w3 is added back with `systemctl reload blfs-master` while the
+    job runs, and attempts of that same job run on w3. The counts are exact."""
+    cluster.wait_workers_alive()
+    path = cluster.master.host_path("/etc/blfs/blfs.toml")
+    with open(path) as f:
+        full = f.read()
+    without = "\n\n".join(b for b in full.split("\n\n") if not b.startswith("[nodes.w3]"))
+    assert "[nodes.w3]" in full and "[nodes.w3]" not in without
+    reload_master(cluster, without)
+    cluster.master.wait_for(lambda: "w3" not in {w["name"] for w in cluster.workers_info()},
+                            60, "w3 to be let go", interval=0.3)
+    reference = make_corpus(cluster.master.host_path("/srv/joining.txt"), 900 << 10, seed=13)
+    done = cluster.blfs("submit", "/srv/slow_wordcount.py", "--input", "/srv/joining.txt",
+                        "--output", "counts-joining", "--split-size", "48K", "--detach",
+                        "--", "1.0")
+    job = done.stdout.strip()
+    cluster.master.wait_for(lambda: cluster.status(job)["attempts"], 60, "the job to start",
+                            interval=0.3)
+    started = time.monotonic()
+    reload_master(cluster, full)
+    cluster.master.wait_for(lambda: tasks_of(cluster.status(job), "w3"), 60,
+                            "an attempt of the running job on w3", interval=0.2)
+    joined = time.monotonic() - started
+    status = cluster.wait_job(job, timeout=180)
+    assert status["state"] == "succeeded", status.get("error")
+    assert parse_counts(cluster.blfs("cat", "counts-joining").stdout) == dict(reference)
+    assert status["maps"]["total"] >= 12
+    print(f"reload to the first attempt of the running job on w3: {joined:.2f} s")
 
 
 # ----------------------------------------------------------------------------- packages
