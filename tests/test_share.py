@@ -48,3 +48,12 @@ def test_a_short_job_submitted_after_a_long_one_finishes_first(tmp_path):
         assert read_counts(str(tmp_path / "long")) == word_counts(long_in)
         jobs = json.loads(cluster.blfs("jobs", "--json").stdout)
         assert {j["job"] for j in jobs} >= {long_job, short_job}
+        # first come, first served, the short job could not have started before the long
+        # job's last map did: that is its wait without shares
+        first_run = min(a["started"] for a in first["attempts"])
+        last_map = max(a["started"] for a in second["attempts"] if "/m-" in a["attempt"])
+        print(f"short job: waited {first_run - first['submitted']:.2f} s for its first "
+              f"attempt, done {first['finished'] - first['submitted']:.2f} s after submit; "
+              f"first come first served it would have waited at least "
+              f"{last_map - first['submitted']:.2f} s; the long job took "
+              f"{second['finished'] - second['submitted']:.2f} s")
