@@ -63,6 +63,13 @@ def output_dir(disk: str, name: str) -> str:
     return area(disk, OUTPUTS, name)
 
 
+def stored_path(disk: str, kind: str, name: str, index: int) -> str:
+    """Split `index` of a dataset, or part `index` of an output, on a disk."""
+    if kind == DATASETS:
+        return split_path(disk, name, index)
+    return os.path.join(area(disk, kind, name), f"part-{index:05d}")
+
+
 def holders(entry: dict) -> list[str]:
     """Every node that keeps a split or part: its replicas, else its one node."""
     return list(entry.get("replicas") or [entry["node"]])

@@ -61,6 +61,9 @@ def _add_submit(sub: Any) -> None:
                    help="bytes per map task (default: enough maps for two waves over the "
                         "cluster's task slots, at most 64M each)")
     s.add_argument("--max-attempts", type=int, default=None, metavar="N")
+    s.add_argument("--output-replicas", type=int, default=1, metavar="N",
+                   help="keep each part of a cluster output (--output NAME) on N nodes' "
+                        "disks (default 1)")
     s.add_argument("--priority", choices=("high", "normal", "low"), default=None,
                    help="the job's share of the task slots against other running jobs "
                         "(high 4 : normal 2 : low 1; default: the master's "
@@ -180,6 +183,11 @@ def prepare_submit(args: argparse.Namespace) -> dict:
     }
     if named_output:
         spec["output_name"] = output
+    if args.output_replicas != 1:
+        if not named_output or args.output_replicas < 1:
+            raise UsageError("--output-replicas N (N >= 1) is for a cluster output, "
+                             "--output NAME")
+        spec["output_replicas"] = args.output_replicas
     return spec
 
 

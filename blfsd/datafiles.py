@@ -7,6 +7,7 @@ owner checks both and remounts its view once when they differ (docs/ARCHITECTURE
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import zlib
@@ -29,22 +30,23 @@ class _Upload:
 
 
 class Uploads:
-    """Split files being written for `blfs put` on our own disk."""
+    """Files being written on our own disk: a put's splits, or copies of an output's parts
+    (output replicas)."""
 
     def __init__(self, disk: str, device: Optional[str]):
         self.disk = disk
         self.device = device
-        self.open: dict[tuple[str, int], _Upload] = {}
+        self.open: dict[tuple[str, str, int], _Upload] = {}
 
     def write(self, name: str, index: int, offset: int, data: bytes,
-              last: bool) -> Optional[dict]:
+              last: bool, kind: str = catalog.DATASETS) -> Optional[dict]:
         """Append a chunk; on the last one make the file durable and return its record."""
-        key = (name, index)
+        key = (kind, name, index)
         up = self.open.get(key)
         if up is None:
             if offset != 0:
                 raise ProtocolError(f"split {index} of {name} was not started")
-            final = catalog.split_path(self.disk, name, index)
+            final = catalog.stored_path(self.disk, kind, name, index)
             os.makedirs(os.path.dirname(final), exist_ok=True)
             tmp = os.path.join(os.path.dirname(final), "." + os.path.basename(final) + ".part")
             up = _Upload(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), tmp, final)
@@ -70,15 +72,21 @@ class Uploads:
         return {"file": os.path.relpath(up.final, self.disk), "size": up.size, "crc": up.crc}
 
     def abort_all(self) -> list:
-        """A new master session knows of no put in progress: drop every one (their names)."""
-        names = sorted({name for name, _ in self.open})
+        """A new master session knows of no put or copy in progress: drop every one (the
+        names of the puts)."""
+        for key in [k for k in self.open if k[0] != catalog.DATASETS]:
+            up = self.open.pop(key)  # half a copy of a part: only that file goes
+            os.close(up.fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(up.tmp)
+        names = sorted({name for _, name, _ in self.open})
         for name in names:
             self.abort(name)
         return names
 
     def abort(self, name: str) -> None:
         """Forget a put that failed: close its files and remove what it wrote."""
-        for key in [k for k in self.open if k[0] == name]:
+        for key in [k for k in self.open if k[:2] == (catalog.DATASETS, name)]:
             os.close(self.open.pop(key).fd)
         drop(self.disk, catalog.DATASETS, name)
 

@@ -411,6 +411,7 @@ class JobSpec(Message):
     task_cpu_weight: Optional[int] = None
     submitted_at: float = 0.0  # set by the master: wall clock, orders jobs across restarts
     priority: Optional[Priority] = None  # None: the master's [master] default_priority
+    output_replicas: int = 1  # a cluster output's parts, each on this many nodes' disks
 
     def _refuse(self) -> Optional[str]:
         if not self.splits:
@@ -426,6 +427,9 @@ class JobSpec(Message):
                 return "output_name must be a valid name equal to output"
         elif not os.path.isabs(self.output):
             return "the output must be an absolute path or a name"
+        if self.output_replicas != 1 and (self.output_name is None
+                                          or not 1 <= self.output_replicas <= 64):
+            return "output replicas (1 to 64) are for a cluster output NAME"
         for name, value, low, high in (("reducers", self.reducers, 1, 10000),
                                        ("max_attempts", self.max_attempts, 1, 1000)):
             if value is not None and not low <= value <= high:

@@ -90,6 +90,16 @@ def test_a_new_master_session_drops_puts_in_progress(tmp_path):
     assert up.abort_all() == []
 
 
+def test_a_copy_of_an_output_part_in_progress_goes_alone_with_a_new_session(tmp_path):
+    disk = str(tmp_path)
+    up = datafiles.Uploads(disk, None)
+    rec = up.write("o", 1, 0, b"copied\n", last=True, kind=OUTPUTS)
+    assert rec["file"] == "output/o/part-00001" and rec["size"] == 7
+    up.write("o", 2, 0, b"half", last=False, kind=OUTPUTS)
+    assert up.abort_all() == []  # no put was in progress
+    assert sorted(os.listdir(os.path.join(disk, "output", "o"))) == ["part-00001"]
+
+
 def test_catalog_survives_a_restart_and_refuses_duplicates(tmp_path):
     c = Catalog(str(tmp_path))
     c.add(DATASETS, "c", {"splits": [{"node": "w1", "file": "data/c/split-00000",

@@ -350,3 +350,35 @@ def test_more_replicas_than_disks_is_refused_in_one_line(cluster, corpus):
     assert res.stderr.strip() == ("blfs: cannot keep 4 replicas of each split: the cluster "
                                   "has 3 disks"), res.stderr
     assert json.loads(cluster.blfs("ls", "--json").stdout) == []
+
+
+def test_an_output_kept_twice_is_read_when_the_disk_of_a_writer_is_lost(cluster, corpus):
+    """`--output-replicas 2`: each part is copied, once committed, onto the next worker's
+    disk; with w1 and its disk lost (every mount of it gone), `blfs cat` still gives the
+    exact counts, each part read from a disk that keeps it."""
+    cluster.blfs("put", str(corpus), "corpus")
+    cluster.blfs("submit", WORDCOUNT, "--input", "corpus", "--output", "counts",
+                 "--reducers", "3", "--output-replicas", "2", "--quiet", timeout=120)
+    row = dataset(cluster, "counts")
+    assert row["kind"] == "output" and row["replicas"] == 2, row
+    holders = {}
+    for owner in range(cluster.n):
+        for part in sorted((cluster.disk(owner, owner) / "output" / "counts").glob("part-*")):
+            holders.setdefault(part.name, []).append(part.read_bytes())
+    assert sorted(holders) == ["part-00000", "part-00001", "part-00002"], holders
+    assert all(len(copies) == 2 and copies[0] == copies[1] for copies in holders.values())
+    cluster.daemons[1].stop()
+    cluster.detach_disk(1)
+    wait_alive(cluster, ["w0", "w2"])
+    assert parse_lines(cluster.blfs("cat", "counts").stdout) == expected_counts(corpus)
+
+
+def test_more_output_replicas_than_disks_is_refused_in_one_line(cluster, corpus):
+    cluster.blfs("put", str(corpus), "corpus")
+    res = cluster.blfs("submit", WORDCOUNT, "--input", "corpus", "--output", "counts",
+                       "--output-replicas", "4", check=False)
+    assert res.returncode != 0 and res.stderr.strip() == (
+        "blfs: cannot keep 4 replicas of each part: the cluster has 3 disks"), res.stderr
+    local = cluster.blfs("submit", WORDCOUNT, "--input", str(corpus), "--output",
+                         str(corpus.parent / "out"), "--output-replicas", "2", check=False)
+    assert "is for a cluster output" in local.stderr and local.returncode == 2, local.stderr

@@ -121,10 +121,22 @@ def test_a_dataset_or_output_is_in_use_while_an_unfinished_job_has_it():
 
 # ------------------------------------------------------------------ who serves a read
 
-def test_the_owner_serves_its_files_while_it_is_connected():
-    assert placement.read_sources("w2", ["w1", "w2", "w3"]) == ["w2"]
+def test_the_owner_serves_its_files_first_then_its_peers_through_their_views():
+    assert placement.read_plan(["w2"], ["w1", "w2", "w3"]) == [
+        ("w2", "w2"), ("w1", "w2"), ("w3", "w2")]
 
 
 def test_any_connected_worker_serves_them_when_the_owner_is_down():
-    assert placement.read_sources("w2", ["w3", "w1"]) == ["w3", "w1"]
-    assert placement.read_sources("w2", []) == []
+    assert placement.read_plan(["w2"], ["w3", "w1"]) == [("w3", "w2"), ("w1", "w2")]
+    assert placement.read_plan(["w2"], []) == []
+
+
+def test_each_connected_holder_of_a_copy_comes_before_any_view():
+    assert placement.read_plan(["w1", "w2"], ["w2", "w3"]) == [
+        ("w2", "w2"), ("w2", "w1"), ("w3", "w1"), ("w3", "w2")]
+
+
+def test_copies_go_to_the_workers_after_the_writer_in_name_order():
+    assert placement.copy_targets("w2", ["w3", "w1", "w2", "w4"]) == ["w3", "w4", "w1"]
+    assert placement.copy_targets("w4", ["w1", "w4"]) == ["w1"]
+    assert placement.copy_targets("w1", ["w1"]) == []

@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from .. import catalog as cat, rpc
 from ..aio import TaskSet
 from ..catalog import DATASETS, OUTPUTS, Catalog
-from ..errors import (BlfsError, Conflict, ConnectionClosed, NotFound, ProtocolError,
-                      StorageError)
+from ..errors import Conflict, ConnectionClosed, NotFound, ProtocolError, StorageError
 from ..scheduler import Scheduler
-from . import placement
+from . import copies, placement
 from .links import WorkerLinks
 
 log = logging.getLogger("blfs.master")
 
-DATA_LIMIT = 60.0  # seconds for a worker to store or read one chunk
+DATA_LIMIT = copies.DATA_LIMIT
 
 
 @dataclass
@@ -156,21 +155,12 @@ class Datasets:
 
     async def read(self, peer: rpc.Peer, name: str, part: int, offset: int,
                    length: int) -> dict:
-        """A chunk of an output's part, from its node, or through a peer's view of its disk
-        when that node is down (the disk outlives its worker)."""
+        """A chunk of an output's part, from a node that keeps it, or through a peer's view
+        of its disk when that node is down (the disk outlives its worker)."""
         parts = self.catalog.get(OUTPUTS, name)["parts"]
         if not 0 <= part < len(parts):
             raise NotFound(f"output {name} has no part {part}")
-        f = parts[part]
-        last: Exception = ConnectionClosed("no worker is connected to the master")
-        for node in placement.read_sources(f["node"], self.links.connected()):
-            try:
-                return await self.links.call(node, "fetch", limit=DATA_LIMIT, node=f["node"],
-                                             file=f["file"], offset=offset, length=length,
-                                             size=f["size"], crc=f.get("crc"))
-            except (BlfsError, asyncio.TimeoutError) as exc:
-                last = exc
-        raise last if isinstance(last, BlfsError) else ConnectionClosed(str(last))
+        return {"data": await copies.read_chunk(self.links, parts[part], offset, length)}
 
     # ------------------------------------------------------------------ removal
 

@@ -24,6 +24,7 @@ from ..errors import BlfsError, ConnectionClosed
 from ..messages import FailureKind
 from ..scheduler import (Commit, JobEnded, Kill, Launch, Release, ReleaseOutputs, Scheduler,
                          ScheduledJob, TaskDone)
+from . import copies, placement
 from .links import WorkerLinks
 
 log = logging.getLogger("blfs.master")
@@ -115,7 +116,7 @@ class Executor:
         """The output is whole: a cluster output's record in the catalog; else _SUCCESS,
         written by a worker too (the master may see outputs read-only)."""
         if job.spec.output_name:
-            self._record_output(job, parts)
+            await self._record_output(job, parts)
             return
         last = parts[-1][0] if parts else ""
         output = job.spec.output
@@ -131,14 +132,38 @@ class Executor:
                 log.error("could not take back %s after a failed commit", target,
                           extra={"BLFS_JOB": job.id})
 
-    def _record_output(self, job: ScheduledJob, parts: list) -> None:
-        """A cluster output is complete once the catalog says where each part is."""
+    async def _record_output(self, job: ScheduledJob, parts: list) -> None:
+        """A cluster output is complete once the catalog says where each part is (and,
+        with output replicas, where its copies are)."""
         files = [{"partition": task.index, "node": worker, "file": task.result.file,
                   "size": task.result.size or 0, "crc": task.result.crc}
                  for task, (worker, _, _, _) in zip(job.final.tasks, parts)]
         name = job.spec.output_name
+        if job.spec.output_replicas > 1:
+            for index, record in enumerate(files):
+                await self._replicate(job, index, record)
         self.catalog.add(OUTPUTS, name, {"job": job.id, "parts": files})
         log.info("output %s recorded: %d parts", name, len(files), extra={"BLFS_JOB": job.id})
+
+    async def _replicate(self, job: ScheduledJob, index: int, record: dict) -> None:
+        """Copy a part onto other workers' disks until it has the job's output replicas;
+        a copy that fails is tried on the next worker; too few workers leave it with
+        fewer copies (logged, and shown by blfs ls), never the job failed for it."""
+        want, name = job.spec.output_replicas, job.spec.output_name
+        holders = [record["node"]]
+        for target in placement.copy_targets(record["node"], self.links.connected()):
+            if len(holders) >= want:
+                break
+            try:
+                await copies.copy_to(self.links, record, target, OUTPUTS, name, index)
+                holders.append(target)
+            except FAILED_STEP as exc:
+                log.warning("could not copy part %d of %s to %s: %s", index, name, target,
+                            exc, extra={"BLFS_JOB": job.id})
+        record["replicas"] = holders
+        if len(holders) < want:
+            log.warning("part %d of %s is kept on %d disks, not %d: too few workers",
+                        index, name, len(holders), want, extra={"BLFS_JOB": job.id})
 
     async def _on_worker(self, job: ScheduledJob, worker: str, op: str,
                          here: Callable[..., Any], *args: Any, **fields: Any) -> None:

@@ -75,8 +75,19 @@ def user_of(name: str, jobs: Iterable) -> Optional[str]:
     return None
 
 
-def read_sources(owner: str, connected: list[str]) -> list[str]:
-    """Who may serve a read of a file on `owner`'s disk, in the order to try them: the
-    owner while it is connected; when it is not, every connected worker (the disk outlives
-    its worker, and every node mounts it)."""
-    return [owner] if owner in connected else list(connected)
+def read_plan(holders: list[str], connected: list[str]) -> list[tuple[str, str]]:
+    """(server, node) pairs to try for a read of a file kept on the disks of `holders`:
+    each connected holder from its own disk first; then, for each holder in turn, every
+    connected worker through its view of that disk (a disk outlives its worker, and every
+    node mounts it)."""
+    own = [(h, h) for h in holders if h in connected]
+    views = [(w, h) for h in holders for w in connected if (w, h) not in own]
+    return own + views
+
+
+def copy_targets(holder: str, connected: list[str]) -> list[str]:
+    """Workers to copy a part written on `holder` to, in the order to try them: those after
+    it in name order, wrapping around (so that the copies spread over the cluster)."""
+    others = sorted(w for w in connected if w != holder)
+    after = [w for w in others if w > holder] + [w for w in others if w < holder]
+    return after

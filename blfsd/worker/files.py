@@ -93,11 +93,13 @@ class Files:
     # ------------------------------------------------------------------ cluster storage
 
     async def store(self, peer: rpc.Peer, name: str, index: int, offset: int, data: bytes,
-                    last: bool) -> Optional[dict]:
-        """A chunk of a split of a put; the last one returns the stored file's record."""
+                    last: bool, kind: str = catalog.DATASETS) -> Optional[dict]:
+        """A chunk of a split of a put (or of a copy of an output's part); the last one
+        returns the stored file's record."""
+        catalog.area(self.disk.path, kind, name)  # a known kind, a valid name
         try:
             return await in_thread(self.uploads.write, catalog.check_name(name), index,
-                                   offset, data, last)
+                                   offset, data, last, kind)
         except OSError as exc:  # a full disk, most likely: one line for the user
             raise StorageError(f"storing on {self.disk.name}: {exc.strerror}") from None
 
