@@ -67,6 +67,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, TOOLS)
 
+import datacache  # noqa: E402
 import gen_corpus  # noqa: E402
 import gen_records  # noqa: E402
 import proctree  # noqa: E402
@@ -332,7 +333,7 @@ def blfs_run_into(row: Row, job: str, inputs: list, out_dir: str, name: str, tag
 def bench_sort(size: int, args, skew: float = 0.0) -> Row:
     name = "skew" if skew else "sort"
     path = gen_records.default_path(DATA, size, args.seed, skew)
-    label = gen_corpus.format_size(size) + (f"-skew{round(skew * 100)}" if skew else "")
+    label = datacache.format_size(size) + (f"-skew{round(skew * 100)}" if skew else "")
     row = Row(name, size, label)
     title = (f"{fmt_size(size)} of records, one key holding {skew:.0%} of them"
              if skew else f"{fmt_size(size)} of records")
@@ -437,7 +438,7 @@ def compare_counts(blfs: dict, base: dict) -> list:
 
 
 def bench_wordcount(size: int, args) -> Row:
-    label = gen_corpus.format_size(size)
+    label = datacache.format_size(size)
     corpus = os.path.join(DATA, f"corpus-{label}-s{args.seed}.txt")
     row = Row("wordcount", size, label)
     print(f"\n== wordcount: {fmt_size(size)} corpus ({os.path.relpath(corpus, REPO)})",
@@ -731,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--repeat, --tiny-runs and --workers must be at least 1")
 
     def sizes(text: str) -> list:
-        return [gen_corpus.parse_size(s) for s in text.split(",") if s.strip()]
+        return [datacache.parse_size(s) for s in text.split(",") if s.strip()]
 
     os.chdir(REPO)
     os.makedirs(os.path.join(DATA, "results"), exist_ok=True)
@@ -767,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny = bench_tiny(args)
         for section, size in (("pipeline", args.pipeline_size), ("mrjob", args.mrjob_size)):
             if section in only:
-                failures += run_issue11(section, gen_corpus.parse_size(size), args, say)
+                failures += run_issue11(section, datacache.parse_size(size), args, say)
         if "shuffle" in only:
             shuffle = run_shuffle(args)
         if "scheduler" in only:
@@ -824,7 +825,7 @@ def run_shuffle(args) -> dict:
         line = f"== shuffle on loop-device disks: skipped ({why})"
         print("   " + line, flush=True)
         return {"lines": [line]}
-    return bench_shuffle.run(gen_corpus.parse_size(args.shuffle_size), repeat=args.repeat)
+    return bench_shuffle.run(datacache.parse_size(args.shuffle_size), repeat=args.repeat)
 
 
 def run_scheduler(args) -> list:

@@ -23,6 +23,7 @@ import sys
 import time
 
 import bench  # noqa: E402  (tools/bench.py: measured runs, logs)
+import datacache  # noqa: E402
 import gen_corpus  # noqa: E402
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -53,7 +54,7 @@ def read_top(out_dir: str) -> list:
 
 def bench_pipeline(size: int, args, say) -> list:
     """Problems found (empty: the three answers agree)."""
-    label = gen_corpus.format_size(size)
+    label = datacache.format_size(size)
     corpus = os.path.join(DATA, f"corpus-{label}-s{args.seed}.txt")
     gen_corpus.generate(corpus, size, seed=args.seed)
     bench.warm(corpus)
@@ -103,7 +104,7 @@ def _mrjob_example(name: str) -> str:
 
 
 def bench_mrjob(size: int, args, say) -> list:
-    label = gen_corpus.format_size(size)
+    label = datacache.format_size(size)
     corpus = os.path.join(DATA, f"corpus-{label}-s{args.seed}.txt")
     gen_corpus.generate(corpus, size, seed=args.seed)
     bench.warm(corpus)

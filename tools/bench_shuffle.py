@@ -229,7 +229,7 @@ def main(argv: list | None = None) -> int:
     if why:
         print(f"skipped: {why}")
         return 0
-    from gen_corpus import parse_size
+    from datacache import parse_size
     res = run(parse_size(args.size), args.repeat, args.interval)
     for line in res["lines"]:
         print(line)

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import multiprocessing
 import os
 import random
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import datacache  # noqa: E402
+from datacache import format_size, parse_size  # noqa: E402  (one size syntax for all tools)
 
 FORMAT_VERSION = 1
 WORDS_PER_LINE = 10
@@ -33,33 +36,6 @@ LINES_PER_BLOCK = 50_000  # roughly 3.5 MB of text per block
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"
-
-
-def parse_size(text: str) -> int:
-    """'64M' -> 67108864; accepts K, M, G (powers of 1024), optional 'iB'/'B'."""
-    s = text.strip().upper()
-    for suffix in ("IB", "B"):
-        if s.endswith(suffix) and len(s) > len(suffix) and s[-len(suffix) - 1] in "KMGT":
-            s = s[: -len(suffix)]
-            break
-    mult = 1
-    if s and s[-1] in "KMGT":
-        mult = 1024 ** ("KMGT".index(s[-1]) + 1)
-        s = s[:-1]
-    try:
-        value = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return int(value * mult)
-
-
-def format_size(n: int) -> str:
-    for unit, mult in (("G", 1024 ** 3), ("M", 1024 ** 2), ("K", 1024)):
-        if n % mult == 0:
-            return f"{n // mult}{unit}"
-    return str(n)
 
 
 def make_vocabulary(n: int, seed: int) -> list[str]:
@@ -118,10 +94,6 @@ def _block(index: int) -> bytes:
     return "".join(out).encode("ascii")
 
 
-def _meta_path(path: str) -> str:
-    return path + ".meta.json"
-
-
 def _wanted_meta(size: int, seed: int, vocab: int, exponent: float) -> dict:
     return {
         "format": FORMAT_VERSION,
@@ -136,76 +108,54 @@ def _wanted_meta(size: int, seed: int, vocab: int, exponent: float) -> dict:
 
 def cached(path: str, size: int, seed: int = 1, vocab: int = 50_000, exponent: float = 1.1) -> bool:
     """True if `path` already holds the corpus for these parameters."""
-    try:
-        with open(_meta_path(path)) as f:
-            meta = json.load(f)
-        actual = os.path.getsize(path)
-    except (OSError, ValueError):
-        return False
-    want = _wanted_meta(size, seed, vocab, exponent)
-    return all(meta.get(k) == v for k, v in want.items()) and meta.get("bytes") == actual
+    return datacache.cached(path, _wanted_meta(size, seed, vocab, exponent)) is not None
 
 
 def generate(path: str, size: int, seed: int = 1, vocab: int = 50_000, exponent: float = 1.1,
              processes: int | None = None, force: bool = False, quiet: bool = False) -> dict:
     """Write the corpus to `path` (reusing a cached one). Returns info incl. seconds spent."""
     t0 = time.monotonic()
-    if not force and cached(path, size, seed, vocab, exponent):
-        with open(_meta_path(path)) as f:
-            meta = json.load(f)
-        meta.update(path=path, cached=True, seconds=time.monotonic() - t0)
-        return meta
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        os.unlink(_meta_path(path))
-    except FileNotFoundError:
-        pass
+    want = _wanted_meta(size, seed, vocab, exponent)
+    meta = None if force else datacache.cached(path, want)
+    if meta is not None:
+        return dict(meta, path=path, cached=True, seconds=time.monotonic() - t0)
     processes = processes or os.cpu_count() or 1
-    tmp = f"{path}.tmp-{os.getpid()}"
-    written = 0
-    lines = 0
-    try:
-        with open(tmp, "wb", buffering=0) as out:
-            if processes > 1:
-                ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
-                pool = ctx.Pool(processes, initializer=_init, initargs=(vocab, exponent, seed))
-                blocks = pool.imap(_block, itertools.count(), chunksize=1)
-            else:
-                pool = None
-                _init(vocab, exponent, seed)
-                blocks = map(_block, itertools.count())
-            try:
-                for data in blocks:
-                    room = size - written
-                    if len(data) >= room:
-                        cut = data.rfind(b"\n", 0, room) + 1  # 0 if no full line fits
-                        data = data[:cut]
-                        out.write(data)
-                        written += len(data)
-                        lines += data.count(b"\n")
-                        break
-                    out.write(data)
-                    written += len(data)
-                    lines += LINES_PER_BLOCK
-            finally:
-                if pool is not None:
-                    pool.terminate()
-                    pool.join()
-        os.replace(tmp, path)
-    except BaseException:
+
+    def fill(out) -> dict:
+        if processes > 1:
+            ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+            pool = ctx.Pool(processes, initializer=_init, initargs=(vocab, exponent, seed))
+            blocks = pool.imap(_block, itertools.count(), chunksize=1)
+        else:
+            pool = None
+            _init(vocab, exponent, seed)
+            blocks = map(_block, itertools.count())
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    meta = _wanted_meta(size, seed, vocab, exponent)
-    meta.update(bytes=written, lines=lines, words=lines * WORDS_PER_LINE)
-    with open(_meta_path(path) + ".tmp", "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(_meta_path(path) + ".tmp", _meta_path(path))
-    meta.update(path=path, cached=False, seconds=time.monotonic() - t0)
-    return meta
+            written, lines = _write_blocks(out, blocks, size)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        return {"bytes": written, "lines": lines, "words": lines * WORDS_PER_LINE}
+
+    meta = datacache.write(path, fill, want)
+    return dict(meta, path=path, cached=False, seconds=time.monotonic() - t0)
+
+
+def _write_blocks(out, blocks, size: int) -> tuple[int, int]:
+    """Blocks of lines to `out` up to `size` bytes, cut after the last whole line that
+    fits; (bytes, lines) written."""
+    written = lines = 0
+    for data in blocks:
+        room = size - written
+        if len(data) >= room:
+            data = data[:data.rfind(b"\n", 0, room) + 1]  # nothing if no whole line fits
+            out.write(data)
+            return written + len(data), lines + data.count(b"\n")
+        out.write(data)
+        written += len(data)
+        lines += LINES_PER_BLOCK
+    return written, lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ floor(size / 100) records.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import random
@@ -59,7 +58,8 @@ _LETTER_REJECT = bytes(b for b in range(256) if (b & 31) >= 26)
 _PAYLOAD_TABLE = bytes(PAYLOAD_ALPHABET[b & 63] for b in range(256))
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_corpus import format_size, parse_size  # noqa: E402  (one size syntax for all tools)
+import datacache  # noqa: E402
+from datacache import format_size, parse_size  # noqa: E402  (one size syntax for all tools)
 
 
 def letters(rng: random.Random, n: int) -> bytes:
@@ -137,10 +137,6 @@ def _block(args: tuple) -> bytes:
     return make_block(_STATE["seed"], _STATE["skew"], index, n)
 
 
-def _meta_path(path: str) -> str:
-    return path + ".meta.json"
-
-
 def wanted_meta(size: int, seed: int, skew: float) -> dict:
     records = size // RECORD
     return {"format": FORMAT_VERSION, "kind": "records", "size": size, "seed": seed,
@@ -156,14 +152,8 @@ def default_path(data_dir: str, size: int, seed: int = 1, skew: float = 0.0) -> 
 
 
 def cached(path: str, size: int, seed: int = 1, skew: float = 0.0) -> bool:
-    try:
-        with open(_meta_path(path)) as f:
-            meta = json.load(f)
-        actual = os.path.getsize(path)
-    except (OSError, ValueError):
-        return False
     want = wanted_meta(size, seed, skew)
-    return all(meta.get(k) == v for k, v in want.items()) and actual == want["bytes"]
+    return datacache.cached(path, want, want["bytes"]) is not None
 
 
 def generate(path: str, size: int, seed: int = 1, skew: float = 0.0,
@@ -175,43 +165,28 @@ def generate(path: str, size: int, seed: int = 1, skew: float = 0.0,
     t0 = time.monotonic()
     meta = wanted_meta(size, seed, skew)
     if not force and cached(path, size, seed, skew):
-        meta.update(path=path, cached=True, seconds=time.monotonic() - t0)
-        return meta
+        return dict(meta, path=path, cached=True, seconds=time.monotonic() - t0)
     records = meta["records"]
     blocks = -(-records // RECORDS_PER_BLOCK)
     if blocks > MAX_BLOCKS:
         raise ValueError(f"at most {MAX_BLOCKS * RECORDS_PER_BLOCK * RECORD:,} bytes")
     work = [(i, min(RECORDS_PER_BLOCK, records - i * RECORDS_PER_BLOCK)) for i in range(blocks)]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        os.unlink(_meta_path(path))
-    except FileNotFoundError:
-        pass
     processes = processes or os.cpu_count() or 1
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb", buffering=0) as out:
-            if processes > 1 and blocks > 1:
-                ctx = multiprocessing.get_context("fork")
-                with ctx.Pool(processes, initializer=_init, initargs=(seed, skew)) as pool:
-                    for data in pool.imap(_block, work, chunksize=1):
-                        out.write(data)
-            else:
-                _init(seed, skew)
-                for data in map(_block, work):
+
+    def fill(out) -> dict:
+        if processes > 1 and blocks > 1:
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(processes, initializer=_init, initargs=(seed, skew)) as pool:
+                for data in pool.imap(_block, work, chunksize=1):
                     out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    with open(_meta_path(path) + ".tmp", "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(_meta_path(path) + ".tmp", _meta_path(path))
-    meta.update(path=path, cached=False, seconds=time.monotonic() - t0)
-    return meta
+        else:
+            _init(seed, skew)
+            for data in map(_block, work):
+                out.write(data)
+        return {}
+
+    meta = datacache.write(path, fill, meta)
+    return dict(meta, path=path, cached=False, seconds=time.monotonic() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
