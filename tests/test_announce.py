@@ -87,6 +87,16 @@ def test_what_the_master_refuses(who, why):
     assert links.added == [] and links.nodes == {"w0": W0}
 
 
+def test_announcements_stop_at_the_clusters_largest_size():
+    svc, links = service()
+    for i in range(1, 64):
+        svc.announce(peer(f"n{i}"), f"10.0.1.{i}:7071")
+    assert len(links.nodes) == 64
+    with pytest.raises(Conflict, match="64 nodes already"):
+        svc.announce(peer("n64"), "10.0.1.64:7071")
+    assert svc.announce(peer("n5"), "10.0.1.5:7071") == {"known": True}
+
+
 @pytest.mark.parametrize("address", ["0.0.0.0:7071", "[::]:7071", "10.0.0.5:0",
                                      "10.0.0.5:99999", "10.0.0.5:x", "/run/x.sock"])
 def test_an_address_that_cannot_be_dialled_is_refused(address):

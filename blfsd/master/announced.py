@@ -18,6 +18,8 @@ from .links import WorkerLinks
 
 log = logging.getLogger("blfs.master")
 
+MAX_NODES = 64  # a cluster's size (README): more announced names than that are refused
+
 
 class Announced:
     """The announce op, and the workers it added (forgotten when the master restarts: an
@@ -46,6 +48,8 @@ class Announced:
             return {"known": True}
         if known is not None and name not in self.nodes:
             raise Conflict(f"worker {name} is configured at {known.address}")
+        if known is None and len(self.links.nodes) >= MAX_NODES:
+            raise Conflict(f"the cluster has {MAX_NODES} nodes already: {name} is refused")
         node = self.nodes[name] = Node(name=name, address=address)
         self.links.add(node)
         log.info("worker %s announced itself at %s: dialling it", name, address,
