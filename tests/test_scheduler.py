@@ -1150,11 +1150,11 @@ def test_choose_worker_prefers_the_split_holder_then_the_least_loaded():
 
 def test_straggler_threshold_and_backup_worker():
     s, got = _straggler_setup()
-    phase = s.jobs["j"].maps
+    phase = s.jobs["j"].stages[0]
     st_ = Settings(speculation_min_seconds=2, speculation_slowdown=1.5)
     assert sch.straggler_threshold(phase, st_) == 15.0  # 1.5 x the median of 10 s
     assert sch.straggler_threshold(phase, Settings(speculation_min_seconds=20)) == 20
-    phase[0].state = "pending"
+    phase.tasks[0].state = "pending"
     assert sch.straggler_threshold(phase, st_) is None
     workers = list(s.workers.values())
     assert sch.backup_worker(workers, {"w1"}) in {"w2", "w3"}
