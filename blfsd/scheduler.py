@@ -212,7 +212,7 @@ class ScheduledJob:
     error: Optional[str] = None
     version: int = 0
     failed_attempts: list = field(default_factory=list)
-    counted: Optional[tuple] = field(default=None, repr=False)  # (winners, counters summed)
+    counted: dict = field(default_factory=dict, repr=False)  # see winners_counters
 
     @classmethod
     def new(cls, job_id: str, spec: JobSpec, now: float) -> "ScheduledJob":
@@ -679,12 +679,46 @@ def attempt_row(t: Task, a: Attempt) -> dict:
 
 
 def winners_counters(job: ScheduledJob) -> dict:
-    """The job's counters (_winners_counters), summed again only after a task's winner
-    changed (a winner's counters never change): a copy, for the caller to keep."""
-    key = tuple(s.book.winners for s in job.stages)
-    if job.counted is None or job.counted[0] != key:
-        job.counted = (key, _winners_counters(job))
-    return {group: dict(names) for group, names in job.counted[1].items()}
+    """The job's counters, exactly as _winners_counters sums them, from sums per block of
+    tasks (stagebook.BLOCK), each summed again only after a winner in it changed (a
+    winner's counters never change). The full sum when the blocks' cannot be exact:
+    more distinct counters than a job keeps, or a count that is not an int."""
+    total: dict = {}
+    for stage in job.stages:
+        for start in range(0, len(stage.tasks), stagebook.BLOCK):
+            part = _block_counters(job, stage, start)
+            if part is None:
+                return _winners_counters(job)
+            _add_counters(total, part)
+    if sum(len(names) for names in total.values()) > MAX_JOB_COUNTERS:
+        return _winners_counters(job)
+    return total
+
+
+def _block_counters(job: ScheduledJob, stage: Stage, start: int) -> Optional[dict]:
+    """The sum of the winners' counters of the block of tasks from `start` (None if a
+    count is not an int), kept in job.counted until a winner in the block changes."""
+    changes = stage.book.winner_changes.get(start // stagebook.BLOCK, 0)
+    kept = job.counted.get((stage.index, start))
+    if kept is None or kept[0] != changes:
+        part: Optional[dict] = {}
+        for t in stage.tasks[start:start + stagebook.BLOCK]:
+            if t.winner and part is not None:
+                part = _add_counters(part, t.winner.counters)
+        job.counted[(stage.index, start)] = kept = (changes, part)
+    return kept[1]
+
+
+def _add_counters(total: dict, counters: dict) -> Optional[dict]:
+    """Add {group: {name: n}} into `total` (groups and names in order of first sight);
+    None if a count is not an int (sums of others depend on their order)."""
+    for group, names in counters.items():
+        for name, n in names.items():
+            if type(n) is not int:
+                return None
+            g = total.setdefault(group, {})
+            g[name] = g.get(name, 0) + n
+    return total
 
 
 def _winners_counters(job: ScheduledJob) -> dict:

@@ -3,7 +3,8 @@
 Each stage of a job (pipeline.Stage) has a book: its tasks by state (the pending and the
 running ones by index), how many succeeded, how many outputs its consumers may read,
 its winners' run times (sorted: the straggler threshold is their median), and the slots
-its outputs hold on each node (a worker's sync). The tasks keep it: every change of a
+its outputs hold on each node (a worker's sync), and when the winner of a task in each
+block of BLOCK tasks last changed (the job's counters). The tasks keep it: every change of a
 task's state, result, winner or released flag moves the task in its stage's book
 (scheduler.Task.__setattr__), so the book cannot fall behind whichever code changed the
 task. tests/test_scheduler.py checks it against a count over every task.
@@ -14,6 +15,8 @@ import bisect
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from .messages import TaskState
+
+BLOCK = 64  # tasks whose winners' counters the job sums together (scheduler.winners_counters)
 
 if TYPE_CHECKING:  # the scheduler's own type; it imports this module
     from .scheduler import Task
@@ -54,7 +57,7 @@ class StageBook:
         self.durations: list[float] = []  # sorted
         self.holds: dict[str, dict[int, list]] = {}  # node -> task -> [(slot, attempt id)]
         self._held_on: dict[int, list] = {}  # task -> the nodes it holds slots on
-        self.winners = 0  # changes of a task's winner: what the job's counters are summed of
+        self.winner_changes: dict[int, int] = {}  # block of tasks -> changes of a winner
 
     def update(self, index: int, old: Optional[Facts], new: Optional[Facts]) -> None:
         """Task `index` went from `old` facts to `new` ones (None: not in the book)."""
@@ -64,7 +67,8 @@ class StageBook:
             if new is not None:
                 self._count(index, new, 1)
         if (old and old.winner) is not (new and new.winner):
-            self.winners += 1
+            block = index // BLOCK
+            self.winner_changes[block] = self.winner_changes.get(block, 0) + 1
         old_hold, new_hold = old and old.hold, new and new.hold
         if not _same_hold(old_hold, new_hold):
             if old_hold:
