@@ -552,14 +552,19 @@ class Placer:
         pending = [t for stage in job.stages for i in sorted(stage.book.pending)
                    for t in [stage.tasks[i]] if pipeline.ready(job, t)]
         actions: list = []
+        workers = list(self.sched.workers.values())
+        ready = ready_workers(workers)
         for local_only in (True, False) if pending else ():
             for task in pending:
                 if len(actions) >= cap:
                     return actions
                 if task.state == TaskState.PENDING:
-                    worker = choose_worker(task, self.sched.workers.values(), local_only)
+                    # only the avoid rule looks past the workers with room (choose_worker)
+                    worker = choose_worker(task, workers if task.avoid else ready,
+                                           local_only)
                     if worker is not None:
                         actions.append(self._launch(task, worker, now))
+                        ready = ready_workers(workers)
         return actions
 
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
@@ -795,6 +800,12 @@ def running_attempts(jobs: list, attempts: Iterable[Attempt]) -> dict:
         if a.task.job.id in load:
             load[a.task.job.id] += 1
     return load
+
+
+def ready_workers(workers: list) -> list:
+    """The workers that can take an attempt now, in their order: for a task that avoids
+    no worker, choose_worker decides among these alone, whatever the others do."""
+    return [w for w in workers if w.alive and not w.draining and w.free > 0]
 
 
 def choose_worker(task: Task, workers: Iterable[WorkerState],
