@@ -145,10 +145,22 @@ def to_release(job: "ScheduledJob", stage: Stage) -> list:
 
 def lineage(job: "ScheduledJob", task: "Task") -> list:
     """The tasks that must run again before `task` can (its producers whose output was
-    released), and theirs, back to the job's input."""
+    released), and theirs, back to the job's input: each once, and the stage a reduce
+    reads looked at once for all the reduces of its stage (so a chain of reduces costs
+    the tasks of its stages, not their product)."""
     again: list = []
-    for p in producers(job, task):
-        if p.released and p.state == TaskState.SUCCEEDED:
-            again.append(p)
-            again += lineage(job, p)
+    seen: set = set()
+    expanded: set = set()  # stages whose reduces' producers were looked at
+    todo = [task]
+    while todo:
+        t = todo.pop()
+        if t.kind == TaskKind.REDUCE:
+            if t.stage.index in expanded:
+                continue
+            expanded.add(t.stage.index)
+        for p in producers(job, t):
+            if p.released and p.state == TaskState.SUCCEEDED and id(p) not in seen:
+                seen.add(id(p))
+                again.append(p)
+                todo.append(p)
     return again

@@ -1256,6 +1256,40 @@ def test_the_straggler_threshold_follows_a_new_winner():
     check_books(s)
 
 
+def _recursive_lineage(job, task) -> list:
+    """lineage as first written: every released producer and its lineage, recursively."""
+    again = []
+    for p in sch.pipeline.producers(job, task):
+        if p.released and p.state == "succeeded":
+            again += [p] + _recursive_lineage(job, p)
+    return again
+
+
+def test_lineage_of_a_chain_of_reduces_lists_each_task_once():
+    s = cluster("w1", "w2", parallelism=8, settings_=Settings(speculation=False))
+    s.submit("j", make_spec(maps=4, reducers=3, steps=[StepSpec(), StepSpec(map=False),
+                                                       StepSpec(map=False)]), 0)
+    job, now = s.jobs["j"], 0.0
+    while job.stages[2].book.pending:  # run the stages up to the last one
+        now += 1
+        for l in of(s.schedule(now), Launch):
+            if l.attempt.stage < 2:
+                succeed(s, l.attempt.id, now)
+    assert all(t.released for t in job.stages[0].tasks)  # step 1's reduce is done
+    last = job.stages[2].tasks[0]
+    got = sch.pipeline.lineage(job, job.stages[1].tasks[1])
+    assert len(got) == len({id(t) for t in got}) == 4  # the maps, once each
+    assert {id(t) for t in got} == {id(t) for t in
+                                    _recursive_lineage(job, job.stages[1].tasks[1])}
+    assert sch.pipeline.lineage(job, last) == []  # its producers still hold their output
+    for t in job.stages[1].tasks:  # as if the last stage had been done once
+        t.released = True
+    got = sch.pipeline.lineage(job, last)
+    assert len(got) == len({id(t) for t in got}) == 3 + 4
+    assert {id(t) for t in got} == {id(t) for t in _recursive_lineage(job, last)}
+    check_books(s)
+
+
 SHAPES = [[StepSpec()], [StepSpec(), StepSpec(map=False)], [StepSpec(reduce=False), StepSpec()],
           [StepSpec(), StepSpec(reduce=False)],
           [StepSpec(), StepSpec(), StepSpec(map=False, reducers=2)]]
