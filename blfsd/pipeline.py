@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .messages import JobSpec, SegmentLocation, StepSpec, TaskKind, TaskState
+from .stagebook import StageBook
 
 if TYPE_CHECKING:
     from .scheduler import ScheduledJob, Task
@@ -45,13 +46,15 @@ class Stage:
     partitions: int = 0  # of its output, for the next stage; 0: it writes the job's output
     sort_output: bool = True  # its output feeds a reduce
     sort_values: bool = False  # ... sorted by value too within a key (the consumer's step)
+    book: StageBook = field(default_factory=StageBook, repr=False, compare=False)
 
     @property
     def final(self) -> bool:
         return self.partitions == 0
 
     def done(self) -> bool:
-        return all(t.state == TaskState.SUCCEEDED for t in self.tasks)
+        """Whether every task of the stage has succeeded."""
+        return self.book.succeeded == len(self.tasks)
 
 
 def stage_kinds(steps: list[StepSpec]) -> list[tuple[int, TaskKind]]:
@@ -107,9 +110,15 @@ def producers(job: "ScheduledJob", task: "Task") -> list:
 
 
 def ready(job: "ScheduledJob", task: "Task") -> bool:
-    """Every producer succeeded and still holds its output."""
-    return all(p.state == TaskState.SUCCEEDED and not p.released
-               for p in producers(job, task))
+    """Every producer succeeded and still holds its output (a reduce's: counted in the
+    stage's book, not looked up task by task)."""
+    if task.stage.index == 0:
+        return True
+    before = job.stages[task.stage.index - 1]
+    if task.kind == TaskKind.REDUCE:
+        return before.book.readable == len(before.tasks)
+    p = before.tasks[task.index]
+    return p.state == TaskState.SUCCEEDED and not p.released
 
 
 def input_segments(job: "ScheduledJob", task: "Task") -> list[SegmentLocation]:
@@ -136,10 +145,22 @@ def to_release(job: "ScheduledJob", stage: Stage) -> list:
 
 def lineage(job: "ScheduledJob", task: "Task") -> list:
     """The tasks that must run again before `task` can (its producers whose output was
-    released), and theirs, back to the job's input."""
+    released), and theirs, back to the job's input: each once, and the stage a reduce
+    reads looked at once for all the reduces of its stage (so a chain of reduces costs
+    the tasks of its stages, not their product)."""
     again: list = []
-    for p in producers(job, task):
-        if p.released and p.state == TaskState.SUCCEEDED:
-            again.append(p)
-            again += lineage(job, p)
+    seen: set = set()
+    expanded: set = set()  # stages whose reduces' producers were looked at
+    todo = [task]
+    while todo:
+        t = todo.pop()
+        if t.kind == TaskKind.REDUCE:
+            if t.stage.index in expanded:
+                continue
+            expanded.add(t.stage.index)
+        for p in producers(job, t):
+            if p.released and p.state == TaskState.SUCCEEDED and id(p) not in seen:
+                seen.add(id(p))
+                again.append(p)
+                todo.append(p)
     return again

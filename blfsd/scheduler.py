@@ -7,11 +7,11 @@ be tested without sockets or processes (tests/test_scheduler.py).
 """
 from __future__ import annotations
 
-import statistics
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from . import pipeline, retries
+from . import pipeline, retries, stagebook
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
                        JobSpec, JobState, Priority, Split, TaskKind, TaskResult, TaskState)
 from .job import MAX_COUNTER_NAME, MAX_COUNTERS, MAX_STATUS, truncate
@@ -20,6 +20,7 @@ from .pipeline import Stage
 MAX_JOB_COUNTERS = 5000  # distinct counters of one job in its status
 TASK_COUNTERS = MAX_COUNTERS + 64  # what an attempt may report: a task's, and blfs's own
 ATTEMPT_ERROR = 2000  # characters of an attempt's error in its row (the traceback's end)
+BOOKED = frozenset({"state", "result", "winner", "released"})  # what a stage's book counts
 
 
 @dataclass
@@ -139,11 +140,23 @@ class Task:
     by_partition: dict = field(default_factory=dict)  # its output's segments, by partition
     released: bool = False  # its output's slots were given back (nobody needs them)
 
+    def __post_init__(self) -> None:
+        self.stage.book.update(self.index, None, stagebook.facts(self))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A change of what its stage's book counts (BOOKED) moves it in the book."""
+        if name not in BOOKED or name not in self.__dict__:
+            object.__setattr__(self, name, value)
+            return
+        old = stagebook.facts(self)
+        object.__setattr__(self, name, value)
+        self.stage.book.update(self.index, old, stagebook.facts(self))
+
     @property
     def kind(self) -> TaskKind:
         return self.stage.kind
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         return pipeline.task_name(self.stage, self.index, len(self.job.spec.steps))
 
@@ -199,6 +212,7 @@ class ScheduledJob:
     error: Optional[str] = None
     version: int = 0
     failed_attempts: list = field(default_factory=list)
+    counted: dict = field(default_factory=dict, repr=False)  # see winners_counters
 
     @classmethod
     def new(cls, job_id: str, spec: JobSpec, now: float) -> "ScheduledJob":
@@ -227,7 +241,7 @@ class ScheduledJob:
 
     def maps_done(self) -> bool:
         """Whether every map of the job has succeeded."""
-        return all(t.state == TaskState.SUCCEEDED for t in self.maps)
+        return all(s.done() for s in self.stages if s.kind == TaskKind.MAP)
 
 
 @dataclass
@@ -508,7 +522,7 @@ class Placer:
         actions = self._share(jobs, now)
         for job in jobs if self.sched.settings.speculation else []:
             for stage in job.stages:
-                actions += self._speculate(job, stage.tasks, now)
+                actions += self._speculate(job, stage, now)
         return actions
 
     def _share(self, jobs: list, now: float) -> list:
@@ -518,7 +532,7 @@ class Placer:
         free = sum(w.free for w in self.sched.workers.values())
         if free <= 0 or not jobs:  # all slots busy: nothing to decide (the common case)
             return []
-        load = {j.id: sum(len(t.running()) for t in j.tasks()) for j in jobs}
+        load = running_attempts(jobs, self.sched.attempts.values())
         quota = shares(jobs, load, sum(w.parallelism for w in self.sched.workers.values()
                                        if w.alive))
         actions: list = []
@@ -535,17 +549,22 @@ class Placer:
     def _place(self, job: ScheduledJob, now: float, cap: int) -> list:
         """Launch up to `cap` of the job's pending tasks whose input is ready, a worker
         taking the splits it holds before anyone else's."""
-        pending = [t for t in job.tasks() if t.state == TaskState.PENDING
-                   and pipeline.ready(job, t)]
+        pending = [t for stage in job.stages for i in sorted(stage.book.pending)
+                   for t in [stage.tasks[i]] if pipeline.ready(job, t)]
         actions: list = []
+        workers = list(self.sched.workers.values())
+        ready = ready_workers(workers)
         for local_only in (True, False) if pending else ():
             for task in pending:
                 if len(actions) >= cap:
                     return actions
                 if task.state == TaskState.PENDING:
-                    worker = choose_worker(task, self.sched.workers.values(), local_only)
+                    # only the avoid rule looks past the workers with room (choose_worker)
+                    worker = choose_worker(task, workers if task.avoid else ready,
+                                           local_only)
                     if worker is not None:
                         actions.append(self._launch(task, worker, now))
+                        ready = ready_workers(workers)
         return actions
 
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
@@ -555,15 +574,15 @@ class Placer:
         sched.workers[worker].running.add(a.id)
         return Launch(worker, attempt_spec(a))
 
-    def _speculate(self, job: ScheduledJob, phase: list, now: float) -> list:
+    def _speculate(self, job: ScheduledJob, stage: Stage, now: float) -> list:
         """Backup attempts for the stragglers at the end of a stage (only while their
         input is all there: a producer may be running again)."""
-        threshold = straggler_threshold(phase, self.sched.settings)
+        threshold = straggler_threshold(stage, self.sched.settings)
         actions: list = []
-        for task in phase if threshold is not None else []:
+        for task in [stage.tasks[i] for i in sorted(stage.book.running)] \
+                if threshold is not None else []:
             running = task.running()
-            if (task.state != TaskState.RUNNING or len(running) != 1
-                    or not pipeline.ready(job, task)):
+            if len(running) != 1 or not pipeline.ready(job, task):
                 continue
             a = running[0]
             if now - a.started < threshold:
@@ -611,34 +630,35 @@ def job_status(job: ScheduledJob, attempts: bool = True) -> dict:
     """A job as `blfs status` shows it: its state and version (for `wait`), task counts,
     progress, running attempts, the last failures, counters of the winning attempts; and,
     with `attempts`, every attempt's row."""
-    def count(tasks: list, state: TaskState) -> int:
-        return sum(1 for t in tasks if t.state == state)
-
+    stages = [{"step": s.step, "kind": s.kind, "total": len(s.tasks),
+               "done": s.book.succeeded, "running": len(s.book.running)} for s in job.stages]
     progress = [max((a.progress for a in t.attempts), default=0.0)
                 if t.state != TaskState.SUCCEEDED else 1.0 for t in job.tasks()]
     running = [{"attempt": a.id, "worker": a.worker, "progress": round(a.progress, 3),
                 "status": a.status, "backup": a.backup}
-               for t in job.tasks() for a in t.running()]
+               for s in job.stages for i in sorted(s.book.running)
+               for a in s.tasks[i].running()]
     status = {
         "job": job.id, "name": job.spec.name, "state": job.state,
         "priority": job.spec.priority or Priority.NORMAL,
         "version": job.version, "error": job.error,
-        "maps": {"total": len(job.maps), "done": count(job.maps, TaskState.SUCCEEDED),
-                 "running": count(job.maps, TaskState.RUNNING)},
-        "reduces": {"total": len(job.reduces),
-                    "done": count(job.reduces, TaskState.SUCCEEDED),
-                    "running": count(job.reduces, TaskState.RUNNING)},
+        "maps": _task_counts(stages, TaskKind.MAP),
+        "reduces": _task_counts(stages, TaskKind.REDUCE),
         "progress": round(sum(progress) / max(1, len(progress)), 4),
         "running": running, "failed_attempts": job.failed_attempts[-20:],
-        "counters": _winners_counters(job), "output": job.spec.output,
+        "counters": winners_counters(job), "output": job.spec.output,
         "submitted": job.submitted, "started": job.started, "finished": job.finished,
-        "stages": [{"step": s.step, "kind": s.kind, "total": len(s.tasks),
-                    "done": count(s.tasks, TaskState.SUCCEEDED),
-                    "running": count(s.tasks, TaskState.RUNNING)} for s in job.stages],
+        "stages": stages,
     }
     if attempts:
         status["attempts"] = [attempt_row(t, a) for t in job.tasks() for a in t.attempts]
     return status
+
+
+def _task_counts(stages: list, kind: TaskKind) -> dict:
+    """Tasks of one kind over the stages' rows of a job_status: total, done, running."""
+    return {key: sum(s[key] for s in stages if s["kind"] == kind)
+            for key in ("total", "done", "running")}
 
 
 def attempt_row(t: Task, a: Attempt) -> dict:
@@ -661,6 +681,49 @@ def attempt_row(t: Task, a: Attempt) -> dict:
                      c.get("combine_output_records", c.get("map_output_records", 0)),
                      c.get("output_bytes", c.get("map_output_bytes", 0))]
     return row
+
+
+def winners_counters(job: ScheduledJob) -> dict:
+    """The job's counters, exactly as _winners_counters sums them, from sums per block of
+    tasks (stagebook.BLOCK), each summed again only after a winner in it changed (a
+    winner's counters never change). The full sum when the blocks' cannot be exact:
+    more distinct counters than a job keeps, or a count that is not an int."""
+    total: dict = {}
+    for stage in job.stages:
+        for start in range(0, len(stage.tasks), stagebook.BLOCK):
+            part = _block_counters(job, stage, start)
+            if part is None:
+                return _winners_counters(job)
+            _add_counters(total, part)
+    if sum(len(names) for names in total.values()) > MAX_JOB_COUNTERS:
+        return _winners_counters(job)
+    return total
+
+
+def _block_counters(job: ScheduledJob, stage: Stage, start: int) -> Optional[dict]:
+    """The sum of the winners' counters of the block of tasks from `start` (None if a
+    count is not an int), kept in job.counted until a winner in the block changes."""
+    changes = stage.book.winner_changes.get(start // stagebook.BLOCK, 0)
+    kept = job.counted.get((stage.index, start))
+    if kept is None or kept[0] != changes:
+        part: Optional[dict] = {}
+        for t in stage.tasks[start:start + stagebook.BLOCK]:
+            if t.winner and part is not None:
+                part = _add_counters(part, t.winner.counters)
+        job.counted[(stage.index, start)] = kept = (changes, part)
+    return kept[1]
+
+
+def _add_counters(total: dict, counters: dict) -> Optional[dict]:
+    """Add {group: {name: n}} into `total` (groups and names in order of first sight);
+    None if a count is not an int (sums of others depend on their order)."""
+    for group, names in counters.items():
+        for name, n in names.items():
+            if type(n) is not int:
+                return None
+            g = total.setdefault(group, {})
+            g[name] = g.get(name, 0) + n
+    return total
 
 
 def _winners_counters(job: ScheduledJob) -> dict:
@@ -722,10 +785,27 @@ def shares(jobs: list, load: dict, slots: int) -> dict:
 
 
 def held_slots(jobs: Iterable[ScheduledJob], node: str) -> list:
-    """(slot, attempt id) of every task output on `node` that an unfinished job needs."""
-    return [(loc.slot, task.winner.id) for job in jobs if job.state not in FINISHED
-            for task in job.tasks() if task.result and task.winner and not task.released
-            for loc in task.result.segments if loc.node == node]
+    """(slot, attempt id) of every task output on `node` that an unfinished job needs, in
+    the order of jobs and tasks, each pair once (a map's segments share slots; a worker
+    keeps one lease per slot): from the stages' books."""
+    return [pair for job in jobs if job.state not in FINISHED for stage in job.stages
+            for pair in stage.book.held_on(node)]
+
+
+def running_attempts(jobs: list, attempts: Iterable[Attempt]) -> dict:
+    """job id -> how many attempts of it run (the scheduler's running attempts, counted
+    once, instead of every task of every job asked)."""
+    load = {j.id: 0 for j in jobs}
+    for a in attempts:
+        if a.task.job.id in load:
+            load[a.task.job.id] += 1
+    return load
+
+
+def ready_workers(workers: list) -> list:
+    """The workers that can take an attempt now, in their order: for a task that avoids
+    no worker, choose_worker decides among these alone, whatever the others do."""
+    return [w for w in workers if w.alive and not w.draining and w.free > 0]
 
 
 def choose_worker(task: Task, workers: Iterable[WorkerState],
@@ -765,18 +845,14 @@ def timed_out(attempts: list, settings: Settings, now: float) -> list:
             if a.state == AttemptState.RUNNING and now - a.last_progress > limit]
 
 
-def straggler_threshold(phase: list, settings: Settings) -> Optional[float]:
-    """How long an attempt of a phase may run before it gets a backup: max(the minimum,
-    slowdown x the median of the phase's finished attempts); None while a task of the
-    phase is still pending or none has finished."""
-    if any(t.state == TaskState.PENDING for t in phase):
+def straggler_threshold(stage: Stage, settings: Settings) -> Optional[float]:
+    """How long an attempt of a stage may run before it gets a backup: max(the minimum,
+    slowdown x the median of the stage's winners' run times); None while a task of the
+    stage is still pending or none has succeeded (from the stage's book)."""
+    median = stage.book.median()
+    if stage.book.pending or median is None:
         return None
-    durations = [t.winner.finished - t.winner.started for t in phase
-                 if t.state == TaskState.SUCCEEDED and t.winner]
-    if not durations:
-        return None
-    return max(settings.speculation_min_seconds,
-               settings.speculation_slowdown * statistics.median(durations))
+    return max(settings.speculation_min_seconds, settings.speculation_slowdown * median)
 
 
 def backup_worker(workers: Iterable[WorkerState], avoid: set) -> Optional[str]:

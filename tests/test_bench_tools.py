@@ -359,9 +359,14 @@ def test_slope_and_verdicts():
     assert "SUPER-LINEAR quadratic: slope 2.00 against the job's tasks (quadratic)" in text
     assert "SUPER-LINEAR n log n: slope 1.40" in text
     assert "x WORKERS    per worker" in text
-    assert "linear:" not in text and "cheap" not in text
+    assert "   linear       linear: slope 1.00 against the job's tasks, 0.00 against workers" \
+        in text
+    assert "   negligible   cheap: at most 1 µs" in text
+    assert "linear       quadratic" not in text and "linear       per worker" not in text
+    assert text.endswith("3 decisions grow faster than the number of tasks of its job")
     assert bench_scheduler.verdicts({"linear": {"tasks": (1.0, 1.0)}}) == \
-        ["   no decision grows faster than the number of tasks of its job"]
+        ["   linear       linear: slope 1.00 against the job's tasks, 0.00 against workers",
+         "   no decision grows faster than the number of tasks of its job"]
 
 
 # ------------------------------------------------------------------------ the sort job

@@ -7,6 +7,7 @@ with explicit `now` values and checks the actions and the state that come back.
 from __future__ import annotations
 
 import random
+import statistics
 from typing import Optional
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from blfsd import scheduler as sch
 from blfsd.messages import (FINISHED, FailureKind, JobSpec, JobState, Priority,
-                            SegmentLocation, Split, TaskResult)
+                            SegmentLocation, Split, StepSpec, TaskResult)
 from blfsd.scheduler import (Commit, JobEnded, Kill, Launch, Release, Scheduler, Settings,
                              TaskDone)
 
@@ -117,6 +118,74 @@ def check_consistent(s: Scheduler) -> None:
             if task.state == "succeeded":
                 assert task.winner is not None and task.winner.state == "succeeded"
                 assert task.result is not None
+            if task.running():  # what the placer's load and job_status's rows rely on
+                assert task.state == "running", f"{task.name} runs but is {task.state}"
+    check_books(s)
+
+
+# --------------------------------------------- the stages' books, counted the long way
+
+
+def brute_book(stage) -> dict:
+    """What a stage's book must say, counted over its tasks."""
+    tasks = stage.tasks
+    holds: dict = {}
+    for t in tasks:
+        if t.result and t.winner and not t.released:
+            for loc in t.result.segments:
+                pairs = holds.setdefault(loc.node, {}).setdefault(t.index, [])
+                if (loc.slot, t.winner.id) not in pairs:
+                    pairs.append((loc.slot, t.winner.id))
+    return {"pending": {t.index for t in tasks if t.state == "pending"},
+            "running": {t.index for t in tasks if t.state == "running"},
+            "succeeded": sum(t.state == "succeeded" for t in tasks),
+            "readable": sum(t.state == "succeeded" and not t.released for t in tasks),
+            "durations": sorted(t.winner.finished - t.winner.started for t in tasks
+                                if t.state == "succeeded" and t.winner),
+            "holds": holds}
+
+
+def brute_held_slots(s: Scheduler, node: str) -> list:
+    """held_slots as it was first written (every task of every job scanned), each pair
+    once in its first place."""
+    pairs = [(loc.slot, task.winner.id) for job in s.jobs.values() if job.state not in FINISHED
+             for task in job.tasks() if task.result and task.winner and not task.released
+             for loc in task.result.segments if loc.node == node]
+    return list(dict.fromkeys(pairs))
+
+
+def brute_threshold(tasks: list, settings_: Settings) -> Optional[float]:
+    """The straggler threshold with statistics.median over the stage's winners."""
+    if any(t.state == "pending" for t in tasks):
+        return None
+    durations = [t.winner.finished - t.winner.started for t in tasks
+                 if t.state == "succeeded" and t.winner]
+    if not durations:
+        return None
+    return max(settings_.speculation_min_seconds,
+               settings_.speculation_slowdown * statistics.median(durations))
+
+
+def check_books(s: Scheduler) -> None:
+    """Every index the scheduler keeps equals its recomputation over every task."""
+    nodes = set(s.workers) | {loc.node for j in s.jobs.values() for t in j.tasks()
+                              if t.result for loc in t.result.segments}
+    for node in nodes:
+        assert s.held_slots(node) == brute_held_slots(s, node), node
+    for job in s.jobs.values():
+        for stage in job.stages:
+            book = stage.book
+            assert {k: getattr(book, k) for k in brute_book(stage)} == brute_book(stage)
+            assert sch.straggler_threshold(stage, s.settings) == \
+                brute_threshold(stage.tasks, s.settings)
+            assert stage.done() == all(t.state == "succeeded" for t in stage.tasks)
+            for t in stage.tasks:
+                assert sch.pipeline.ready(job, t) == all(
+                    p.state == "succeeded" and not p.released
+                    for p in sch.pipeline.producers(job, t))
+        assert repr(sch.winners_counters(job)) == repr(sch._winners_counters(job))  # in order
+        assert sch.running_attempts([job], s.attempts.values())[job.id] == \
+            sum(len(t.running()) for t in job.tasks())
 
 
 def run_maps(s: Scheduler, job: str, now: float) -> None:
@@ -1156,6 +1225,190 @@ def test_random_event_sequences_keep_the_bookkeeping_consistent(seed, steps):
     _random_run(random.Random(seed), steps)
 
 
+# ------------------------------------------------- the books against a recount, per event
+
+
+def test_held_slots_follow_a_release_a_rerun_and_a_cancel():
+    """A map stage's slots go when the reduce stage after it is done; a rerun's output
+    replaces the old; a cancelled job holds nothing."""
+    s = cluster("w1", "w2", parallelism=4, settings_=Settings(speculation=False))
+    s.submit("j", make_spec(maps=3, reducers=2, steps=[StepSpec(), StepSpec()]), 0)
+    first = [l.attempt.id for l in of(s.schedule(0), Launch)]
+    for aid in first:
+        succeed(s, aid, 1)
+    held_maps = brute_held_slots(s, "w1") + brute_held_slots(s, "w2")
+    assert held_maps and sorted(s.held_slots("w1") + s.held_slots("w2")) == sorted(held_maps)
+    reduces = [l.attempt.id for l in of(s.schedule(2), Launch)]
+    for aid in reduces:  # step 0's reduce done: its maps' slots are released
+        released = of(succeed(s, aid, 3), sch.ReleaseOutputs)
+    assert released and not set(s.held_slots("w1") + s.held_slots("w2")) & set(held_maps)
+    check_books(s)
+    (m2,) = of(s.schedule(4), Launch)[:1]
+    s.attempt_failed(m2.attempt.id, FailureKind.FETCH, "bad", 5, {"map_task": 0})
+    check_books(s)  # step 0's r-00000 runs again, and by lineage the maps it read
+    assert s.jobs["j"].stages[0].book.pending == {0, 1, 2}
+    s.cancel("j", 6)
+    assert s.held_slots("w1") == [] and s.held_slots("w2") == []
+    check_books(s)
+
+
+def test_a_draining_worker_is_drained_once_its_outputs_are_released():
+    s = cluster("w1", "w2", parallelism=2, settings_=Settings(speculation=False))
+    s.submit("j", make_spec(maps=2, reducers=1, nodes=["w2", "w2"]), 0)
+    for l in of(s.schedule(0), Launch):
+        succeed(s, l.attempt.id, 1)
+    s.drain("w2")
+    assert s.held_slots("w2") and not s.drained("w2")
+    (r,) = of(s.schedule(2), Launch)
+    assert r.worker == "w1"
+    for c in of(succeed(s, r.attempt.id, 3), Commit):
+        s.commit_done(c.job, 4)
+    assert s.held_slots("w2") == [] and s.drained("w2")
+    s.forget_worker("w2")
+    assert "w2" not in s.workers and s.held_slots("w2") == []
+    check_books(s)
+
+
+def test_the_straggler_threshold_follows_a_new_winner():
+    s, got = _straggler_setup(speculation=False)
+    stage = s.jobs["j"].stages[0]
+    succeed(s, got["m-00003"].attempt.id, 40)  # 10, 10, 10, 40: median 10
+    assert sch.straggler_threshold(stage, s.settings) == 15.0
+    (r,) = of(s.schedule(41), Launch)[:1]
+    s.attempt_failed(r.attempt.id, FailureKind.FETCH, "bad", 42, {"map_task": 0})
+    assert sch.straggler_threshold(stage, s.settings) is None  # m-00000 is pending again
+    (again,) = [l for l in of(s.schedule(50), Launch) if l.attempt.task == "m-00000"]
+    succeed(s, again.attempt.id, 80)  # its new winner took 30 s: 10, 10, 30, 40
+    assert sch.straggler_threshold(stage, s.settings) == 1.5 * 20
+    assert stage.book.durations == [10, 10, 30, 40]
+    check_books(s)
+
+
+def _recursive_lineage(job, task) -> list:
+    """lineage as first written: every released producer and its lineage, recursively."""
+    again = []
+    for p in sch.pipeline.producers(job, task):
+        if p.released and p.state == "succeeded":
+            again += [p] + _recursive_lineage(job, p)
+    return again
+
+
+def test_lineage_of_a_chain_of_reduces_lists_each_task_once():
+    s = cluster("w1", "w2", parallelism=8, settings_=Settings(speculation=False))
+    s.submit("j", make_spec(maps=4, reducers=3, steps=[StepSpec(), StepSpec(map=False),
+                                                       StepSpec(map=False)]), 0)
+    job, now = s.jobs["j"], 0.0
+    while job.stages[2].book.pending:  # run the stages up to the last one
+        now += 1
+        for l in of(s.schedule(now), Launch):
+            if l.attempt.stage < 2:
+                succeed(s, l.attempt.id, now)
+    assert all(t.released for t in job.stages[0].tasks)  # step 1's reduce is done
+    last = job.stages[2].tasks[0]
+    got = sch.pipeline.lineage(job, job.stages[1].tasks[1])
+    assert len(got) == len({id(t) for t in got}) == 4  # the maps, once each
+    assert {id(t) for t in got} == {id(t) for t in
+                                    _recursive_lineage(job, job.stages[1].tasks[1])}
+    assert sch.pipeline.lineage(job, last) == []  # its producers still hold their output
+    for t in job.stages[1].tasks:  # as if the last stage had been done once
+        t.released = True
+    got = sch.pipeline.lineage(job, last)
+    assert len(got) == len({id(t) for t in got}) == 3 + 4
+    assert {id(t) for t in got} == {id(t) for t in _recursive_lineage(job, last)}
+    check_books(s)
+
+
+SHAPES = [[StepSpec()], [StepSpec(), StepSpec(map=False)], [StepSpec(reduce=False), StepSpec()],
+          [StepSpec(), StepSpec(reduce=False)],
+          [StepSpec(), StepSpec(), StepSpec(map=False, reducers=2)]]
+
+
+def _shared_slot_result(s: Scheduler, aid: str, rnd: random.Random) -> TaskResult:
+    """A result whose segments may share slots (as a real map's do)."""
+    a = s.attempts[aid]
+    if a.task.stage.final:
+        return reduce_result(s, aid)
+    base = next(_slot) * 3
+    return TaskResult(segments=[SegmentLocation(node=a.worker, slot=base + rnd.randint(0, 2),
+                                                offset=p * 4096, length=10, crc=0,
+                                                generation=1, partition=p)
+                                for p in range(a.task.stage.partitions)],
+                      counters={f"g{rnd.randint(0, 2)}": {f"c{rnd.randint(0, 3)}": rnd.randint(0, 9)
+                                                           for _ in range(2)}})
+
+
+def _books_event(s: Scheduler, rnd: random.Random, now: float, names: list,
+                 records: dict) -> Scheduler:
+    """One random event of a pipeline cluster (a new master resuming its jobs among
+    them); returns the scheduler that goes on."""
+    op, aid = rnd.random(), rnd.choice(sorted(s.attempts)) if s.attempts else None
+    if op < 0.1 or not s.jobs:
+        job = f"j{len(records)}"
+        records[job] = []
+        s.submit(job, make_spec(maps=rnd.randint(0, 5), reducers=rnd.randint(1, 3),
+                                nodes=[rnd.choice(names) for _ in range(5)],
+                                steps=rnd.choice(SHAPES)), now)
+    elif op < 0.45 and aid:
+        records[s.attempts[aid].task.job.id] += _recorded(
+            s.attempt_succeeded(aid, _shared_slot_result(s, aid, rnd), now))
+    elif op < 0.58 and aid:
+        s.attempt_failed(aid, rnd.choice(list(FailureKind)), "err", now,
+                         {"map_tasks": [rnd.randint(-1, 5), rnd.randint(0, 2)]})
+    elif op < 0.66:
+        name = rnd.choice(names)
+        if name in s.workers and s.workers[name].alive and rnd.random() < 0.6:
+            s.worker_down(name, now)
+        else:
+            s.worker_up(name, rnd.randint(1, 3))
+    elif op < 0.72:
+        name = rnd.choice(names)
+        s.drain(name, rnd.random() < 0.7)
+        if rnd.random() < 0.5:
+            s.forget_worker(name)
+    elif op < 0.76:
+        s.cancel(rnd.choice(sorted(s.jobs)), now)
+    elif op < 0.80:
+        for job in [j for j in s.jobs.values() if j.state == JobState.COMMITTING]:
+            s.commit_done(job.id, now)
+    elif op < 0.83:
+        again = Scheduler(s.settings, epoch=f"e{now:g}")
+        for job in [j for j in s.jobs.values() if j.state not in FINISHED]:
+            again.resume(job.id, job.spec, records[job.id], now)
+        for name in names:
+            again.worker_up(name, rnd.randint(1, 3))
+        return again
+    else:
+        s.tick(now)
+    s.schedule(now)
+    return s
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 100))
+def test_random_pipelines_keep_every_book_equal_to_a_recount(seed, steps):
+    """Pipelines, fetch failures (lineage), backups, lost and draining workers, cancels,
+    commits and resumed jobs: after every event each stage's book, held_slots, the
+    straggler threshold, ready and the job's counters equal their recount (with blocks
+    of 2 tasks, and sometimes more counters than a job keeps)."""
+    rnd = random.Random(seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sch.stagebook, "BLOCK", 2)
+        mp.setattr(sch, "MAX_JOB_COUNTERS", rnd.choice([4, 12, sch.MAX_JOB_COUNTERS]))
+        _random_pipelines(rnd, steps)
+
+
+def _random_pipelines(rnd: random.Random, steps: int) -> None:
+    names = [f"w{i}" for i in range(rnd.randint(1, 4))]
+    s = cluster(*names, parallelism=2, settings_=Settings(
+        max_attempts=rnd.randint(1, 3), speculation_min_seconds=rnd.choice([0.5, 2.0])))
+    records: dict = {}
+    now = 0.0
+    for _ in range(steps):
+        now += rnd.choice([0, 0.5, 1, 3, 7])
+        s = _books_event(s, rnd, now, names, records)
+        check_books(s)
+
+
 # ------------------------------------------------------------------- pure helpers
 
 
@@ -1178,11 +1431,11 @@ def test_choose_worker_prefers_the_split_holder_then_the_least_loaded():
 
 def test_straggler_threshold_and_backup_worker():
     s, got = _straggler_setup()
-    phase = s.jobs["j"].maps
+    phase = s.jobs["j"].stages[0]
     st_ = Settings(speculation_min_seconds=2, speculation_slowdown=1.5)
     assert sch.straggler_threshold(phase, st_) == 15.0  # 1.5 x the median of 10 s
     assert sch.straggler_threshold(phase, Settings(speculation_min_seconds=20)) == 20
-    phase[0].state = "pending"
+    phase.tasks[0].state = "pending"
     assert sch.straggler_threshold(phase, st_) is None
     workers = list(s.workers.values())
     assert sch.backup_worker(workers, {"w1"}) in {"w2", "w3"}

@@ -13,12 +13,13 @@ clock (time.thread_time), so that other processes on a busy machine do not count
    and are retried, 0.5% of reduce attempts fail to fetch a map's output (the map is run
    again), one attempt goes silent and is timed out, and two workers go down during the map
    phase and come back a minute later. Every worker's attempts report progress every 0.5 s
-   (its "heartbeat" here) and a client's `wait` reads job_status every 0.5 s. Each map
+   (its "heartbeat" here) and a client's `wait` reads job_status every 0.5 s (without
+   attempt rows while the job runs, as master/jobs.py's wait does). Each map
    reports one segment per partition, as a real map does.
-   The real master calls schedule() after every event and tick() every 0.2 s; at 10,000
-   maps one schedule() call costs so much that a faithful replay takes most of an hour.
-   So by default schedule()/tick() run once per --schedule-every virtual seconds (1.0);
-   --schedule-every 0 replays the master exactly (after every event, tick every 0.2 s).
+   The real master calls schedule() after every event and tick() every 0.2 s; by default
+   schedule()/tick() run once per --schedule-every virtual seconds (1.0), and
+   --schedule-every 0 replays the master exactly (after every event, tick every 0.2 s:
+   about a minute at 10,000 maps).
    Either way every call is timed, and the printed "master at this scale" line estimates
    what the faithful pattern costs from the measured per-call cost.
 2. Scaling probes: the CPU time of one decision of each kind as the job grows (M = 1,250 ..
@@ -26,7 +27,8 @@ clock (time.thread_time), so that other processes on a busy machine do not count
    W = 16 .. 64 workers, each state reached through the public methods; the slope is
    d log(cost) / d log(size): 1 is linear, 2 quadratic. A decision whose cost grows faster
    than the number of tasks of its job is marked SUPER-LINEAR, one that also grows with the
-   number of workers x WORKERS.
+   number of workers x WORKERS; every decision gets a one-line verdict (linear,
+   SUPER-LINEAR, x WORKERS, or negligible: under 0.2 ms at every size measured).
 
     .venv/bin/python tools/bench_scheduler.py              # the scenario and the probes
     .venv/bin/python tools/bench_scheduler.py --quick      # 1,000 maps, 16 workers
@@ -282,7 +284,7 @@ class Scenario:
         self.at(self.now + HEARTBEAT, "heartbeat", worker)
 
     def client_wait(self) -> None:
-        status = self.t.time("job_status (a client's wait)", self.sched.job_status, JOB)
+        status = self.t.time("job_status (a client's wait)", self.sched.job_status, JOB, False)
         self.pending_hint = (status["maps"]["total"] - status["maps"]["done"]
                              + status["reduces"]["total"] - status["reduces"]["done"])
         if self.ended is None:
@@ -381,6 +383,16 @@ def _run_maps(s: Scheduler, reduces: int, now: float = 1.0) -> tuple:
         running = [a for a in s.schedule(now) if isinstance(a, Launch)]
 
 
+def _spare_slot(s: Scheduler, now: float) -> None:
+    """A worker that holds no split brings one free slot: the placer looks for a map to
+    run where its split lies, finds none, then starts one there. It goes down again
+    (the map is lost with it, pending again) for the next round."""
+    s.worker_up("spare", 1)
+    launches = [a for a in s.schedule(now) if isinstance(a, Launch)]
+    assert len(launches) == 1 and launches[0].worker == "spare"
+    s.worker_down("spare", now)
+
+
 def _best(fn: Callable, repeat: int = 3) -> float:
     """The best of `repeat` timings, with the garbage collector held off (the probes
     measure the algorithm; the scenario runs with it, as the master does)."""
@@ -404,12 +416,14 @@ def probe(workers: int, parallelism: int, maps: int, reduces: int) -> dict:
     s.schedule(0.5)  # fill every slot
     out["schedule, map phase, all slots busy"] = _best(lambda: s.schedule(0.6))
     out["tick, map phase, all slots busy"] = _best(lambda: s.tick(0.7))
+    out["schedule, one slot free where no split lies"] = _best(lambda: _spare_slot(s, 0.8))
     # the tail of the map phase: nothing pending, the last wave running; 1 s after its start,
     # so speculation checks every task but launches no backup
     s, names = _cluster(workers, parallelism, maps, reduces)
     running, now = _run_maps(s, reduces)
     out["schedule, map tail (speculation check)"] = _best(lambda: s.schedule(now + 1.0))
     out["job_status, map tail"] = _best(lambda: s.job_status(JOB))
+    out["job_status without attempt rows (a wait)"] = _best(lambda: s.job_status(JOB, False))
     out["attempt_progress"] = _best(lambda: s.attempt_progress(running[0].attempt.id,
                                                                now + 1.0, 0.5))
     slots = Slots()
@@ -449,20 +463,30 @@ def slope(sizes: list, costs: list) -> float:
 
 
 def verdicts(slopes: dict) -> list:
-    """Which decisions grow faster than the number of tasks of their job (slope against
-    the job growing as a whole), and which also grow with the number of workers."""
-    lines = []
+    """One line per decision: linear, or SUPER-LINEAR when it grows faster than the
+    number of tasks of its job (slope against the job growing as a whole), and x WORKERS
+    when it also grows with the number of workers; negligible when it costs under 0.2 ms
+    at every size measured. Then one line for all."""
+    lines, bad = [], 0
     for kind, by in slopes.items():
         t, w = by.get("tasks", (0.0, 0.0)), by.get("workers", (0.0, 0.0))
         if max(t[1], w[1]) < 2e-4:
-            continue  # too cheap to matter at any size measured
+            lines.append(f"   negligible   {kind}: at most {fmt_t(max(t[1], w[1]))} "
+                         f"(slope {t[0]:.2f} against the job's tasks)")
+            continue
         if t[0] > 1.3:
             lines.append(f"   SUPER-LINEAR {kind}: slope {t[0]:.2f} against the job's tasks"
                          + (" (quadratic)" if t[0] > 1.7 else ""))
         if w[0] > 0.5:
             lines.append(f"   x WORKERS    {kind}: slope {w[0]:.2f} against the number of "
                          f"workers, on top of slope {t[0]:.2f} against the job's tasks")
-    return lines or ["   no decision grows faster than the number of tasks of its job"]
+        if t[0] <= 1.3 and w[0] <= 0.5:
+            lines.append(f"   linear       {kind}: slope {t[0]:.2f} against the job's tasks, "
+                         f"{w[0]:.2f} against workers")
+        bad += t[0] > 1.3 or w[0] > 0.5
+    return lines + ([f"   {bad} decision{'s' if bad != 1 else ''} grow{'' if bad != 1 else 's'} "
+                     "faster than the number of tasks of its job"] if bad else
+                    ["   no decision grows faster than the number of tasks of its job"])
 
 
 def fmt_t(seconds: float) -> str:
@@ -539,7 +563,7 @@ def main(argv: list | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--schedule-every", type=float, default=1.0, metavar="SECONDS",
                     help="virtual seconds between schedule() calls; 0 = like the master "
-                         "(after every event, tick every 0.2 s): very slow at 10,000 maps")
+                         "(after every event, tick every 0.2 s): slower")
     ap.add_argument("--quick", action="store_true", help="1,000 maps, 16 workers, small probes")
     ap.add_argument("--no-scenario", action="store_true")
     ap.add_argument("--no-probes", action="store_true")
