@@ -4,18 +4,21 @@
   when the file is .gz or .bz2, cut into records by the job's input format.
 - A later map reads every segment its one producer wrote, in the order it wrote them.
 - A reduce merges the sorted runs of its partition from every producer (one run per
-  producer spill) as streams: heapq.merge, never a whole partition in memory.
+  producer spill) as streams: heapq.merge, never a whole partition in memory, each
+  segment decoded one pair at a time; at most merge_factor runs at once (merging.py
+  merges more in passes, through scratch slots).
 
 Every segment is read with O_DIRECT and checked (storage.SegmentReader); one that fails is
 read once more with fresh descriptors, then it is a fetch failure that names its producer.
 """
 from __future__ import annotations
 
+import bisect
 import functools
-import heapq
 import sys
 import time
-from typing import BinaryIO, Iterator
+from itertools import islice
+from typing import Any, BinaryIO, Callable, Iterator
 
 from .. import records, storage
 from ..errors import FetchError
@@ -76,13 +79,15 @@ def read_checked(reader: storage.SegmentReader, job_id: str, loc: SegmentLocatio
     """One segment's payload, read and checked, a second time if need be; its bytes and
     the time it took are counted (shuffle_read_bytes, shuffle_read_ms)."""
     started = time.monotonic()
-    payload = _read_checked(reader, job_id, loc)
+    payload = read_verified(reader, job_id, loc)
     reporter.add_time("shuffle_read_ms", time.monotonic() - started)
     reporter.count("shuffle_read_bytes", len(payload))
     return payload
 
 
-def _read_checked(reader: storage.SegmentReader, job_id: str, loc: SegmentLocation) -> bytes:
+def read_verified(reader: storage.SegmentReader, job_id: str, loc: SegmentLocation) -> bytes:
+    """One segment's payload, read and checked, a second time with fresh descriptors if
+    need be; FetchError naming its producer when it still fails."""
     expect = expected(job_id, loc)
     try:
         return reader.read(loc, expect)[0]
@@ -108,31 +113,63 @@ def runs(segments: list[SegmentLocation]) -> list:
     return [sorted(locs, key=lambda x: x.seq) for _, locs in sorted(by_run.items())]
 
 
-def merged(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
-           canonical: bool) -> Iterator:
-    """A reduce's input: every run of its partition merged, sorted by key (and value,
-    with sort_values); OrderError when keys of different runs cannot be compared."""
+def run_pairs(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
+              locs: list) -> Iterator:
+    """The pairs of one producer's run, segment by segment as they are taken, each
+    decoded one pair at a time (records.stream_pairs): its encoded bytes are what a run
+    holds of memory."""
     total = len(spec.segments)
+    for loc in locs:
+        count, pairs = records.stream_pairs(read_checked(reader, spec.job, loc, reporter))
+        reporter.count("reduce_segments_read", 1)
+        reporter.count("reduce_input_records", count)
+        reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
+        yield from pairs
 
-    def read_run(locs: list) -> Iterator:
-        for loc in locs:
-            payload = read_checked(reader, spec.job, loc, reporter)
-            reporter.count("reduce_segments_read", 1)
-            reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
-            pairs = records.decode_pairs(payload)
-            reporter.count("reduce_input_records", len(pairs))
-            yield from pairs
 
-    order = records.pair_order(canonical, spec.merge_values)
-    stream = heapq.merge(*[read_run(locs) for locs in runs(spec.segments)], key=order)
-    while True:
-        try:
-            item = next(stream)
-        except StopIteration:
-            return
-        except TypeError:
-            raise OrderError() from None
-        yield item
+BLOCK = 1024  # pairs taken from each stream at a time by merge_streams
+
+
+def merge_streams(streams: list, order: Callable[[Any], Any]) -> Iterator:
+    """Sorted streams merged into one, stable: of equal keys, those of an earlier stream
+    first, exactly as heapq.merge gives them; OrderError when keys of different streams
+    cannot be compared."""
+    try:
+        for chunk in _merged_chunks(streams, order):
+            yield from chunk
+    except TypeError:
+        raise OrderError() from None
+
+
+def _merged_chunks(streams: list, order: Callable[[Any], Any]) -> Iterator[list]:
+    """The merge in chunks, sorted in C rather than a pair at a time in Python (heapq.merge
+    cost as much as all of the decoding). Each stream holds a block of BLOCK pairs; the
+    least of the blocks' last keys is a bound no stream can go below. Every pair below it
+    is taken, and pairs equal to it from each stream up to the first whose block ends at
+    it (those after it may have more such pairs to come only after that one's). Taken in
+    stream order, one stable sort of them merges them; each round empties one block."""
+    blocks = [[block, 0, s] for s in streams if (block := list(islice(s, BLOCK)))]
+    while blocks:
+        bound = min(order(b[0][-1]) for b in blocks)
+        chunk: list = []
+        equal_ok = True
+        for b in blocks:
+            block, at = b[0], b[1]
+            cut = (bisect.bisect_right if equal_ok else bisect.bisect_left)(
+                block, bound, lo=at, key=order)
+            chunk += block[at:cut] if at or cut < len(block) else block
+            b[1] = cut
+            if equal_ok and not bound < order(block[-1]):  # its block ends at the bound
+                equal_ok = False
+        chunk.sort(key=order)
+        yield chunk
+        blocks = [b for b in blocks if b[1] < len(b[0]) or _refill(b)]
+
+
+def _refill(b: list) -> bool:
+    """The next block of an emptied stream; False when it has none."""
+    b[0], b[1] = list(islice(b[2], BLOCK)), 0
+    return bool(b[0])
 
 
 def unreadable_producers(spec: AttemptSpec, files: WorkerFiles) -> list:
