@@ -104,17 +104,24 @@ def decode_pairs(payload: bytes) -> list:
                            unicode_errors=_UNICODE)
 
 
-def stream_pairs(payload: bytes) -> tuple[int, Iterator]:
-    """A payload's number of pairs, and the pairs decoded one at a time as they are taken
-    (msgpack's Unpacker, in C): a reduce merging many runs holds each run's encoded
-    bytes, not a whole segment of Python objects (three times as large), and this is
-    faster than decoding the segment at once and iterating over the list."""
+def pair_blocks(payload: bytes, size: int) -> tuple[int, Iterator[list]]:
+    """A payload's number of pairs, and its pairs in lists of at most `size`, decoded as
+    they are taken (msgpack's Unpacker, in C): a reduce merging many runs holds each run's
+    encoded bytes and one block, not a whole segment of Python objects (three times as
+    large); and this is faster than decoding it at once and iterating over the list."""
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True,
                                 unicode_errors=_UNICODE,
                                 max_buffer_size=max(len(payload), 1 << 10))
     unpacker.feed(payload)
     count = unpacker.read_array_header()
-    return count, islice(unpacker, count)
+    return count, _taken(unpacker, count, size)
+
+
+def _taken(unpacker: msgpack.Unpacker, count: int, size: int) -> Iterator[list]:
+    while count > 0:
+        n = min(size, count)
+        yield list(islice(unpacker, n))
+        count -= n
 
 
 SAMPLE = 256  # pairs encoded to guess the size of the first chunk

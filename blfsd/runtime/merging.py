@@ -8,20 +8,20 @@ a map's, through storage.SegmentSink, fsynced; the worker frees them when the at
 ends, however it ends), and read back with the same O_DIRECT reads and checks. Each pass
 merges just enough runs for at most merge_factor to remain (all of them in groups of
 merge_factor when even that is not enough, and then another pass); those feed the final
-merge as streams. Groups are consecutive and heapq.merge is stable, so the values of
-equal keys come out in the very order one merge of every run would give.
+merge as streams. Groups are consecutive and the merge is stable (reading.merged_chunks),
+so the values of equal keys come out in the very order one merge of every run would give.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain
 from typing import Callable, Iterator
 
 from .. import records, storage
 from ..errors import FetchError, StorageError
 from ..messages import AttemptSpec, SegmentLocation
-from .reading import merge_streams, read_verified, run_pairs, runs
+from .reading import BLOCK, merged_chunks, read_verified, run_blocks, runs
 from .reporter import Reporter
 from .worker_files import WorkerFiles
 
@@ -60,32 +60,46 @@ class Scratch:
                                         lambda: files.lease(scratch=True), files.flush_device)
         self.segment_max = min(segment_max, self.sink.max_payload)
         self.runs = 0
+        self._run_start = 0  # the first of the current run's locations
         self.live: dict[int, int] = {}  # slot -> runs in it not merged yet
 
-    def write_run(self, pairs: Iterator, flags: int, reporter: Reporter) -> Run:
-        """Sorted pairs as one run of segments, durable (storage rule 3) when it returns."""
-        spec, run, seq, step = self.spec, self.runs, 0, FIRST_BATCH
+    def write_run(self, chunks: Iterator[list], flags: int, reporter: Reporter) -> Run:
+        """Sorted chunks of pairs as one run of segments, durable (storage rule 3) when it
+        returns; each segment about segment_max bytes."""
+        run, step = self.runs, FIRST_BATCH
         self.runs += 1
-        start = len(self.sink.locations)
-        while batch := list(islice(pairs, step)):
-            size = 0
-            for payload in records.chunk_pairs(batch, self.segment_max):
-                self.sink.write(storage.SegmentId(spec.job, spec.index, spec.attempt,
-                                                  spec.index, run, seq, spec.stage),
-                                payload, flags)
-                seq, size = seq + 1, size + len(payload)
-            reporter.count("reduce_merge_bytes", size)
-            reporter.maybe(reporter.progress)  # a long pass is alive too
-            # the next batch aims at one segment, from this one's bytes per pair
-            step = max(256, int(len(batch) * self.segment_max * 0.9 / max(1, size)))
+        start = self._run_start = len(self.sink.locations)
+        batch: list = []
+        for chunk in chunks:
+            batch += chunk
+            if len(batch) >= step:
+                size = self._write(batch, run, flags)
+                reporter.count("reduce_merge_bytes", size)
+                reporter.maybe(reporter.progress)  # a long pass is alive too
+                # the next batch aims at one segment, from this one's bytes per pair
+                step = max(256, int(len(batch) * self.segment_max * 0.9 / max(1, size)))
+                batch = []
+        if batch:
+            reporter.count("reduce_merge_bytes", self._write(batch, run, flags))
         self.sink.commit()
+        spec = self.spec
         locs = [loc.replace(stage=spec.stage, map_task=spec.index, map_attempt=spec.attempt)
                 for loc in self.sink.locations[start:]]
         for slot in {loc.slot for loc in locs}:
             self.live[slot] = self.live.get(slot, 0) + 1
         return Run(locs, own=True)
 
-    def merged(self, consumed: list[Run]) -> None:
+    def _write(self, pairs: list, run: int, flags: int) -> int:
+        """Pairs as the next segments of a run (several when they exceed segment_max)."""
+        spec, size = self.spec, 0
+        for payload in records.chunk_pairs(pairs, self.segment_max):
+            seq = len(self.sink.locations) - self._run_start
+            self.sink.write(storage.SegmentId(spec.job, spec.index, spec.attempt, spec.index,
+                                              run, seq, spec.stage), payload, flags)
+            size += len(payload)
+        return size
+
+    def done_with(self, consumed: list[Run]) -> None:
         """These runs were merged into another: slots that hold nothing else still to be
         read, and are not being written, go back to the worker."""
         for run in consumed:
@@ -121,10 +135,13 @@ class Merge:
     def merged(self) -> Iterator:
         """Every run merged, sorted by key (and value, with sort_values); OrderError when
         keys of different runs cannot be compared."""
+        return chain.from_iterable(self._chunks())
+
+    def _chunks(self) -> Iterator[list]:
         sources = [Run(locs) for locs in runs(self.spec.segments)]
         while len(sources) > self.factor:
             sources = self._one_pass(sources)
-        yield from merge_streams([self._pairs(r) for r in sources], self.order)
+        yield from merged_chunks([self._blocks(r) for r in sources], self.order)
 
     def close(self) -> None:
         self.reader.close()
@@ -134,25 +151,24 @@ class Merge:
         out, done = [], 0
         for group in pass_groups(len(sources), self.factor):
             out += sources[done:group.start]
-            streams = [self._pairs(sources[i]) for i in group]
-            out.append(self.scratch.write_run(merge_streams(streams, self.order),
-                                              self.flags, self.reporter))
-            self.scratch.merged(sources[group.start:group.stop])
+            chunks = merged_chunks([self._blocks(sources[i]) for i in group], self.order)
+            out.append(self.scratch.write_run(chunks, self.flags, self.reporter))
+            self.scratch.done_with(sources[group.start:group.stop])
             done = group.stop
         self.reporter.count("reduce_merge_passes", 1)
         self.reporter.add_time("reduce_merge_ms", time.monotonic() - started)
         return out + sources[done:]
 
-    def _pairs(self, run: Run) -> Iterator:
+    def _blocks(self, run: Run) -> Iterator[list]:
         if not run.own:
-            return run_pairs(self.spec, self.reader, self.reporter, run.locs)
-        return self._own_pairs(run.locs)
+            return run_blocks(self.spec, self.reader, self.reporter, run.locs)
+        return self._own_blocks(run.locs)
 
-    def _own_pairs(self, locs: list) -> Iterator:
+    def _own_blocks(self, locs: list) -> Iterator[list]:
         """A run this attempt wrote: read and checked like a producer's; a bad one is not
         a producer's fault, so it fails this attempt (to run again) and no map."""
         for loc in locs:
-            yield from records.stream_pairs(self._read_own(loc))[1]
+            yield from records.pair_blocks(self._read_own(loc), BLOCK)[1]
             self.reporter.maybe(self.reporter.progress)
 
     def _read_own(self, loc: SegmentLocation) -> bytes:

@@ -17,7 +17,6 @@ import bisect
 import functools
 import sys
 import time
-from itertools import islice
 from typing import Any, BinaryIO, Callable, Iterator
 
 from .. import records, storage
@@ -113,63 +112,58 @@ def runs(segments: list[SegmentLocation]) -> list:
     return [sorted(locs, key=lambda x: x.seq) for _, locs in sorted(by_run.items())]
 
 
-def run_pairs(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
-              locs: list) -> Iterator:
-    """The pairs of one producer's run, segment by segment as they are taken, each
-    decoded one pair at a time (records.stream_pairs): its encoded bytes are what a run
-    holds of memory."""
+BLOCK = 1024  # pairs of a run held decoded at a time (at most one segment's)
+
+
+def run_blocks(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
+               locs: list) -> Iterator[list]:
+    """One producer's run in blocks of pairs, segment by segment as they are taken: its
+    current segment's encoded bytes and one block are what a run holds of memory."""
     total = len(spec.segments)
     for loc in locs:
-        count, pairs = records.stream_pairs(read_checked(reader, spec.job, loc, reporter))
+        count, blocks = records.pair_blocks(read_checked(reader, spec.job, loc, reporter),
+                                            BLOCK)
         reporter.count("reduce_segments_read", 1)
         reporter.count("reduce_input_records", count)
         reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
-        yield from pairs
+        yield from blocks
 
 
-BLOCK = 1024  # pairs taken from each stream at a time by merge_streams
+def merged_chunks(runs_: list, order: Callable[[Any], Any]) -> Iterator[list]:
+    """Sorted runs (each an iterator of blocks of pairs) merged, in sorted chunks; stable:
+    of equal keys, those of an earlier run first, exactly as heapq.merge would give them.
+    OrderError when keys of different runs cannot be compared.
 
-
-def merge_streams(streams: list, order: Callable[[Any], Any]) -> Iterator:
-    """Sorted streams merged into one, stable: of equal keys, those of an earlier stream
-    first, exactly as heapq.merge gives them; OrderError when keys of different streams
-    cannot be compared."""
+    Sorted in C rather than a pair at a time in Python (heapq.merge cost as much as all of
+    the decoding): the least of the runs' current blocks' last keys is a bound no run can
+    go below. Every pair below it is taken, and pairs equal to it from each run up to the
+    first whose block ends at it (later runs' equal pairs come after all of that one's).
+    Taken in run order, one stable sort merges them; each round empties at least one block."""
     try:
-        for chunk in _merged_chunks(streams, order):
-            yield from chunk
+        heads = [[block, 0, run] for run in runs_ if (block := next(run, None))]
+        while heads:
+            bound = min(order(h[0][-1]) for h in heads)
+            chunk: list = []
+            equal_ok = True
+            for h in heads:
+                block, at = h[0], h[1]
+                cut = (bisect.bisect_right if equal_ok else bisect.bisect_left)(
+                    block, bound, lo=at, key=order)
+                chunk += block[at:cut] if at or cut < len(block) else block
+                h[1] = cut
+                if equal_ok and not bound < order(block[-1]):  # its block ends at the bound
+                    equal_ok = False
+            chunk.sort(key=order)
+            yield chunk
+            heads = [h for h in heads if h[1] < len(h[0]) or _next_block(h)]
     except TypeError:
         raise OrderError() from None
 
 
-def _merged_chunks(streams: list, order: Callable[[Any], Any]) -> Iterator[list]:
-    """The merge in chunks, sorted in C rather than a pair at a time in Python (heapq.merge
-    cost as much as all of the decoding). Each stream holds a block of BLOCK pairs; the
-    least of the blocks' last keys is a bound no stream can go below. Every pair below it
-    is taken, and pairs equal to it from each stream up to the first whose block ends at
-    it (those after it may have more such pairs to come only after that one's). Taken in
-    stream order, one stable sort of them merges them; each round empties one block."""
-    blocks = [[block, 0, s] for s in streams if (block := list(islice(s, BLOCK)))]
-    while blocks:
-        bound = min(order(b[0][-1]) for b in blocks)
-        chunk: list = []
-        equal_ok = True
-        for b in blocks:
-            block, at = b[0], b[1]
-            cut = (bisect.bisect_right if equal_ok else bisect.bisect_left)(
-                block, bound, lo=at, key=order)
-            chunk += block[at:cut] if at or cut < len(block) else block
-            b[1] = cut
-            if equal_ok and not bound < order(block[-1]):  # its block ends at the bound
-                equal_ok = False
-        chunk.sort(key=order)
-        yield chunk
-        blocks = [b for b in blocks if b[1] < len(b[0]) or _refill(b)]
-
-
-def _refill(b: list) -> bool:
-    """The next block of an emptied stream; False when it has none."""
-    b[0], b[1] = list(islice(b[2], BLOCK)), 0
-    return bool(b[0])
+def _next_block(head: list) -> bool:
+    """The next block of a run whose block was all taken; False when it has no more."""
+    head[0], head[1] = next(head[2], None), 0
+    return head[0] is not None
 
 
 def unreadable_producers(spec: AttemptSpec, files: WorkerFiles) -> list:
