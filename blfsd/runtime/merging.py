@@ -33,7 +33,7 @@ def pass_groups(count: int, factor: int) -> list[range]:
     for at most `factor` to remain, or every run in groups of `factor` when even that is
     not enough (another pass follows)."""
     excess, start, groups = count - factor, 0, []
-    while excess > 0 and start < count:
+    while excess > 0 and count - start >= 2:  # a group of one would merge nothing
         size = min(factor, excess + 1, count - start)
         groups.append(range(start, start + size))
         excess -= size - 1

@@ -4,9 +4,9 @@
   when the file is .gz or .bz2, cut into records by the job's input format.
 - A later map reads every segment its one producer wrote, in the order it wrote them.
 - A reduce merges the sorted runs of its partition from every producer (one run per
-  producer spill) as streams: heapq.merge, never a whole partition in memory, each
-  segment decoded one pair at a time; at most merge_factor runs at once (merging.py
-  merges more in passes, through scratch slots).
+  producer spill) as streams, in sorted chunks (merged_chunks), never a whole partition
+  in memory, each segment decoded a block at a time; at most merge_factor runs at once
+  (merging.py merges more first, in passes through scratch slots).
 
 Every segment is read with O_DIRECT and checked (storage.SegmentReader); one that fails is
 read once more with fresh descriptors, then it is a fetch failure that names its producer.
