@@ -2,7 +2,8 @@
 through scratch slots of its worker's pool, freed when the attempt ends (or as soon as a
 pass has read them); the merge itself, in sorted chunks, gives exactly heapq.merge's order.
 End to end: a sort and a job whose one key holds half of all records, through
-`blfs submit --local` with merge_factor = 2, give the very bytes of a single merge."""
+`blfs submit --local` with merge_factor = 2, give the very bytes of a single merge; on the
+loop-disk cluster, the reduces' scratch slots are free as soon as the reduces have ended."""
 from __future__ import annotations
 
 import heapq
@@ -299,3 +300,71 @@ def test_merge_passes_give_the_bytes_of_a_single_merge(tmp_path, no_leftovers, h
     expected = "".join(sorted(lines, key=lambda line: line.split("\t", 1)[0])).encode()
     assert _output(tmp_path / "passes") == _output(tmp_path / "one")
     assert _output(tmp_path / "one") == expected
+
+
+# ------------------------------------------------------------- on the loop-disk cluster
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: loop devices")
+    from cluster_helpers import LoopCluster
+    with LoopCluster(tmp_path_factory.mktemp("mergecluster"), workers=2, slots=24,
+                     image_size=64 << 20,
+                     worker_extra="merge_factor = 2\nspill_records = 200\n") as c:
+        yield c
+
+
+def _second_step_waits(cluster, out: str) -> bool:
+    """Both maps of the second step run (they wait for the flag): the reduces are done."""
+    rows = [r for r in json.loads(cluster.blfs("jobs", "--json").stdout)
+            if r.get("output") == out]
+    if not rows:
+        return False
+    running = cluster.status(rows[0]["job"])["running"]
+    return sum(a["attempt"].split("/")[1].startswith("s1-m-") for a in running) == 2
+
+
+def _free(cluster) -> int:
+    return sum(r["info"]["free_slots"] for r in json.loads(cluster.blfs("workers",
+                                                                        "--json").stdout))
+
+
+@pytest.mark.root
+def test_scratch_slots_are_free_once_the_reduces_have_ended(cluster, tmp_path, shared_dir):
+    """Between the two steps of a pipeline whose reduces merged in passes on real block
+    devices, every slot is free but the two the reduces' output is in: their scratch slots
+    went back when they ended, not with the job. The output is exact."""
+    import subprocess
+    import sys
+    import time
+    data = tmp_path / "in.txt"
+    lines = _records(data, 20_000, 0.5, seed=5)
+    flag, out = os.path.join(shared_dir, "go"), tmp_path / "out"
+    argv = [sys.executable, "-m", "blfsd", "--config", str(cluster.master_cfg), "submit",
+            os.path.join(JOBS, "merge_then_wait.py"), "--input", str(data), "--output",
+            str(out), "--split-size", "64K", "--json", "--master", cluster.socket, "--",
+            flag]
+    proc = subprocess.Popen(argv, env=cluster.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not _second_step_waits(cluster, str(out)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # the master hears of slots from heartbeats: a moment after they change
+        expected, deadline = cluster.n * cluster.slots - 2, time.monotonic() + 5
+        free = _free(cluster)
+        while free != expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+            free = _free(cluster)
+        open(flag, "w").close()
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert free == expected, f"{free} slots free between the steps, not {expected}"
+    assert json.loads(stdout)["counters"]["blfs"]["reduce_merge_passes"] >= 2
+    want = "".join(sorted(lines, key=lambda line: line.split("\t", 1)[0])).encode()
+    assert _output(out) == want
+    assert cluster.free_slots() == [cluster.slots] * cluster.n
