@@ -368,3 +368,23 @@ def test_scratch_slots_are_free_once_the_reduces_have_ended(cluster, tmp_path, s
     want = "".join(sorted(lines, key=lambda line: line.split("\t", 1)[0])).encode()
     assert _output(out) == want
     assert cluster.free_slots() == [cluster.slots] * cluster.n
+
+
+def test_keys_of_runs_that_cannot_be_compared_start_the_merge_over_canonically(pool):
+    """An int-keyed run and str-keyed ones: the natural merge fails (in a pass or after),
+    the reduce starts over in canonical order with the same scratch, and nothing leaks."""
+    disk, leases = pool
+    runs = [[[i, "int"] for i in range(40)]] + \
+        [[[f"k{r}-{i:03d}", "str"] for i in range(40)] for r in range(5)]
+    spec = _spec(_producer_runs(disk, leases, runs))
+    free_before = leases.free_count()
+    files = Files(disk, leases)
+    scratch = Scratch(spec, files, "n", 1, SLOT, 2048)
+    with pytest.raises(reading.OrderError):
+        list(Merge(spec, files, Reporter(), False, scratch, 2).merged())
+    got = list(Merge(spec, files, Reporter(), True, scratch, 2).merged())
+    scratch.close()
+    order = records.pair_order(True, False)
+    assert got == list(heapq.merge(*runs, key=order))
+    leases.release_scratch(ATTEMPT)
+    assert leases.free_count() == free_before
