@@ -4,8 +4,9 @@ Every run being merged holds one segment's bytes in memory, so a reduce that mer
 of a large partition's runs at once grew with their number. When there are more than
 `[worker] merge_factor` runs, consecutive groups of them are merged first into runs of
 the reduce's own: segments written into scratch slots of its worker's pool (leased like
-a map's, through storage.SegmentSink, fsynced; the worker frees them when the attempt
-ends, however it ends), and read back with the same O_DIRECT reads and checks. Each pass
+a map's, through storage.SegmentSink, fsynced; given back as soon as a pass has read
+them, and the worker frees the rest when the attempt ends, however it ends), and read
+back with the same O_DIRECT reads and checks. Each pass
 merges just enough runs for at most merge_factor to remain (all of them in groups of
 merge_factor when even that is not enough, and then another pass); those feed the final
 merge as streams. Groups are consecutive and the merge is stable (reading.merged_chunks),
