@@ -331,10 +331,13 @@ def _free(cluster) -> int:
 
 
 @pytest.mark.root
-def test_scratch_slots_are_free_once_the_reduces_have_ended(cluster, tmp_path, shared_dir):
+@pytest.mark.parametrize("first", ["succeeds", "fails"])
+def test_scratch_slots_are_free_once_the_reduces_have_ended(cluster, tmp_path, shared_dir,
+                                                            first):
     """Between the two steps of a pipeline whose reduces merged in passes on real block
     devices, every slot is free but the two the reduces' output is in: their scratch slots
-    went back when they ended, not with the job. The output is exact."""
+    went back when they ended (a failed first attempt's too), not with the job. The output
+    is exact."""
     import subprocess
     import sys
     import time
@@ -344,7 +347,7 @@ def test_scratch_slots_are_free_once_the_reduces_have_ended(cluster, tmp_path, s
     argv = [sys.executable, "-m", "blfsd", "--config", str(cluster.master_cfg), "submit",
             os.path.join(JOBS, "merge_then_wait.py"), "--input", str(data), "--output",
             str(out), "--split-size", "64K", "--json", "--master", cluster.socket, "--",
-            flag]
+            flag] + (["fail"] if first == "fails" else [])
     proc = subprocess.Popen(argv, env=cluster.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -365,6 +368,9 @@ def test_scratch_slots_are_free_once_the_reduces_have_ended(cluster, tmp_path, s
     assert proc.returncode == 0, stderr
     assert free == expected, f"{free} slots free between the steps, not {expected}"
     assert json.loads(stdout)["counters"]["blfs"]["reduce_merge_passes"] >= 2
+    attempts = cluster.status(cluster.job_id_for(str(out)))["attempts"]
+    failed = [a for a in attempts if a["task"].startswith("r-") and a["state"] == "failed"]
+    assert len(failed) == (2 if first == "fails" else 0), attempts
     want = "".join(sorted(lines, key=lambda line: line.split("\t", 1)[0])).encode()
     assert _output(out) == want
     assert cluster.free_slots() == [cluster.slots] * cluster.n

@@ -1,6 +1,7 @@
 """Two steps (tests/test_merging.py): a sort of KEY<TAB>VALUE lines whose reduces merge
 their many runs, then maps that wait for the file args[0] before they pass the reduces'
-output through: long enough to look at the workers' slots between the two steps."""
+output through: long enough to look at the workers' slots between the two steps. With
+args[1] == "fail", each reduce's first attempt fails at its end, after its merge passes."""
 import os
 import time
 
@@ -29,6 +30,12 @@ class MergeThenWait(Job):
     def each(self, key, values):
         for value in values:
             yield key, value
+
+    def finish(self):
+        if self.context.step == 0 and self.context.kind == "reduce" and \
+                self.args[1:] == ["fail"] and self.context.attempt == 0:
+            raise RuntimeError("the first attempt of a reduce fails after its merge")
+        return ()
 
     def passed(self, key, value):
         yield key, value
