@@ -72,6 +72,7 @@ class Config:
     spill_records: int = 1_000_000
     spill_bytes: int = 32 << 20
     segment_max: int = 4 << 20
+    merge_factor: int = 16  # runs a reduce merges at once; more are merged in passes
     slot_size: int = 64 << 20
     slot_count: int = 64
     prepare_pool: bool = False  # blfs-iscsi prepares pools in a cluster; --local does it here
@@ -133,6 +134,7 @@ _KEYS = {
     ("worker", "spill_records"): ("spill_records", int),
     ("worker", "spill_bytes"): ("spill_bytes", "size"),
     ("worker", "segment_max"): ("segment_max", "size"),
+    ("worker", "merge_factor"): ("merge_factor", int),
     ("pool", "slot_size"): ("slot_size", "size"),
     ("pool", "slots"): ("slot_count", int),
 }

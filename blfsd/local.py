@@ -38,11 +38,13 @@ def pool_shape(input_bytes: int, splits: int, workers: int) -> tuple[int, int]:
     """(slot count, slot size) for each local worker: room for the job's map output.
 
     Every map attempt needs a slot of its own, so small splits get small slots; in all,
-    twice the input (map output can outgrow its input) plus room for retries.
+    three times the input: map output (which can outgrow its input), the reduces' merge
+    passes (runtime/merging.py: up to their partition again), and room for retries.
+    The slots are sparse files: room that is not written costs nothing.
     """
     split = input_bytes // max(1, splits)
     slot_size = min(16 << 20, max(1 << 20, (split // 2 + 4095) // 4096 * 4096))
-    per_worker = 2 * input_bytes // max(1, workers) + 8 * slot_size
+    per_worker = 3 * input_bytes // max(1, workers) + 8 * slot_size
     maps_per_worker = -(-splits // max(1, workers))
     count = max(2 * maps_per_worker + 8, -(-per_worker // slot_size))
     return min(count, 65536), slot_size

@@ -236,13 +236,15 @@ MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
 
 # a task process to its worker, over their socketpair (taskchannel.py). The replies to
 # lease, device, open_split, open_slot and create_output carry a descriptor: a task may
-# open nothing on the disks itself.
+# open nothing on the disks itself. A `scratch` lease (a reduce's merge pass) is freed when
+# the attempt ends, however it ends, or earlier when the task gives it back (release_scratch).
 TASK_TO_WORKER: dict[str, dict[str, Any]] = {
-    "lease": {},
+    "lease": {"scratch?": bool},
     "device": {},
     "open_split": {},
     "open_slot": {"node": str, "slot": int, "generation": int},
     "create_output": {},
+    "release_scratch": {"slots": list},
     "progress": {"progress": _NUM, "status": str, "counters": dict},
     "done": {"result": TaskResult},
     "failed": {"kind": FailureKind, "error": str, "info?": dict},

@@ -4,8 +4,9 @@ from __future__ import annotations
 import codecs
 import json
 import zlib
+from itertools import islice
 from operator import itemgetter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import msgpack
 
@@ -101,6 +102,26 @@ def encode_pairs(pairs: list) -> bytes:
 def decode_pairs(payload: bytes) -> list:
     return msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True,
                            unicode_errors=_UNICODE)
+
+
+def pair_blocks(payload: bytes, size: int) -> tuple[int, Iterator[list]]:
+    """A payload's number of pairs, and its pairs in lists of at most `size`, decoded as
+    they are taken (msgpack's Unpacker, in C): a reduce merging many runs holds each run's
+    encoded bytes and one block, not a whole segment of Python objects (three times as
+    large); and this is faster than decoding it at once and iterating over the list."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True,
+                                unicode_errors=_UNICODE,
+                                max_buffer_size=max(len(payload), 1 << 10))
+    unpacker.feed(payload)
+    count = unpacker.read_array_header()
+    return count, _taken(unpacker, count, size)
+
+
+def _taken(unpacker: msgpack.Unpacker, count: int, size: int) -> Iterator[list]:
+    while count > 0:
+        n = min(size, count)
+        yield list(islice(unpacker, n))
+        count -= n
 
 
 SAMPLE = 256  # pairs encoded to guess the size of the first chunk

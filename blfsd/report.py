@@ -12,7 +12,8 @@ from typing import Any, Optional
 BLFS_ORDER = ("map_input_records", "map_input_bytes", "map_output_records",
               "map_output_bytes", "map_spills", "spill_ms", "combine_input_records",
               "combine_output_records", "shuffle_read_bytes", "shuffle_read_ms",
-              "reduce_segments_read", "reduce_input_records", "reduce_input_groups",
+              "reduce_segments_read", "reduce_merge_passes", "reduce_merge_bytes",
+              "reduce_merge_ms", "reduce_input_records", "reduce_input_groups",
               "reduce_output_records", "output_bytes", "map_ms", "reduce_ms",
               "counters_dropped")
 OUTCOME = {"lost": "lost", "timeout": "timeout"}  # a failed attempt's why -> picture

@@ -38,6 +38,7 @@ HEADER_SIZE = 128
 MAGIC = b"BLFSSEG\x00"
 FORMAT = 2  # 2: the producer's stage (a pipeline's step map or reduce) in the header
 FLAG_CANONICAL_ORDER = 1  # keys were not mutually comparable; sorted by canonical order
+FLAG_MERGED = 2  # a reduce's own merge pass wrote it, into its scratch slots
 
 
 def align_up(n: int, to: int = ALIGN) -> int:
@@ -438,6 +439,15 @@ class SegmentSink:
             self.flush_device()
         return self.locations
 
+    def forget(self, slots: Iterable[int]) -> None:
+        """Close and drop the writers of these slots (given back: written no more, flushed
+        no more); never the one being written."""
+        gone = set(slots) - {self._writers[-1].slot} if self._writers else set()
+        for writer in self._writers:
+            if writer.slot in gone:
+                writer.close()
+        self._writers = [w for w in self._writers if w.slot not in gone]
+
     def close(self) -> None:
         for writer in self._writers:
             writer.close()
@@ -602,6 +612,12 @@ def ensure_generation(disk: str, generation: int) -> Manifest:
 
 # --------------------------------------------------------------------------------- leases
 
+def scratch_holder(attempt: str) -> str:
+    """Whom an attempt's scratch slots are leased to: not the attempt itself, whose slots
+    a successful map keeps, but a name of the same job (release_job frees them too)."""
+    return f"{attempt}#scratch"
+
+
 class SlotLeases:
     """Which attempt holds which slot of our own pool (kept by the worker, synced by master)."""
 
@@ -624,6 +640,17 @@ class SlotLeases:
     def release_slot(self, slot: int) -> None:
         """Give back one slot (its lease could not be handed over)."""
         self.holder.pop(slot, None)
+
+    def release_scratch(self, attempt: str, slots: Optional[Iterable] = None) -> list[int]:
+        """Free an attempt's scratch slots (its merge passes): all of them when it ends,
+        or those of `slots` that are its scratch when it gives them back."""
+        holder = scratch_holder(attempt)
+        if slots is None:
+            return self.release_attempt(holder)
+        mine = [s for s in slots if isinstance(s, int) and self.holder.get(s) == holder]
+        for s in mine:
+            del self.holder[s]
+        return mine
 
     def release_attempt(self, attempt: str) -> list[int]:
         """Free a failed or killed attempt's slots."""

@@ -110,7 +110,8 @@ class LoopCluster:
                  slot_size: int = 1 << 20, slots: int = 8, parallelism: int = 2,
                  heartbeat_interval: float = 0.5, path_user: str = "root",
                  task_memory: str = "2G", master_cluster: str = "",
-                 announcing: tuple = (), accept_announced: bool = True):
+                 announcing: tuple = (), accept_announced: bool = True,
+                 worker_extra: str = ""):
         self.base = Path(base)
         self.n = workers
         self.image_size = image_size
@@ -121,6 +122,7 @@ class LoopCluster:
         self.path_user = path_user
         self.task_memory = task_memory
         self.master_cluster = master_cluster  # more lines for the master's [cluster]
+        self.worker_extra = worker_extra  # more lines for each worker's [worker]
         # workers left out of the master's [nodes.*] that announce themselves to it
         self.announcing = set(announcing)
         self.accept_announced = accept_announced
@@ -252,6 +254,7 @@ class LoopCluster:
                 # the task user's, is tested by tests/test_containment.py)
                 f'path_user = "{self.path_user}"\n'
                 f'task_memory = "{self.task_memory}"\n'
+                f"{self.worker_extra}"
                 "[pool]\n"
                 f"slot_size = {self.slot_size}\n"
                 f"slots = {self.slots}\n")

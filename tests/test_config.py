@@ -11,6 +11,8 @@ TOML = """\
 master = "10.0.0.1:7070"
 [master]
 heartbeat_interval = 2
+[worker]
+merge_factor = 8
 [pool]
 slot_size = "4M"
 slots = 8
@@ -34,6 +36,7 @@ def test_load_reads_every_section_once(tmp_path):
     assert cfg.path == str(path)
     assert cfg.master_address == "10.0.0.1:7070" and cfg.heartbeat_interval == 2.0
     assert (cfg.slot_size, cfg.slot_count) == (4 << 20, 8)
+    assert cfg.merge_factor == 8 and config.Config().merge_factor == 16
     assert [n.name for n in cfg.nodes] == ["a", "b"]  # sorted by name
     assert cfg.node("a").export_device == "/dev/disk/by-id/ata-A"
     assert cfg.node("b").export_device == "" and cfg.node("b").disk == "block:/dev/sdb"

@@ -23,7 +23,8 @@ from ..taskchannel import TaskEnd
 from . import code as taskcode
 from .code import TaskCode
 from .parts import PartOutput, PartWriter
-from .reading import OrderError, merged, segment_batches, split_batches, unreadable_producers
+from .merging import Merge, Scratch
+from .reading import OrderError, segment_batches, split_batches, unreadable_producers
 from .spill import MapOutput, Shape
 from .worker_files import WorkerFiles
 
@@ -38,6 +39,7 @@ class TaskEnv:
     spill_records: int
     segment_max: int
     spill_bytes: int = 32 << 20
+    merge_factor: int = 16  # runs a reduce merges at once (runtime/merging.py)
 
 
 class Output:
@@ -146,10 +148,12 @@ def run_reduce(load: Callable[[], TaskCode], spec: AttemptSpec, env: TaskEnv,
     canonical = any(s.flags & storage.FLAG_CANONICAL_ORDER for s in spec.segments)
     tc = load()
     out = Output(spec, env, files, tc)
+    scratch = Scratch(spec, files, env.node, env.generation, env.slot_size, env.segment_max)
     try:
         while True:
             try:
-                _reduce_into(tc, spec, files, out, canonical)
+                merge = Merge(spec, files, tc.reporter, canonical, scratch, env.merge_factor)
+                _reduce_into(tc, out, merge)
                 return out.result()
             except OrderError:
                 if canonical:
@@ -164,22 +168,21 @@ def run_reduce(load: Callable[[], TaskCode], spec: AttemptSpec, env: TaskEnv,
                 exc.map_tasks = unreadable_producers(spec, files)
                 raise
     finally:
+        scratch.close()
         out.close()
 
 
-def _reduce_into(tc: TaskCode, spec: AttemptSpec, files: WorkerFiles, out: Output,
-                 canonical: bool) -> None:
-    reader = storage.SegmentReader(files.slot)
+def _reduce_into(tc: TaskCode, out: Output, merge: Merge) -> None:
     try:
-        stream = merged(spec, reader, tc.reporter, canonical)
+        stream = merge.merged()
         tc.setup()
         if tc.step.reduce_task is not None:  # a task-level reduce (mrjob): grouping is its own
             out.to.add_pairs(tc.step.reduce_task(stream))
         else:
-            out.to.add_pairs(_grouped_reduce(tc, stream, canonical))
+            out.to.add_pairs(_grouped_reduce(tc, stream, merge.canonical))
         out.to.add_pairs(tc.finish())
     finally:
-        reader.close()
+        merge.close()
 
 
 def _grouped_reduce(tc: TaskCode, stream: Iterator, canonical: bool) -> Iterator:

@@ -4,18 +4,20 @@
   when the file is .gz or .bz2, cut into records by the job's input format.
 - A later map reads every segment its one producer wrote, in the order it wrote them.
 - A reduce merges the sorted runs of its partition from every producer (one run per
-  producer spill) as streams: heapq.merge, never a whole partition in memory.
+  producer spill) as streams, in sorted chunks (merged_chunks), never a whole partition
+  in memory, each segment decoded a block at a time; at most merge_factor runs at once
+  (merging.py merges more first, in passes through scratch slots).
 
 Every segment is read with O_DIRECT and checked (storage.SegmentReader); one that fails is
 read once more with fresh descriptors, then it is a fetch failure that names its producer.
 """
 from __future__ import annotations
 
+import bisect
 import functools
-import heapq
 import sys
 import time
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from .. import records, storage
 from ..errors import FetchError
@@ -76,13 +78,15 @@ def read_checked(reader: storage.SegmentReader, job_id: str, loc: SegmentLocatio
     """One segment's payload, read and checked, a second time if need be; its bytes and
     the time it took are counted (shuffle_read_bytes, shuffle_read_ms)."""
     started = time.monotonic()
-    payload = _read_checked(reader, job_id, loc)
+    payload = read_verified(reader, job_id, loc)
     reporter.add_time("shuffle_read_ms", time.monotonic() - started)
     reporter.count("shuffle_read_bytes", len(payload))
     return payload
 
 
-def _read_checked(reader: storage.SegmentReader, job_id: str, loc: SegmentLocation) -> bytes:
+def read_verified(reader: storage.SegmentReader, job_id: str, loc: SegmentLocation) -> bytes:
+    """One segment's payload, read and checked, a second time with fresh descriptors if
+    need be; FetchError naming its producer when it still fails."""
     expect = expected(job_id, loc)
     try:
         return reader.read(loc, expect)[0]
@@ -108,31 +112,58 @@ def runs(segments: list[SegmentLocation]) -> list:
     return [sorted(locs, key=lambda x: x.seq) for _, locs in sorted(by_run.items())]
 
 
-def merged(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
-           canonical: bool) -> Iterator:
-    """A reduce's input: every run of its partition merged, sorted by key (and value,
-    with sort_values); OrderError when keys of different runs cannot be compared."""
+BLOCK = 1024  # pairs of a run held decoded at a time (at most one segment's)
+
+
+def run_blocks(spec: AttemptSpec, reader: storage.SegmentReader, reporter: Reporter,
+               locs: list) -> Iterator[list]:
+    """One producer's run in blocks of pairs, segment by segment as they are taken: its
+    current segment's encoded bytes and one block are what a run holds of memory."""
     total = len(spec.segments)
+    for loc in locs:
+        count, blocks = records.pair_blocks(read_checked(reader, spec.job, loc, reporter),
+                                            BLOCK)
+        reporter.count("reduce_segments_read", 1)
+        reporter.count("reduce_input_records", count)
+        reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
+        yield from blocks
 
-    def read_run(locs: list) -> Iterator:
-        for loc in locs:
-            payload = read_checked(reader, spec.job, loc, reporter)
-            reporter.count("reduce_segments_read", 1)
-            reporter.maybe(min(0.99, reporter.progress + 1.0 / max(1, total)))
-            pairs = records.decode_pairs(payload)
-            reporter.count("reduce_input_records", len(pairs))
-            yield from pairs
 
-    order = records.pair_order(canonical, spec.merge_values)
-    stream = heapq.merge(*[read_run(locs) for locs in runs(spec.segments)], key=order)
-    while True:
-        try:
-            item = next(stream)
-        except StopIteration:
-            return
-        except TypeError:
-            raise OrderError() from None
-        yield item
+def merged_chunks(runs_: list, order: Callable[[Any], Any]) -> Iterator[list]:
+    """Sorted runs (each an iterator of blocks of pairs) merged, in sorted chunks; stable:
+    of equal keys, those of an earlier run first, exactly as heapq.merge would give them.
+    OrderError when keys of different runs cannot be compared.
+
+    Sorted in C rather than a pair at a time in Python (heapq.merge cost as much as all of
+    the decoding): the least of the runs' current blocks' last keys is a bound no run can
+    go below. Every pair below it is taken, and pairs equal to it from each run up to the
+    first whose block ends at it (later runs' equal pairs come after all of that one's).
+    Taken in run order, one stable sort merges them; each round empties at least one block."""
+    try:
+        heads = [[block, 0, run] for run in runs_ if (block := next(run, None))]
+        while heads:
+            bound = min(order(h[0][-1]) for h in heads)
+            chunk: list = []
+            equal_ok = True
+            for h in heads:
+                block, at = h[0], h[1]
+                cut = (bisect.bisect_right if equal_ok else bisect.bisect_left)(
+                    block, bound, lo=at, key=order)
+                chunk += block[at:cut] if at or cut < len(block) else block
+                h[1] = cut
+                if equal_ok and not bound < order(block[-1]):  # its block ends at the bound
+                    equal_ok = False
+            chunk.sort(key=order)
+            yield chunk
+            heads = [h for h in heads if h[1] < len(h[0]) or _next_block(h)]
+    except TypeError:
+        raise OrderError() from None
+
+
+def _next_block(head: list) -> bool:
+    """The next block of a run whose block was all taken; False when it has no more."""
+    head[0], head[1] = next(head[2], None), 0
+    return head[0] is not None
 
 
 def unreadable_producers(spec: AttemptSpec, files: WorkerFiles) -> list:

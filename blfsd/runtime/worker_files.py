@@ -30,13 +30,18 @@ class WorkerFiles:
             raise StorageError(f"{op}: the worker passed {len(fds)} descriptors, not one")
         return result, fds[0]
 
-    def lease(self) -> tuple[int, int]:
-        """A slot of our pool (its number, and a descriptor to write it)."""
+    def lease(self, scratch: bool = False) -> tuple[int, int]:
+        """A slot of our pool (its number, and a descriptor to write it); a scratch slot
+        is the worker's again as soon as this attempt ends."""
         try:
-            result, fd = self._fd("lease")
+            result, fd = self._fd("lease", scratch=True) if scratch else self._fd("lease")
         except RemoteError as exc:
             raise PoolExhausted(str(exc)) from None
         return result["slot"], fd
+
+    def release_scratch(self, slots: list[int]) -> None:
+        """Give back scratch slots before the attempt ends (their runs were merged)."""
+        self.chan.notify("release_scratch", slots=slots)
 
     def flush_device(self) -> None:
         """fsync the block device under our pool (after the slots: storage rule 3)."""

@@ -11,7 +11,8 @@ failed. Its stdout and stderr come through a pipe and are kept, bounded (OutputT
 
 The attempt ends when its process ends, whatever its children do: they are killed with
 its cgroup. Then the master hears `succeeded` (its slots stay leased until the job is
-released) or `failed` with a kind (its slots are released at once).
+released) or `failed` with a kind (its slots are released at once); its scratch slots (a
+reduce's merge passes) are released either way, as soon as its process is gone.
 """
 from __future__ import annotations
 
@@ -79,13 +80,16 @@ class TaskRequests:
         self.tell = tell
         self.handlers = {"lease": self.lease, "device": self.device,
                          "open_split": self.open_split, "open_slot": self.open_slot,
-                         "create_output": self.create_output, "progress": self.progress,
+                         "create_output": self.create_output,
+                         "release_scratch": self.release_scratch, "progress": self.progress,
                          "done": self.done, "failed": self.failed}
 
-    def lease(self, attempt: RunningAttempt) -> WithFds:
+    def lease(self, attempt: RunningAttempt, scratch: bool = False) -> WithFds:
         """A free slot of our pool, now held by this attempt (PoolExhausted if none), open
-        for writing: never created, never truncated (storage rule 2)."""
-        slot = self.disk.leases.lease(attempt.id)
+        for writing: never created, never truncated (storage rule 2). A scratch slot (a
+        reduce's merge pass) is freed when the attempt ends, success or not."""
+        holder = storage.scratch_holder(attempt.id) if scratch else attempt.id
+        slot = self.disk.leases.lease(holder)
         try:
             fd = os.open(storage.slot_path(self.disk.path, slot), os.O_WRONLY | os.O_CLOEXEC)
         except OSError:
@@ -181,6 +185,10 @@ class TaskRequests:
                               f"{exc.strerror}") from None
         return WithFds(where, [fd])
 
+    def release_scratch(self, attempt: RunningAttempt, slots: list) -> None:
+        """Scratch slots the task is done with (a merge pass read them); only its own."""
+        self.disk.leases.release_scratch(attempt.id, slots)
+
     async def progress(self, attempt: RunningAttempt, progress: float, status: str,
                        counters: dict) -> None:
         """Forwarded to the master as it comes (attempt_update running)."""
@@ -254,7 +262,7 @@ class Attempts:
         return runtime.TaskEnv(
             node=self.disk.name, generation=m.generation, slot_size=m.slot_size,
             spill_records=cfg.spill_records, segment_max=cfg.segment_max,
-            spill_bytes=cfg.spill_bytes)
+            spill_bytes=cfg.spill_bytes, merge_factor=cfg.merge_factor)
 
     def kill(self, peer: Optional[rpc.Peer], attempt: str) -> dict:
         """The master kills an attempt (it is reported killed once reaped)."""
@@ -305,6 +313,7 @@ class Attempts:
         self.logs.save(attempt.id, attempt.output)
         oom = attempt.box.oom_killed()
         self.containment.release(attempt.box)
+        self.disk.leases.release_scratch(attempt.id)  # its merge passes', however it ended
         self.running.pop(attempt.id, None)
         attempt.finished.set()
         await self._report(attempt, status, oom)
