@@ -375,12 +375,12 @@ def _stopping_on_signals() -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-async def submit_local(args: argparse.Namespace, spec: dict) -> int:
+async def submit_local(args: argparse.Namespace, spec: dict, cfg: configmod.Config) -> int:
     with _stopping_on_signals():
-        return await _submit_local(args, spec)
+        return await _submit_local(args, spec, cfg)
 
 
-async def _submit_local(args: argparse.Namespace, spec: dict) -> int:
+async def _submit_local(args: argparse.Namespace, spec: dict, cfg: configmod.Config) -> int:
     from .local import LocalCluster
     cpus = len(os.sched_getaffinity(0))
     workers = args.workers or cpus
@@ -391,7 +391,8 @@ async def _submit_local(args: argparse.Namespace, spec: dict) -> int:
     async with LocalCluster(workers, input_bytes, len(spec["splits"]),
                             parallelism=parallelism,
                             task_timeout=args.task_timeout, max_attempts=args.max_attempts,
-                            spill_records=args.spill_records or None) as cluster:
+                            spill_records=args.spill_records or None,
+                            slow_start=cfg.slow_start) as cluster:
         peer = await _client(cluster.socket_path, None)
         try:
             return await _submit_and_follow(args, peer, spec)
@@ -732,7 +733,7 @@ def cmd_submit(args: argparse.Namespace, cfg: configmod.Config) -> int:
                          "ends with the command (run a cluster, or leave out --detach)")
     spec = prepare_submit(args)
     if args.local:
-        return asyncio.run(submit_local(args, spec))
+        return asyncio.run(submit_local(args, spec, cfg))
     return asyncio.run(submit_remote(args, spec, cfg))
 
 

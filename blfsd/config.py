@@ -49,6 +49,9 @@ class Config:
     max_attempts: int = 4
     task_timeout: float = 600.0
     speculation: bool = True
+    # reduces start once this share of the maps finished (Hadoop's slow start), reading
+    # and merging finished maps' output while the others run; 1.0: after the last map
+    slow_start: float = 0.8
     default_reducers: int = 0  # 0: one per worker
     default_priority: Priority = Priority.NORMAL  # of a job submitted without --priority
     history_days: float = 30.0  # finished jobs' records are pruned after this; 0: never
@@ -115,6 +118,7 @@ _KEYS = {
     ("master", "max_attempts"): ("max_attempts", int),
     ("master", "task_timeout"): ("task_timeout", float),
     ("master", "speculation"): ("speculation", bool),
+    ("master", "slow_start"): ("slow_start", float),
     ("master", "reducers"): ("default_reducers", int),
     ("master", "default_priority"): ("default_priority", Priority),
     ("master", "history_days"): ("history_days", float),

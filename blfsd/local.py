@@ -60,7 +60,8 @@ class LocalCluster:
     and removes the root. Logs go to ROOT/logs, not to the user's terminal."""
     def __init__(self, workers: int, input_bytes: int = 0, splits: int = 1, parallelism: int = 0,
                  task_timeout: Optional[float] = None, max_attempts: Optional[int] = None,
-                 spill_records: Optional[int] = None, heartbeat_timeout: float = 5.0):
+                 spill_records: Optional[int] = None, heartbeat_timeout: float = 5.0,
+                 slow_start: Optional[float] = None):
         self.n = max(1, workers)
         self.input_bytes = input_bytes
         self.splits = splits
@@ -69,6 +70,7 @@ class LocalCluster:
         self.max_attempts = max_attempts
         self.spill_records = spill_records
         self.heartbeat_timeout = heartbeat_timeout
+        self.slow_start = slow_start  # [master] slow_start of the user's configuration
         self.root = ""
         self.procs: list = []
         self.master: Optional[Master] = None
@@ -115,6 +117,8 @@ class LocalCluster:
             cfg.task_timeout = self.task_timeout
         if self.max_attempts:
             cfg.max_attempts = self.max_attempts
+        if self.slow_start is not None:
+            cfg.slow_start = self.slow_start
         # the embedded master logs next to its workers, not onto the user's terminal
         handler = logging.FileHandler(os.path.join(self.root, "logs", "master.log"))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -470,6 +470,7 @@ class AttemptSpec(Message):
     files: list[str] = field(default_factory=list)  # names of the job's shipped files
     split: Optional[Split] = None  # a first map's input
     segments: Optional[list[SegmentLocation]] = None  # the input of any other task
+    partial: bool = False  # a reduce placed early: the rest of its input comes later
     task_memory: Optional[int] = None  # limits (None: the worker's configuration)
     task_pids: Optional[int] = None
     task_cpu_weight: Optional[int] = None

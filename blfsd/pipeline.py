@@ -26,8 +26,9 @@ needs its producers run again: lineage, back to the job's input if need be.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from .messages import JobSpec, SegmentLocation, StepSpec, TaskKind, TaskState
 from .stagebook import StageBook
@@ -109,24 +110,42 @@ def producers(job: "ScheduledJob", task: "Task") -> list:
     return [before.tasks[task.index]] if task.kind == TaskKind.MAP else list(before.tasks)
 
 
-def ready(job: "ScheduledJob", task: "Task") -> bool:
+def ready(job: "ScheduledJob", task: "Task", slow_start: float = 1.0) -> bool:
     """Every producer succeeded and still holds its output (a reduce's: counted in the
-    stage's book, not looked up task by task)."""
+    stage's book, not looked up task by task); for a reduce, with slow_start below 1,
+    that share of its producers is enough: it reads the rest as they finish."""
     if task.stage.index == 0:
         return True
     before = job.stages[task.stage.index - 1]
     if task.kind == TaskKind.REDUCE:
-        return before.book.readable == len(before.tasks)
+        need = len(before.tasks)
+        if slow_start < 1.0:
+            need = min(need, max(1, math.ceil(slow_start * need)))
+        return before.book.readable >= need
     p = before.tasks[task.index]
     return p.state == TaskState.SUCCEEDED and not p.released
 
 
-def input_segments(job: "ScheduledJob", task: "Task") -> list[SegmentLocation]:
+def input_segments(job: "ScheduledJob", task: "Task", given: Optional[set] = None,
+                   only: Optional[list] = None) -> list[SegmentLocation]:
     """What a task of a later stage reads: its producers' segments (of its partition, for
-    a reduce), each tagged with the producer (stage, task, attempt) that wrote it."""
+    a reduce), each tagged with the producer (stage, task, attempt) that wrote it. Only
+    producers whose output is readable, and not in `given` (what an early reduce has
+    been told already); those are added to `given`. A producer is never given twice, so
+    a reduce never merges two attempts of one map. `only`: of a reduce's producers, just
+    these (by index, in order)."""
     partition = task.index if task.kind == TaskKind.REDUCE else 0
     out = []
-    for p in producers(job, task):
+    if only is None:
+        candidates = producers(job, task)
+    else:
+        candidates = [job.stages[task.stage.index - 1].tasks[i] for i in only]
+    for p in candidates:
+        if p.state != TaskState.SUCCEEDED or p.released or (given is not None
+                                                             and p.index in given):
+            continue
+        if given is not None:
+            given.add(p.index)
         for loc in p.by_partition.get(partition, ()):
             out.append(loc.replace(stage=p.stage.index, map_task=p.index,
                                    map_attempt=p.winner.number))

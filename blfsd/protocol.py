@@ -213,6 +213,9 @@ WORKER_TO_MASTER: dict[str, dict[str, Any]] = {
     "attempt_update": {"attempt": str, "state": AttemptState, "info?": dict},
     "pool_changed": {"generation": int, "slots": int},
     "job_files": {"job": str},
+    # an early reduce's input that finished since (scheduler.more_input): answered when
+    # there is some, or after a few seconds with none
+    "attempt_input": {"attempt": str},
 }
 
 MASTER_TO_WORKER: dict[str, dict[str, Any]] = {
@@ -245,6 +248,7 @@ TASK_TO_WORKER: dict[str, dict[str, Any]] = {
     "open_slot": {"node": str, "slot": int, "generation": int},
     "create_output": {},
     "release_scratch": {"slots": list},
+    "more_input": {},
     "progress": {"progress": _NUM, "status": str, "counters": dict},
     "done": {"result": TaskResult},
     "failed": {"kind": FailureKind, "error": str, "info?": dict},

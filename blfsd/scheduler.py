@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from . import pipeline, retries, stagebook
+from .errors import NotFound
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
                        JobSpec, JobState, Priority, Split, TaskKind, TaskResult, TaskState)
 from .job import MAX_COUNTER_NAME, MAX_COUNTERS, MAX_STATUS, truncate
@@ -109,6 +110,8 @@ class Attempt:
     error: str = ""
     why: str = ""  # why it ended, if not by succeeding: its failure kind, or who killed it
     finished: float = 0.0
+    given: Optional[set] = None  # a reduce's producers whose output it was told of
+    seen: int = 0  # how much of its producers' stage book's readable_log it was told
 
     def report(self, now: float, progress: float, status: str,
                counters: Optional[dict]) -> None:
@@ -253,6 +256,9 @@ class Settings:
     speculation: bool = True
     speculation_min_seconds: float = 2.0
     speculation_slowdown: float = 1.5
+    # reduces are placed once this share of their producers finished (Hadoop's slow
+    # start); they read the rest as it finishes (more_input)
+    slow_start: float = 1.0
 
 
 _DOWN = WorkerState("", 1, alive=False)
@@ -549,8 +555,9 @@ class Placer:
     def _place(self, job: ScheduledJob, now: float, cap: int) -> list:
         """Launch up to `cap` of the job's pending tasks whose input is ready, a worker
         taking the splits it holds before anyone else's."""
+        slow_start = self.sched.settings.slow_start
         pending = [t for stage in job.stages for i in sorted(stage.book.pending)
-                   for t in [stage.tasks[i]] if pipeline.ready(job, t)]
+                   for t in [stage.tasks[i]] if pipeline.ready(job, t, slow_start)]
         actions: list = []
         workers = list(self.sched.workers.values())
         ready = ready_workers(workers)
@@ -602,6 +609,10 @@ def attempt_spec(a: Attempt) -> AttemptSpec:
     inputs: dict[str, Any] = {}
     if stage.index == 0:
         inputs["split"] = task.split
+    elif task.kind == TaskKind.REDUCE:
+        a.given, a.seen = set(), len(job.stages[stage.index - 1].book.readable_log)
+        inputs["segments"] = pipeline.input_segments(job, task, a.given)
+        inputs["partial"] = len(a.given) < len(job.stages[stage.index - 1].tasks)
     else:
         inputs["segments"] = pipeline.input_segments(job, task)
     return AttemptSpec(id=a.id, job=job.id, task=task.name, kind=task.kind, index=task.index,
@@ -615,6 +626,29 @@ def attempt_spec(a: Attempt) -> AttemptSpec:
                                      and spec.steps[stage.step].sort_values),
                        task_memory=spec.task_memory, task_pids=spec.task_pids,
                        task_cpu_weight=spec.task_cpu_weight, **inputs)
+
+
+def more_input(sched: "Scheduler", attempt_id: str, worker: str) -> Optional[dict]:
+    """What a running reduce attempt placed before all its producers finished (slow
+    start) has not been told yet: the segments of producers whose output became readable
+    since, and whether it now knows them all. None when nothing changed. In time linear
+    in what became readable since (the producers' stage book's log). A producer is told
+    once: a later attempt of it is never mixed into this one's input."""
+    a = sched.attempts.get(attempt_id)
+    if a is None or a.worker != worker or a.given is None:
+        raise NotFound(f"no reduce attempt {attempt_id[:100]} on {worker[:100]}")
+    if a.state != AttemptState.RUNNING:
+        raise NotFound(f"attempt {attempt_id[:100]} is not running")
+    job, task = a.task.job, a.task
+    before = job.stages[task.stage.index - 1]
+    total = len(before.tasks)
+    log = before.book.readable_log
+    if len(a.given) < total and len(log) == a.seen:
+        return None
+    fresh = sorted(set(log[a.seen:]))
+    a.seen = len(log)
+    segments = pipeline.input_segments(job, task, a.given, fresh)
+    return {"segments": segments, "complete": len(a.given) >= total, "producers": total}
 
 
 def release_outputs(job: ScheduledJob, tasks: list) -> list:

@@ -58,6 +58,9 @@ class StageBook:
         self.holds: dict[str, dict[int, list]] = {}  # node -> task -> [(slot, attempt id)]
         self._held_on: dict[int, list] = {}  # task -> the nodes it holds slots on
         self.winner_changes: dict[int, int] = {}  # block of tasks -> changes of a winner
+        # every task that became readable, in order (with repeats): what an early reduce
+        # has not been told of is after its place in this log (scheduler.more_input)
+        self.readable_log: list[int] = []
 
     def update(self, index: int, old: Optional[Facts], new: Optional[Facts]) -> None:
         """Task `index` went from `old` facts to `new` ones (None: not in the book)."""
@@ -84,6 +87,8 @@ class StageBook:
                 (members.add if sign > 0 else members.discard)(index)
         self.succeeded += sign * (f.state == TaskState.SUCCEEDED)
         self.readable += sign * f.readable
+        if sign > 0 and f.readable:
+            self.readable_log.append(index)
         if f.duration is not None:
             if sign > 0:
                 bisect.insort(self.durations, f.duration)

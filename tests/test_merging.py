@@ -234,7 +234,8 @@ def test_a_bad_scratch_segment_fails_the_attempt_and_blames_no_map(pool, monkeyp
 def test_the_worker_leases_scratch_to_the_attempt_and_frees_only_its_own(tmp_path):
     storage.prepare_pool(str(tmp_path), "n", 4, SLOT, durable=False, fill=False)
     disk = types.SimpleNamespace(path=str(tmp_path), leases=storage.SlotLeases(4))
-    requests = TaskRequests(None, disk, None, types.SimpleNamespace(paths=None), None)
+    requests = TaskRequests(None, disk, None, types.SimpleNamespace(paths=None), None,
+                            None)
     mine = types.SimpleNamespace(id=ATTEMPT)
     other = types.SimpleNamespace(id="job1/r-00001/0@1")
     for attempt, scratch in ((mine, True), (mine, False), (other, True)):

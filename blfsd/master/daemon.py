@@ -50,7 +50,8 @@ class Master:
         # attempt ids carry this session's epoch (see Scheduler)
         self.sched = sch.Scheduler(sch.Settings(
             max_attempts=config.max_attempts, task_timeout=config.task_timeout,
-            speculation=config.speculation), epoch=secrets.token_hex(3))
+            speculation=config.speculation, slow_start=min(1.0, max(0.0, config.slow_start))),
+            epoch=secrets.token_hex(3))
         self.catalog = Catalog(config.state_dir)
         self.gate = config.gate()  # what strangers may cost us before they are known
         self.budget = Budget(config.request_memory)  # clients' requests held at once

@@ -16,13 +16,14 @@ from ..aio import TaskSet
 from ..config import WORKER_PORT, Config, Node
 from ..errors import BlfsError, ConnectionClosed, NotFound, ProtocolError
 from ..messages import AttemptState, Failure, FailureKind, Progress, Success
-from ..scheduler import Attempt, Scheduler
+from ..scheduler import Attempt, Scheduler, more_input
 from .placement import roomiest_first
 
 log = logging.getLogger("blfs.master")
 
 USAGE = ("free_slots", "disk_free", "disk_bytes")  # what a worker's pong refreshes
 SEND_LIMIT = 30.0  # seconds for a request to a worker (launch, commit, release, drop...)
+INPUT_WAIT = 3.0  # seconds an early reduce's request for more input is held at most
 REPORTS = {AttemptState.RUNNING: Progress, AttemptState.SUCCEEDED: Success,
            AttemptState.FAILED: Failure}
 
@@ -50,7 +51,8 @@ class WorkerLinks:
         self.nodes: dict[str, Node] = {n.name: n for n in config.nodes}  # dialled now
         self.tasks: Optional[TaskSet] = None
         self.handlers = {"ping": rpc.ping, "attempt_update": self.attempt_update,
-                         "pool_changed": self.pool_changed, "job_files": self.job_files}
+                         "pool_changed": self.pool_changed, "job_files": self.job_files,
+                         "attempt_input": self.attempt_input}
 
     # ------------------------------------------------------------------ requests
 
@@ -218,6 +220,19 @@ class WorkerLinks:
         if found is None:
             raise NotFound(f"no job {job[:80]}")
         return {"files": found.spec.files}
+
+    async def attempt_input(self, peer: rpc.Peer, attempt: str) -> dict:
+        """An early reduce's input that finished since it last asked: answered as soon as
+        there is some (checked every 0.1 s, in constant time), else after INPUT_WAIT
+        seconds with none."""
+        deadline = time.monotonic() + INPUT_WAIT
+        while True:
+            news = more_input(self.sched, attempt, peer.name)
+            if news is not None:
+                return news
+            if time.monotonic() >= deadline or self.stopping.is_set():
+                return {"segments": [], "complete": False}
+            await asyncio.sleep(0.1)
 
     def pool_changed(self, peer: rpc.Peer, generation: int, slots: int) -> None:
         """A worker adopted a new pool (SIGHUP): its generation and slots."""

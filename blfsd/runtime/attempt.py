@@ -23,6 +23,7 @@ from ..taskchannel import TaskEnd
 from . import code as taskcode
 from .code import TaskCode
 from .parts import PartOutput, PartWriter
+from . import early
 from .merging import Merge, Scratch
 from .reading import OrderError, segment_batches, split_batches, unreadable_producers
 from .spill import MapOutput, Shape
@@ -145,14 +146,44 @@ def run_reduce(load: Callable[[], TaskCode], spec: AttemptSpec, env: TaskEnv,
                files: WorkerFiles) -> TaskResult:
     """A reduce: its partition's runs merged, each key through the step's reduce. Keys
     that Python cannot order among each other start it over in canonical order."""
-    canonical = any(s.flags & storage.FLAG_CANONICAL_ORDER for s in spec.segments)
     tc = load()
-    out = Output(spec, env, files, tc)
     scratch = Scratch(spec, files, env.node, env.generation, env.slot_size, env.segment_max)
+    try:
+        spec, sources = _all_input(spec, env, files, tc, scratch)
+        return _merge_and_reduce(load, tc, spec, env, files, scratch, sources)
+    finally:
+        scratch.close()
+
+
+def _all_input(spec: AttemptSpec, env: TaskEnv, files: WorkerFiles, tc: TaskCode,
+               scratch: Scratch) -> tuple[AttemptSpec, Optional[list]]:
+    """A reduce placed early (slow start) asks for the rest of its input as it finishes,
+    merging ahead meanwhile (runtime/early.py); any other has it all in its spec."""
+    if not spec.partial:
+        return spec, None
+    ahead = Merge(spec, files, tc.reporter, False, scratch, env.merge_factor)
+    try:
+        spec, sources = early.gather(spec, files, tc.reporter, ahead)
+    except FetchError as exc:
+        exc.map_tasks = unreadable_producers(spec, files)
+        raise
+    finally:
+        ahead.close()
+    scratch.spec = spec
+    return spec, sources
+
+
+def _merge_and_reduce(load: Callable[[], TaskCode], tc: TaskCode, spec: AttemptSpec,
+                      env: TaskEnv, files: WorkerFiles, scratch: Scratch,
+                      sources: Optional[list]) -> TaskResult:
+    canonical = any(s.flags & storage.FLAG_CANONICAL_ORDER for s in spec.segments)
+    out = Output(spec, env, files, tc)
     try:
         while True:
             try:
-                merge = Merge(spec, files, tc.reporter, canonical, scratch, env.merge_factor)
+                merge = Merge(spec, files, tc.reporter, canonical, scratch, env.merge_factor,
+                              sources)
+                sources = None  # a start over (canonical order) merges every run anew
                 _reduce_into(tc, out, merge)
                 return out.result()
             except OrderError:
@@ -168,7 +199,6 @@ def run_reduce(load: Callable[[], TaskCode], spec: AttemptSpec, env: TaskEnv,
                 exc.map_tasks = unreadable_producers(spec, files)
                 raise
     finally:
-        scratch.close()
         out.close()
 
 

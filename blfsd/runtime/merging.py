@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from itertools import chain
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from .. import records, storage
 from ..errors import FetchError, StorageError
@@ -124,8 +124,10 @@ class Merge:
     SegmentReader; closed when the reduce is done with it (or starts over)."""
 
     def __init__(self, spec: AttemptSpec, files: WorkerFiles, reporter: Reporter,
-                 canonical: bool, scratch: Scratch, factor: int):
+                 canonical: bool, scratch: Scratch, factor: int,
+                 sources: Optional[list[Run]] = None):
         self.spec, self.reporter = spec, reporter
+        self.sources = sources  # where to start (an early reduce merged some ahead)
         self.reader = storage.SegmentReader(files.slot)
         self.scratch = scratch
         self.factor = max(2, factor)
@@ -139,7 +141,7 @@ class Merge:
         return chain.from_iterable(self._chunks())
 
     def _chunks(self) -> Iterator[list]:
-        sources = [Run(locs) for locs in runs(self.spec.segments)]
+        sources = self.sources or [Run(locs) for locs in runs(self.spec.segments)]
         while len(sources) > self.factor:
             sources = self._one_pass(sources)
         yield from merged_chunks([self._blocks(r) for r in sources], self.order)
@@ -152,13 +154,26 @@ class Merge:
         out, done = [], 0
         for group in pass_groups(len(sources), self.factor):
             out += sources[done:group.start]
-            chunks = merged_chunks([self._blocks(sources[i]) for i in group], self.order)
-            out.append(self.scratch.write_run(chunks, self.flags, self.reporter))
-            self.scratch.done_with(sources[group.start:group.stop])
+            out.append(self._merge(sources[group.start:group.stop]))
             done = group.stop
         self.reporter.count("reduce_merge_passes", 1)
         self.reporter.add_time("reduce_merge_ms", time.monotonic() - started)
         return out + sources[done:]
+
+    def merge_group(self, group: list[Run]) -> Run:
+        """Consecutive runs merged into one of this attempt's own, ahead of the final merge
+        (an early reduce: runtime/early.py)."""
+        started = time.monotonic()
+        run = self._merge(group)
+        self.reporter.count("reduce_early_merges", 1)
+        self.reporter.add_time("reduce_merge_ms", time.monotonic() - started)
+        return run
+
+    def _merge(self, group: list[Run]) -> Run:
+        chunks = merged_chunks([self._blocks(r) for r in group], self.order)
+        run = self.scratch.write_run(chunks, self.flags, self.reporter)
+        self.scratch.done_with(group)
+        return run
 
     def _blocks(self, run: Run) -> Iterator[list]:
         if not run.own:

@@ -43,6 +43,10 @@ class WorkerFiles:
         """Give back scratch slots before the attempt ends (their runs were merged)."""
         self.chan.notify("release_scratch", slots=slots)
 
+    def more_input(self) -> dict:
+        """An early reduce's input that finished since it last asked (within seconds)."""
+        return self.chan.call("more_input")
+
     def flush_device(self) -> None:
         """fsync the block device under our pool (after the slots: storage rule 3)."""
         if self._device is None:

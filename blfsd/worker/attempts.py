@@ -31,7 +31,7 @@ from ..config import Config
 from ..errors import (BlfsError, ConnectionClosed, DiskFull, FetchError, PathRefused,
                       ProtocolError, StorageError)
 from ..messages import (AttemptSpec, AttemptState, Failure, FailureKind, Message, Progress,
-                        Split, Success, TaskResult)
+                        Split, Success, TaskKind, TaskResult)
 from ..taskchannel import WithFds, WorkerEnd
 from . import process
 from .containment import Containment, Sandbox
@@ -43,6 +43,7 @@ from .views import PeerViews
 log = logging.getLogger("blfs.worker")
 
 Tell = Callable[[str, AttemptState, Message], Awaitable[None]]  # a report to the master
+AskInput = Callable[[str], Awaitable[dict]]  # an early reduce's new input, from the master
 DRAIN = 5.0  # seconds to read what a task sent before it exited
 
 
@@ -72,17 +73,19 @@ class TaskRequests:
     """What a task process may ask of its worker, and the reports it sends."""
 
     def __init__(self, config: Config, disk: OwnDisk, views: PeerViews,
-                 containment: Containment, tell: Tell):
+                 containment: Containment, tell: Tell, ask_input: AskInput):
         self.config = config
         self.disk = disk
         self.views = views
         self.paths = containment.paths
         self.tell = tell
+        self.ask_input = ask_input
         self.handlers = {"lease": self.lease, "device": self.device,
                          "open_split": self.open_split, "open_slot": self.open_slot,
                          "create_output": self.create_output,
                          "release_scratch": self.release_scratch, "progress": self.progress,
-                         "done": self.done, "failed": self.failed}
+                         "more_input": self.more_input, "done": self.done,
+                         "failed": self.failed}
 
     def lease(self, attempt: RunningAttempt, scratch: bool = False) -> WithFds:
         """A free slot of our pool, now held by this attempt (PoolExhausted if none), open
@@ -189,6 +192,13 @@ class TaskRequests:
         """Scratch slots the task is done with (a merge pass read them); only its own."""
         self.disk.leases.release_scratch(attempt.id, slots)
 
+    async def more_input(self, attempt: RunningAttempt) -> dict:
+        """An early reduce's input that finished since it last asked, from the master
+        (which answers within seconds, with nothing if nothing finished)."""
+        if attempt.spec.kind != TaskKind.REDUCE or not attempt.spec.partial:
+            raise ProtocolError("only a reduce placed early asks for more input")
+        return await self.ask_input(attempt.id)
+
     async def progress(self, attempt: RunningAttempt, progress: float, status: str,
                        counters: dict) -> None:
         """Forwarded to the master as it comes (attempt_update running)."""
@@ -207,14 +217,14 @@ class Attempts:
     """The attempts running here: launch, kill, supervise, report."""
 
     def __init__(self, config: Config, disk: OwnDisk, views: PeerViews, tell: Tell,
-                 ask_files: Callable[[str], Awaitable[list]]):
+                 ask_files: Callable[[str], Awaitable[list]], ask_input: AskInput):
         self.config = config
         self.disk = disk
         self.tell = tell
         self.running: dict[str, RunningAttempt] = {}
         self.containment = Containment(config)
         self.job_files = JobFiles(ask_files)
-        self.requests = TaskRequests(config, disk, views, self.containment, tell)
+        self.requests = TaskRequests(config, disk, views, self.containment, tell, ask_input)
         self._supervisors = TaskSet("the supervisor of an attempt")
         self.logs = AttemptLogs(config.work_dir, config.history_days)
         self.handlers = {"launch": self.launch, "kill": self.kill,

@@ -42,7 +42,7 @@ class Worker:
         self.disk = OwnDisk(config)
         self.views = PeerViews(config.disks_root, self.name)
         self.attempts = Attempts(config, self.disk, self.views, self.tell_master,
-                                 self.ask_job_files)
+                                 self.ask_job_files, self.ask_input)
         self.files = Files(self.disk, self.views, self.attempts.containment.paths)
         self.master: Optional[rpc.Peer] = None
         self.gate = config.gate()  # what strangers may cost us before they are known
@@ -227,6 +227,13 @@ class Worker:
             raise ConnectionClosed("no master to ask for the job's files")
         answer = await self.master.call("job_files", limit=60, job=job)
         return [ShippedFile.from_wire(f) for f in answer.get("files", [])]
+
+
+    async def ask_input(self, attempt: str) -> dict:
+        """An early reduce's new input (its producers that finished since it last asked)."""
+        if self.master is None:
+            raise ConnectionClosed("no master to ask for the attempt's input")
+        return await self.master.call("attempt_input", limit=30, attempt=attempt)
 
 
 async def serve(config: Config, key: Optional[bytes]) -> None:
