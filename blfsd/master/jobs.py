@@ -166,7 +166,7 @@ class Jobs:
                                 if j.state not in FINISHED])
         alive = sum(1 for w in self.sched.workers.values() if w.alive)
         disks = max(len(self.config.nodes), len(self.sched.workers))
-        if spec.output_replicas > disks:
+        if spec.output_replicas > max(1, disks):
             raise UsageError(f"cannot keep {spec.output_replicas} replicas of each part: "
                              f"the cluster has {disks} disks")
         spec = spec.replace(
