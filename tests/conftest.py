@@ -27,14 +27,18 @@ def blfs(*args: str, timeout: float = 180, env: dict | None = None) -> subproces
 
 
 def submit_local(job: str, inputs: list, output: str, *extra: str, workers: int = 2,
-                 job_args: tuple = (), timeout: float = 180) -> subprocess.CompletedProcess:
+                 job_args: tuple = (), timeout: float = 180,
+                 config: "str | os.PathLike | None" = None) -> subprocess.CompletedProcess:
+    """`blfs submit --local`; with `config`, that file as BLFS_CONFIG (its [master] and
+    [worker] settings reach the embedded cluster)."""
     argv = ["submit", job, "--output", str(output), "--local", "--workers", str(workers)]
     for i in inputs:
         argv += ["--input", str(i)]
     argv += list(extra)
     if job_args:
         argv += ["--", *job_args]
-    return blfs(*argv, timeout=timeout)
+    env = dict(os.environ, BLFS_CONFIG=str(config)) if config else None
+    return blfs(*argv, timeout=timeout, env=env)
 
 
 def read_parts(output: str) -> list:

@@ -267,16 +267,8 @@ def _records(path, count: int, hot: float, seed: int) -> list:
 def _run(job: str, data, out, tmp_path, factor: int) -> dict:
     cfg = tmp_path / f"factor-{factor}.toml"
     cfg.write_text(f"[worker]\nmerge_factor = {factor}\n")
-    old = os.environ.get("BLFS_CONFIG")
-    os.environ["BLFS_CONFIG"] = str(cfg)
-    try:
-        r = submit_local(job, [data], out, "--split-size", "64K", "--spill-records", "400",
-                         "--json")
-    finally:
-        if old is None:
-            del os.environ["BLFS_CONFIG"]
-        else:
-            os.environ["BLFS_CONFIG"] = old
+    r = submit_local(job, [data], out, "--split-size", "64K", "--spill-records", "400",
+                     "--json", config=cfg)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["counters"]["blfs"]
 

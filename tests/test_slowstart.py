@@ -134,18 +134,9 @@ def records(path, count: int, seed: int) -> list:
 def run(tmp_path, data, name: str, slow_start: float) -> dict:
     cfg = tmp_path / f"{name}.toml"
     cfg.write_text(f"[master]\nslow_start = {slow_start}\n[worker]\nmerge_factor = 3\n")
-    old = os.environ.get("BLFS_CONFIG")
-    os.environ["BLFS_CONFIG"] = str(cfg)
-    try:
-        r = submit_local(os.path.join(JOBS, "slow_tail.py"), [data], tmp_path / name,
-                         "--split-size", "16K", "--reducers", "2", "--parallelism", "3",
-                         "--json", "--", "14",
-                         "2.0")
-    finally:
-        if old is None:
-            del os.environ["BLFS_CONFIG"]
-        else:
-            os.environ["BLFS_CONFIG"] = old
+    r = submit_local(os.path.join(JOBS, "slow_tail.py"), [data], tmp_path / name,
+                     "--split-size", "16K", "--reducers", "2", "--parallelism", "3",
+                     "--json", "--", "14", "2.0", config=cfg)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
