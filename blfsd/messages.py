@@ -471,6 +471,7 @@ class AttemptSpec(Message):
     split: Optional[Split] = None  # a first map's input
     segments: Optional[list[SegmentLocation]] = None  # the input of any other task
     partial: bool = False  # a reduce placed early: the rest of its input comes later
+    producers: int = 0  # ... of how many producers in all (a reduce)
     task_memory: Optional[int] = None  # limits (None: the worker's configuration)
     task_pids: Optional[int] = None
     task_cpu_weight: Optional[int] = None

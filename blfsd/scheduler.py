@@ -518,7 +518,8 @@ class Scheduler:
 class Placer:
     """Where and when attempts start: the free task slots shared among the running jobs
     (fair share by priority), a worker's own splits first, backups of stragglers. It
-    changes the scheduler's state only by launching attempts."""
+    changes the scheduler's state only by launching attempts, and by taking back the
+    slot of an early reduce that a map needs (slow start must never starve a map)."""
 
     def __init__(self, sched: "Scheduler"):
         self.sched = sched
@@ -529,7 +530,38 @@ class Placer:
         for job in jobs if self.sched.settings.speculation else []:
             for stage in job.stages:
                 actions += self._speculate(job, stage, now)
-        return actions
+        return actions + self._make_room(jobs, now)
+
+    def _early_room(self, task: Task, workers: list) -> bool:
+        """A reduce placed before its producers all finished (slow start) must leave a free
+        slot for each producer still to finish (their backups and re-runs)."""
+        job = task.job
+        if task.kind != TaskKind.REDUCE or task.stage.index == 0:
+            return True
+        before = job.stages[task.stage.index - 1]
+        left = len(before.tasks) - before.book.readable
+        return left == 0 or sum(w.free for w in ready_workers(workers)) - 1 >= left
+
+    def _make_room(self, jobs: list, now: float) -> list:
+        """With no slot free anywhere while a map of a job waits, an early reduce of that
+        job still waiting for input gives its slot back (the youngest; pending again, at
+        no cost to its task): a lost worker can take the room early_room kept."""
+        if any(w.free > 0 for w in ready_workers(list(self.sched.workers.values()))):
+            return []
+        for job in jobs:
+            if not any(s.kind == TaskKind.MAP and s.book.pending for s in job.stages):
+                continue
+            waiting = [a for s in job.stages if s.kind == TaskKind.REDUCE
+                       for i in s.book.running for a in s.tasks[i].running()
+                       if a.given is not None and len(a.given) < len(
+                           job.stages[s.index - 1].tasks)]
+            if waiting:
+                a = max(waiting, key=lambda x: x.started)
+                a.why = "its slot was needed by a map"
+                actions = self.sched._stop_attempt(a, AttemptState.KILLED, now)
+                a.task.requeue_if_idle()
+                return actions
+        return []
 
     def _share(self, jobs: list, now: float) -> list:
         """Fair share: first every job up to its share of all slots (its priority's weight
@@ -565,7 +597,7 @@ class Placer:
             for task in pending:
                 if len(actions) >= cap:
                     return actions
-                if task.state == TaskState.PENDING:
+                if task.state == TaskState.PENDING and self._early_room(task, workers):
                     # only the avoid rule looks past the workers with room (choose_worker)
                     worker = choose_worker(task, workers if task.avoid else ready,
                                            local_only)
@@ -612,7 +644,8 @@ def attempt_spec(a: Attempt) -> AttemptSpec:
     elif task.kind == TaskKind.REDUCE:
         a.given, a.seen = set(), len(job.stages[stage.index - 1].book.readable_log)
         inputs["segments"] = pipeline.input_segments(job, task, a.given)
-        inputs["partial"] = len(a.given) < len(job.stages[stage.index - 1].tasks)
+        inputs["producers"] = len(job.stages[stage.index - 1].tasks)
+        inputs["partial"] = len(a.given) < inputs["producers"]
     else:
         inputs["segments"] = pipeline.input_segments(job, task)
     return AttemptSpec(id=a.id, job=job.id, task=task.name, kind=task.kind, index=task.index,

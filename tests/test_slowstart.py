@@ -170,3 +170,46 @@ def test_early_reduces_merge_ahead_and_give_the_output_of_late_ones(tmp_path):
     assert len(parts) == 2 and sorted(sum(parts, [])) == sorted(lines)
     for part in parts:
         assert part == sorted(part, key=lambda line: (line.split("\t", 1)[0], place[line]))
+
+
+def test_an_early_reduce_leaves_a_slot_for_each_map_still_to_finish():
+    """Two slots, one straggling map: an early reduce would take the last free slot, which
+    the straggler's backup (or its re-run) needs; the backup gets it, the reduce waits."""
+    s = cluster("w1", "w2", parallelism=1, settings_=Settings(slow_start=0.5))
+    maps = started(s, job_maps=3, reducers=1)
+    assert len(maps) == 2
+    succeed(s, maps["m-00000"].attempt.id, 1)
+    (third,) = launched(s.schedule(1)).values()
+    assert third.attempt.task == "m-00002"
+    succeed(s, third.attempt.id, 2)
+    # m-00001 runs on; 1 slot free, 1 map left: not the early reduce but the straggler's
+    # backup goes there
+    (backup,) = of(s.schedule(2), Launch)
+    assert backup.attempt.task == "m-00001" and backup.attempt.attempt == 1
+    succeed(s, backup.attempt.id, 3)
+    assert not launched(s.schedule(3))["r-00000"].attempt.partial
+
+
+def test_a_map_that_finds_no_slot_takes_one_from_an_early_reduce_still_waiting():
+    """Job j's early reduces and job b's maps fill w1 and w2; w3, where j's last map ran,
+    is lost. With no slot free anywhere while that map waits, the youngest early reduce
+    of j gives its slot back (killed, pending again, no failure counted)."""
+    s = cluster("w1", "w2", "w3", parallelism=2, settings_=SLOW)
+    maps = started(s, job_maps=3, reducers=2)
+    assert maps["m-00002"].worker == "w3"
+    succeed(s, maps["m-00000"].attempt.id, 1)
+    succeed(s, maps["m-00001"].attempt.id, 1)
+    reduces = launched(s.schedule(1))
+    assert {r.worker for r in reduces.values()} <= {"w1", "w2"}
+    assert all(r.attempt.partial for r in reduces.values())
+    s.submit("b", make_spec(maps=3, reducers=1), 2)
+    assert len(of(s.schedule(2), Launch)) == 3
+    acts = s.worker_down("w3", 3) + s.schedule(3)
+    kills = [a for a in acts if isinstance(a, sch.Kill)]
+    assert [k.attempt.split("/")[1] for k in kills if k.attempt.startswith("j/")] in (
+        ["r-00000"], ["r-00001"])
+    victim = s.jobs["j"].reduces[int(kills[-1].attempt.split("/")[1][2:])]
+    assert victim.state == "pending" and victim.failures == 0 and victim.lost == 0
+    assert "needed by a map" in victim.attempts[-1].why
+    assert s.jobs["j"].maps[2].state == "pending"
+    assert any(w.free > 0 for w in s.workers.values() if w.alive)

@@ -29,7 +29,7 @@ class EarlyMerge:
     def __init__(self, spec: AttemptSpec, merge: Merge):
         self.spec, self.merge = spec, merge
         self.by_producer: dict[int, list[SegmentLocation]] = {}
-        self.producers = 0  # how many it has in all (known from the master's first answer)
+        self.producers = spec.producers  # how many it has in all
         self.done: list[Run] = []  # merged ahead, covering producers [0, self.covered)
         self.waiting: list[Run] = []  # final runs of producers [self.covered, prefix)
         self.covered = 0
