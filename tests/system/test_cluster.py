@@ -387,10 +387,15 @@ def test_pipeline_with_a_worker_stopped_in_its_second_step(cluster):
     job = done.stdout.strip()
 
     def second_step_running():
+        # the first step's reduces all done (with slow start they end at different times)
+        # and a second-step map running
         s = cluster.status(job)
+        if s["stages"][1]["done"] != 6:
+            return None
         return next((a["worker"] for a in s["running"] if "/s1-m-" in a["attempt"]), None)
 
-    victim = cluster.master.wait_for(second_step_running, 90, "a second-step map to run")
+    victim = cluster.master.wait_for(second_step_running, 90,
+                                     "every first-step reduce done, a second-step map running")
     held = segments_on_disks(cluster, job)
     cluster.nodes[victim].systemctl("stop", "blfs-worker.socket", "blfs-worker.service")
 
