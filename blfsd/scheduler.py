@@ -515,6 +515,14 @@ class Scheduler:
         return job_status(self.jobs[job_id], attempts)
 
 
+def map_can_run(job: "ScheduledJob", stage: Stage) -> bool:
+    """A map of this stage is pending with its input there: a later step's maps that
+    wait for the very reduces running early are not a reason to stop those reduces."""
+    if stage.kind != TaskKind.MAP:
+        return False
+    return any(pipeline.ready(job, stage.tasks[i]) for i in stage.book.pending)
+
+
 class Placer:
     """Where and when attempts start: the free task slots shared among the running jobs
     (fair share by priority), a worker's own splits first, backups of stragglers. It
@@ -549,7 +557,7 @@ class Placer:
         if any(w.free > 0 for w in ready_workers(list(self.sched.workers.values()))):
             return []
         for job in jobs:
-            if not any(s.kind == TaskKind.MAP and s.book.pending for s in job.stages):
+            if not any(map_can_run(job, s) for s in job.stages):
                 continue
             waiting = [a for s in job.stages if s.kind == TaskKind.REDUCE
                        for i in s.book.running for a in s.tasks[i].running()

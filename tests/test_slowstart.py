@@ -17,7 +17,7 @@ import pytest
 
 from blfsd import scheduler as sch
 from blfsd.errors import NotFound
-from blfsd.messages import FailureKind
+from blfsd.messages import FailureKind, StepSpec
 from blfsd.scheduler import Launch, Settings
 
 from conftest import JOBS, submit_local
@@ -213,3 +213,24 @@ def test_a_map_that_finds_no_slot_takes_one_from_an_early_reduce_still_waiting()
     assert "needed by a map" in victim.attempts[-1].why
     assert s.jobs["j"].maps[2].state == "pending"
     assert any(w.free > 0 for w in s.workers.values() if w.alive)
+
+
+def test_a_later_steps_maps_waiting_for_their_input_take_no_slot_from_an_early_reduce():
+    """A two-step job: its second step's maps are pending, but they wait for the very
+    reduces that run early; with every slot busy, those reduces keep their slots (only a
+    map that could run now takes one back)."""
+    s = cluster("w1", "w2", parallelism=2, settings_=SLOW)
+    s.submit("j", make_spec(maps=3, reducers=2, steps=[StepSpec(), StepSpec()]), 0)
+    maps = launched(s.schedule(0))
+    succeed(s, maps["m-00000"].attempt.id, 1)
+    succeed(s, maps["m-00001"].attempt.id, 1)
+    reduces = launched(s.schedule(1))
+    assert set(reduces) == {"r-00000", "r-00001"}
+    s.submit("b", make_spec(maps=1, reducers=1), 2)
+    actions = s.schedule(2)
+    assert [l.attempt.job for l in of(actions, Launch)] == ["b"]
+    assert of(actions, sch.Kill) == []
+    assert not any(w.free for w in s.workers.values())
+    for now in (3, 4):
+        assert of(s.schedule(now), sch.Kill) == []
+    assert [t.state for t in s.jobs["j"].stages[1].tasks] == ["running", "running"]
