@@ -151,6 +151,10 @@ def run_reduce(load: Callable[[], TaskCode], spec: AttemptSpec, env: TaskEnv,
     try:
         spec, sources = _all_input(spec, env, files, tc, scratch)
         return _merge_and_reduce(load, tc, spec, env, files, scratch, sources)
+    except FetchError as exc:
+        # name every producer whose output is bad, so that all re-run at once
+        exc.map_tasks = unreadable_producers(spec, files)
+        raise
     finally:
         scratch.close()
 
@@ -163,14 +167,9 @@ def _all_input(spec: AttemptSpec, env: TaskEnv, files: WorkerFiles, tc: TaskCode
         return spec, None
     ahead = Merge(spec, files, tc.reporter, False, scratch, env.merge_factor)
     try:
-        spec, sources = early.gather(spec, files, tc.reporter, ahead)
-    except FetchError as exc:
-        exc.map_tasks = unreadable_producers(spec, files)
-        raise
+        return early.gather(spec, files, tc.reporter, ahead)
     finally:
         ahead.close()
-    scratch.spec = spec
-    return spec, sources
 
 
 def _merge_and_reduce(load: Callable[[], TaskCode], tc: TaskCode, spec: AttemptSpec,
@@ -194,10 +193,6 @@ def _merge_and_reduce(load: Callable[[], TaskCode], tc: TaskCode, spec: AttemptS
                 tc = load()  # a fresh job object: setup again, counters anew
                 out.code = tc
                 out.restart()
-            except FetchError as exc:
-                # name every producer whose output is bad, so that all re-run at once
-                exc.map_tasks = unreadable_producers(spec, files)
-                raise
     finally:
         out.close()
 
