@@ -38,9 +38,10 @@ class Put:
     def nodes(self) -> list[str]:
         return sorted({n for nodes in self.holders for n in nodes})
 
-    def complete(self) -> bool:
-        return all((i, n) in self.stored for i, nodes in enumerate(self.holders)
-                   for n in nodes)
+    def missing(self) -> set[int]:
+        """The splits some replica of which is not stored yet."""
+        return {i for i, nodes in enumerate(self.holders) for n in nodes
+                if (i, n) not in self.stored}
 
     def split(self, index: int) -> dict:
         """Split `index` as the catalog records it: every replica the same bytes."""
@@ -116,9 +117,8 @@ class Datasets:
     def put_end(self, peer: rpc.Peer, put: str) -> dict:
         """Every split is stored: record the dataset."""
         session = self._put(peer, put)
-        if not session.complete():
-            missing = {i for i, nodes in enumerate(session.holders) for n in nodes
-                       if (i, n) not in session.stored}
+        missing = session.missing()
+        if missing:
             raise ProtocolError(f"put_end: {len(missing)} splits are not complete")
         del self.puts[put]
         splits = [session.split(i) for i in range(len(session.holders))]
