@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from .. import rpc
 from ..catalog import OUTPUTS, Catalog
 from ..config import Config
-from ..errors import NotFound, ProtocolError, StateError, UsageError
+from ..errors import NotFound, ProtocolError, StateError
 from ..messages import FINISHED, FinishedTask, JobSpec, JobState, TaskState
 from ..scheduler import JobEnded, Scheduler, ScheduledJob, TaskDone
 from ..state import JobStore
@@ -166,9 +166,7 @@ class Jobs:
                                 if j.state not in FINISHED])
         alive = sum(1 for w in self.sched.workers.values() if w.alive)
         disks = max(len(self.config.nodes), len(self.sched.workers))
-        if spec.output_replicas > max(1, disks):
-            raise UsageError(f"cannot keep {spec.output_replicas} replicas of each part: "
-                             f"the cluster has {disks} disks")
+        placement.check_replicas(spec.output_replicas, disks, "part")
         spec = spec.replace(
             reducers=placement.default_reducers(spec.reducers, self.config.default_reducers,
                                                 alive),

@@ -20,6 +20,14 @@ def roomiest_first(disk_free: Mapping[str, Optional[int]]) -> list[str]:
     return sorted(sorted(disk_free), key=lambda n: -(disk_free[n] or 0))
 
 
+def check_replicas(replicas: int, disks: int, of: str) -> None:
+    """UsageError, in one line, when the cluster has fewer disks than replicas wanted
+    (one copy is always allowed: the master may not know its workers yet)."""
+    if replicas > max(1, disks):
+        raise UsageError(f"cannot keep {replicas} replicas of each {of}: the cluster has "
+                         f"{disks} disks")
+
+
 def split_nodes(workers: list[str], splits: int, replicas: int = 1,
                 disks: int = 0) -> list[list[str]]:
     """The workers that keep each split of a new dataset, `replicas` different ones per
@@ -31,9 +39,7 @@ def split_nodes(workers: list[str], splits: int, replicas: int = 1,
         raise UsageError(f"--replicas must be at least 1, not {replicas}")
     if not workers:
         raise ConnectionClosed("no worker is connected to the master")
-    if replicas > max(disks, len(workers)):
-        raise UsageError(f"cannot keep {replicas} replicas of each split: the cluster has "
-                         f"{max(disks, len(workers))} disks")
+    check_replicas(replicas, max(disks, len(workers)), "split")
     if len(workers) < replicas:
         raise ConnectionClosed(f"{replicas} replicas need {replicas} connected workers; "
                                f"{len(workers)} are connected now")
