@@ -36,12 +36,14 @@ class EarlyMerge:
         self.prefix = 0  # producers 0..prefix-1 have all been told
         self.off = False  # keys that need the canonical order: no merging ahead
         self.merged_in = 0  # raw runs merged ahead
+        self.seen: set[tuple[int, int]] = set()  # (producer, run) of every segment told
 
     def add(self, segments: list[SegmentLocation], producers: int = 0) -> None:
         """Segments of newly finished producers; merge ahead what can be."""
         self.producers = producers or self.producers
         for loc in segments:
             self.by_producer.setdefault(loc.map_task, []).append(loc)
+            self.seen.add((loc.map_task, loc.run))
             if loc.flags & storage.FLAG_CANONICAL_ORDER:
                 self.off = True
         while self.prefix in self.by_producer:
@@ -81,8 +83,7 @@ class EarlyMerge:
         told = len(self.by_producer)
         if not told or not self.producers or told >= self.producers:
             return False
-        seen = sum(len({loc.run for loc in locs}) for locs in self.by_producer.values())
-        expected = seen * self.producers / told
+        expected = len(self.seen) * self.producers / told
         return len(self.done) + expected - self.merged_in > self.merge.factor
 
     def sources(self) -> Optional[list[Run]]:
