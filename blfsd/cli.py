@@ -687,14 +687,24 @@ def _daemon_config(args: argparse.Namespace) -> configmod.Config:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    from . import master, worker
     from .systemd import setup_logging
     setup_logging(f"blfs-{args.command}", logging.DEBUG if args.verbose else logging.INFO)
     cfg = _daemon_config(args)
     key = auth.load_key(cfg.cluster_key)
-    serve = master.serve if args.command == "master" else worker.serve
+    serve = _daemon_serve(args.command)
     asyncio.run(serve(cfg, key))
     return 0
+
+
+def _daemon_serve(command: str) -> Callable[..., Awaitable[None]]:
+    """The daemon's serve(), importing only its own package: a worker (one per node, and
+    one per --local worker at every `blfs submit --local`) never loads the master's
+    scheduler, nor the master a worker's."""
+    if command == "master":
+        from .master import serve as serve_master
+        return serve_master
+    from .worker import serve as serve_worker
+    return serve_worker
 
 
 # ------------------------------------------------------------------------------ main

@@ -105,8 +105,9 @@ class FrameStream:
             else:
                 header = protocol.LENGTH.pack(len(body))
             try:
-                self.writer.write(header)
-                self.writer.write(body)
+                # one write, so one segment: a lone 4-byte header would leave the body
+                # waiting on the peer's delayed ACK (40 ms per round trip on loopback)
+                self.writer.write(header + body)
                 await self.writer.drain()
             except (ConnectionError, RuntimeError) as exc:
                 raise ConnectionClosed(str(exc) or "connection lost") from exc

@@ -840,3 +840,26 @@ def test_submit_local_detach_is_refused(sb):
     assert_one_line_error(res, "--detach", "--local")
     assert res.returncode == 2
     assert not sb.path("out").exists()
+
+
+_DAEMON_IMPORTS = """
+import argparse, sys
+import blfsd.cli as cli
+cli._daemon_config = lambda args: argparse.Namespace(cluster_key="")
+cli.auth.load_key = lambda path: None
+cli.asyncio.run = lambda coro: coro.close()  # the daemon's serve(), not run
+cli.run_daemon(argparse.Namespace(command=sys.argv[1], verbose=False))
+print(" ".join(m for m in ("blfsd.master", "blfsd.scheduler", "blfsd.worker")
+               if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("command, loaded, not_loaded", [
+    ("worker", "blfsd.worker", "blfsd.master"), ("master", "blfsd.master", "blfsd.worker")])
+def test_a_daemon_imports_only_its_own_package(command, loaded, not_loaded):
+    """`blfs worker` starts with every `blfs submit --local` (twice for --workers 2): it
+    must not pay for importing the master and its scheduler (issue 13, tiny job)."""
+    out = subprocess.run([sys.executable, "-c", _DAEMON_IMPORTS, command], check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert loaded in out
+    assert not_loaded not in out

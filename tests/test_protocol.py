@@ -323,6 +323,32 @@ def test_framestream_reads_frames_split_across_writes():
     run(main())
 
 
+class _RecordingWriter:
+    """A stand-in StreamWriter that keeps every write() it is given."""
+
+    def __init__(self) -> None:
+        self.writes: list = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    async def drain(self) -> None:
+        pass
+
+
+def test_framestream_writes_each_frame_in_one_write():
+    """Header and body go to the transport together: a 4-byte header written alone is a
+    segment of its own, and the body then waits on the peer's delayed ACK (Nagle), 40 ms
+    per round trip on loopback (issue 13: the tiny job's RPCs)."""
+    async def main():
+        writer = _RecordingWriter()
+        stream = FrameStream(asyncio.StreamReader(), writer)  # type: ignore[arg-type]
+        msg = {"op": "ping", "id": 1, "pad": "x" * 100}
+        await stream.write(msg)
+        assert writer.writes == [encode(msg)]
+    run(main())
+
+
 def test_framestream_refuses_oversized_header_without_reading_body():
     async def main():
         stream, raw = await _stream_pair()
