@@ -388,3 +388,13 @@ def test_sort_example_output_is_the_sorted_input(tmp_path):
     assert len(parts) == 2
     got = b"".join(p.read_bytes() for p in parts)
     assert got == b"".join(sorted(inp.read_bytes().splitlines(keepends=True)))
+
+
+def test_bench_shuffle_takes_the_reader_rate_from_the_counters_the_engine_keeps():
+    # the engine counts shuffle_read_ms (integer milliseconds) and shuffle_read_bytes
+    import bench_shuffle
+    assert bench_shuffle.counter_rate({"shuffle_read_ms": 500, "shuffle_read_bytes": 1000},
+                                      size=7) == 2000.0
+    assert bench_shuffle.counter_rate({"shuffle_read_ms": 0, "shuffle_read_bytes": 1000},
+                                      size=7) is None
+    assert bench_shuffle.counter_rate({}, size=7) is None

@@ -9,7 +9,7 @@ the slots. The reducer reads its segments with O_DIRECT from both disks, its own
 peer's, through the loop devices of its worker.
 
 Its rate is SIZE / the time it spends reading, from the engine's counters when it reports
-them (blfs shuffle_read_seconds, shuffle_read_bytes), else from /proc: the growth of the
+them (blfs shuffle_read_ms, shuffle_read_bytes), else from /proc: the growth of the
 bytes the reduce task read from storage (read_bytes, where O_DIRECT reads are counted)
 between the samples (every 10 ms) that saw it start and stop reading; and, more
 pessimistic, all it read over its whole life. Beside it:
@@ -112,6 +112,15 @@ def dd_rate(device: str, ranges: list, block: int = 4 * MIB) -> tuple:
     return total, seconds
 
 
+def counter_rate(counters: dict, size: int) -> Optional[float]:
+    """The reader's rate from the engine's own counters (blfs shuffle_read_ms: the time
+    spent reading and checking segments, integer ms; shuffle_read_bytes), None without them."""
+    ms = counters.get("shuffle_read_ms")
+    if not ms:
+        return None
+    return (counters.get("shuffle_read_bytes") or size) / (ms / 1000)
+
+
 def run(size: int, repeat: int = 3, interval: float = 0.01, seed: int = 1) -> dict:
     """Run the benchmark; returns {"lines": [...], "ratio": reducer / dd or None,
     "error": text or None}."""
@@ -165,9 +174,10 @@ def run(size: int, repeat: int = 3, interval: float = 0.01, seed: int = 1) -> di
                 p = max(procs, key=lambda p: p.read_bytes)
                 window = proctree.read_rate(p.reads)
                 counters = (job_status.get("counters") or {}).get("blfs", {})
-                if counters.get("shuffle_read_seconds"):
-                    rate = (counters.get("shuffle_read_bytes") or size) / counters["shuffle_read_seconds"]
-                    how = "the job's counters"
+                rate = counter_rate(counters, size)
+                if rate:
+                    how = (f"the job's counters: {counters.get('shuffle_read_bytes', size) / MIB:.0f}"
+                           f" MiB in {counters['shuffle_read_ms']} ms read and checked")
                 elif window:
                     rate = window[0] / window[1]
                     how = f"/proc samples: {window[0] / MIB:.0f} MiB in {window[1]:.2f} s"
