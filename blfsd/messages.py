@@ -68,7 +68,7 @@ class FailureKind(enum.StrEnum):
     DISK_FULL = "disk_full"  # no room on a node's disk (counted apart; that node avoided)
     INTERNAL = "internal"  # a fault of ours, not of the job (counted apart)
     FETCH = "fetch"  # a reduce could not read a map's output (counted against the map)
-    POOL = "pool"  # no free slot on its worker (counted apart; that worker avoided)
+    POOL = "pool"  # no free slot on its worker
     KILLED = "killed"  # killed, but not by the master (it forgets what it kills)
 
     @property
@@ -84,10 +84,8 @@ class FailureKind(enum.StrEnum):
 
 
 _COUNTED = frozenset({FailureKind.USER, FailureKind.CRASHED, FailureKind.OOM,
-                      FailureKind.TIMEOUT})
-# a full pool is the cluster's state (other jobs' outputs hold its slots), not the task's
-_APART = frozenset({FailureKind.LOST, FailureKind.DISK_FULL, FailureKind.INTERNAL,
-                    FailureKind.POOL})
+                      FailureKind.TIMEOUT, FailureKind.POOL})
+_APART = frozenset({FailureKind.LOST, FailureKind.DISK_FULL, FailureKind.INTERNAL})
 
 
 class Priority(enum.StrEnum):

@@ -4,9 +4,9 @@ Pure functions over the scheduler's tasks (blfsd/scheduler.py), no I/O. Whose fa
 failure was (its FailureKind) decides what it costs:
   - the task's own fault (user code, out of memory, timeout): one of the job's
     --max-attempts, and that worker is avoided for the task;
-  - not the task's fault (a lost worker, a full disk or pool, an internal error): a
-    "loss", of which a task may have twice as many before its job fails; a full disk or
-    pool also sends the task to another node;
+  - not the task's fault (a lost worker, a full disk, an internal error): a "loss", of
+    which a task may have twice as many before its job fails; a full disk also sends the
+    task to another node;
   - a fetch failure (the task could not read a producer's output): the producer runs
     again (and, by lineage, what produced the producer's input if that was released).
 """
@@ -36,8 +36,8 @@ def charge(a: "Attempt", kind: FailureKind, error: str, info: dict,
         return None
     if kind.apart:
         task.lost += 1
-        if kind in (FailureKind.DISK_FULL, FailureKind.POOL):
-            task.avoid.add(a.worker)  # another node's disk or pool may have room
+        if kind == FailureKind.DISK_FULL:
+            task.avoid.add(a.worker)  # another node's disk may have room
         if task.lost > 2 * limit:
             how = {FailureKind.LOST: "with its worker"}.get(kind, f"({kind}): {error}")
             return f"{task.name} lost {task.lost} times {how}"

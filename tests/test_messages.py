@@ -107,9 +107,10 @@ def test_enums_are_their_strings_on_the_wire_and_in_comparisons():
     assert wire == {"kind": "fetch", "error": "bad crc", "info": {"map_tasks": [1]}}
     assert Failure.from_wire(wire) == failure and FailureKind("fetch") == "fetch"
     assert [k for k in FailureKind if k.counted] == [
-        FailureKind.USER, FailureKind.CRASHED, FailureKind.OOM, FailureKind.TIMEOUT]
+        FailureKind.USER, FailureKind.CRASHED, FailureKind.OOM, FailureKind.TIMEOUT,
+        FailureKind.POOL]
     assert [k for k in FailureKind if k.apart] == [
-        FailureKind.LOST, FailureKind.DISK_FULL, FailureKind.INTERNAL, FailureKind.POOL]
+        FailureKind.LOST, FailureKind.DISK_FULL, FailureKind.INTERNAL]
     assert JobState.CANCELLED in FINISHED and "running" not in FINISHED
 
 

@@ -393,7 +393,7 @@ def test_no_worker_no_launch_and_a_late_worker_gets_the_work():
 # -------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("kind", [FailureKind.USER, FailureKind.CRASHED, FailureKind.TIMEOUT])
+@pytest.mark.parametrize("kind", [FailureKind.USER, FailureKind.CRASHED, FailureKind.TIMEOUT, FailureKind.POOL])
 def test_counted_failure_requeues_on_another_worker(kind):
     s = cluster("w1", "w2", parallelism=2)
     s.submit("j", make_spec(maps=1, reducers=1, nodes=["w1"]), 0)
@@ -410,32 +410,6 @@ def test_counted_failure_requeues_on_another_worker(kind):
     st_ = s.job_status("j")
     assert st_["failed_attempts"][-1]["kind"] == kind
     assert st_["failed_attempts"][-1]["worker"] == "w1"
-    check_consistent(s)
-
-
-def test_a_full_pool_is_not_the_jobs_fault_a_loss_that_avoids_that_worker():
-    """Slots held by other jobs' map outputs (found in the rolling-upgrade container test:
-    two jobs overlapping, a worker's 12 slots leased) are the cluster's state, not the
-    task's: a pool failure is a loss (twice --max-attempts before the job fails, still
-    failing in one line when the data can never fit) and that worker is avoided."""
-    s = cluster("w1", "w2", parallelism=2, settings_=Settings(max_attempts=2))
-    s.submit("j", make_spec(maps=1, reducers=1, nodes=["w1"]), 0)
-    now, workers = 0, []
-    for _ in range(4):  # 2 * max_attempts
-        (l,) = of(s.schedule(now), Launch)
-        workers.append(l.worker)
-        acts = s.attempt_failed(l.attempt.id, FailureKind.POOL,
-                                f"out of pool slots on {l.worker}: all 12 slots are leased",
-                                now + 1)
-        now += 2
-        task = s.jobs["j"].maps[0]
-        assert task.failures == 0
-        assert of(acts, JobEnded) == []
-    assert workers[:2] == ["w1", "w2"]  # the full pool's worker avoided
-    (l,) = of(s.schedule(now), Launch)
-    (ended,) = of(s.attempt_failed(l.attempt.id, FailureKind.POOL, "out of pool slots on "
-                                   f"{l.worker}: all 12 slots are leased", now + 1), JobEnded)
-    assert "m-00000 lost 5 times (pool): out of pool slots" in ended.error
     check_consistent(s)
 
 
