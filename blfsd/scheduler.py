@@ -557,13 +557,13 @@ class Placer:
         if any(w.free > 0 for w in ready_workers(list(self.sched.workers.values()))):
             return []
         for job in jobs:
-            if not any(map_can_run(job, s) for s in job.stages):
-                continue
             waiting = [a for s in job.stages if s.kind == TaskKind.REDUCE
                        for i in s.book.running for a in s.tasks[i].running()
                        if a.given is not None and len(a.given) < len(
                            job.stages[s.index - 1].tasks)]
-            if waiting:
+            # the early reduces first (a few running attempts): only with one is it worth
+            # looking through a later step's pending maps, on every call with all slots busy
+            if waiting and any(map_can_run(job, s) for s in job.stages):
                 a = max(waiting, key=lambda x: x.started)
                 a.why = "its slot was needed by a map"
                 actions = self.sched._stop_attempt(a, AttemptState.KILLED, now)
