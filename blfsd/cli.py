@@ -621,6 +621,8 @@ def _print_listing(rows: list) -> None:
 def _print_status(status: dict) -> None:
     m, r = status["maps"], status["reduces"]
     print(f"job {status['job']} ({status.get('name', '')}): {status['state']}")
+    if status.get("waiting"):
+        print(f"  waiting for {status['waiting']}")
     print(f"  maps    {m['done']}/{m['total']} done, {m.get('running', 0)} running")
     print(f"  reduces {r['done']}/{r['total']} done, {r.get('running', 0)} running")
     print(f"  output  {status.get('output')}")

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from . import pipeline, retries, stagebook
+from . import pipeline, pools, retries, stagebook
 from .errors import NotFound
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
                        JobSpec, JobState, Priority, Split, TaskKind, TaskResult, TaskState)
@@ -215,6 +215,7 @@ class ScheduledJob:
     error: Optional[str] = None
     version: int = 0
     failed_attempts: list = field(default_factory=list)
+    waiting: Optional[str] = None  # why a queued job has not started (pools.waiting_for)
     counted: dict = field(default_factory=dict, repr=False)  # see winners_counters
 
     @classmethod
@@ -494,10 +495,15 @@ class Scheduler:
         their priorities (see shares), and start backups of stragglers."""
         actions: list = []
         running: list = []
-        for job in sorted(self.jobs.values(), key=lambda j: j.spec.submitted_at):
-            if job.state == JobState.QUEUED:
-                job.state, job.started = JobState.RUNNING, now
-                job.version += 1
+        queue = sorted(self.jobs.values(), key=lambda j: j.spec.submitted_at)
+        blocked = False  # first come, first served: none starts before a waiting one
+        for job in queue:
+            if job.state == JobState.QUEUED and not blocked:
+                blocked = self._wait_for_pools(job, [j for j in queue
+                                                     if j.state == JobState.RUNNING])
+                if not blocked:
+                    job.state, job.started = JobState.RUNNING, now
+                    job.version += 1
             if job.state != JobState.RUNNING:
                 continue
             if job.final.done():  # resumed with every task done: commit once it can
@@ -507,6 +513,14 @@ class Scheduler:
                 continue
             running.append(job)
         return actions + self.placer.place(running, now)
+
+    def _wait_for_pools(self, job: ScheduledJob, running: list) -> bool:
+        """Whether a queued job must wait for room in the workers' pools (and why)."""
+        why = pools.waiting_for(job, running, self.workers.values())
+        if why != job.waiting:
+            job.waiting = why
+            job.version += 1
+        return why is not None
 
     # ---------------------------------------------------------------- reporting
 
@@ -601,14 +615,17 @@ class Placer:
         actions: list = []
         workers = list(self.sched.workers.values())
         ready = ready_workers(workers)
+        held = pools.held_counts(self.sched.jobs.values()) if pending else {}
         for local_only in (True, False) if pending else ():
             for task in pending:
                 if len(actions) >= cap:
                     return actions
                 if task.state == TaskState.PENDING and self._early_room(task, workers):
                     # only the avoid rule looks past the workers with room (choose_worker)
-                    worker = choose_worker(task, workers if task.avoid else ready,
-                                           local_only)
+                    among = workers if task.avoid else ready
+                    if not task.stage.final:  # its output goes into slots of a pool
+                        among = pools.prefer_room(among, held)
+                    worker = choose_worker(task, among, local_only)
                     if worker is not None:
                         actions.append(self._launch(task, worker, now))
                         ready = ready_workers(workers)
@@ -723,7 +740,7 @@ def job_status(job: ScheduledJob, attempts: bool = True) -> dict:
         "running": running, "failed_attempts": job.failed_attempts[-20:],
         "counters": winners_counters(job), "output": job.spec.output,
         "submitted": job.submitted, "started": job.started, "finished": job.finished,
-        "stages": stages,
+        "stages": stages, "waiting": job.waiting if job.state == JobState.QUEUED else None,
     }
     if attempts:
         status["attempts"] = [attempt_row(t, a) for t in job.tasks() for a in t.attempts]

@@ -57,6 +57,7 @@ class StageBook:
         self.durations: list[float] = []  # sorted
         self.holds: dict[str, dict[int, list]] = {}  # node -> task -> [(slot, attempt id)]
         self._held_on: dict[int, list] = {}  # task -> the nodes it holds slots on
+        self.held_count: dict[str, int] = {}  # node -> the slots held there (pools.room)
         self.winner_changes: dict[int, int] = {}  # block of tasks -> changes of a winner
         # every task that became readable, in order (with repeats): what an early reduce
         # has not been told of is after its place in this log (scheduler.more_input)
@@ -102,14 +103,16 @@ class StageBook:
             by_node.setdefault(loc.node, {})[(loc.slot, winner.id)] = None
         for node, pairs in by_node.items():
             self.holds.setdefault(node, {})[index] = list(pairs)
+            self.held_count[node] = self.held_count.get(node, 0) + len(pairs)
         self._held_on[index] = list(by_node)
 
     def _unhold(self, index: int) -> None:
         for node in self._held_on.pop(index, ()):
             on_node = self.holds[node]
-            del on_node[index]
+            self.held_count[node] -= len(on_node.pop(index))
             if not on_node:
                 del self.holds[node]
+                del self.held_count[node]
 
     def held_on(self, node: str) -> list:
         """(slot, attempt id) of the outputs this stage holds on `node`, in task order."""

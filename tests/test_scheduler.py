@@ -142,7 +142,9 @@ def brute_book(stage) -> dict:
             "readable": sum(t.state == "succeeded" and not t.released for t in tasks),
             "durations": sorted(t.winner.finished - t.winner.started for t in tasks
                                 if t.state == "succeeded" and t.winner),
-            "holds": holds}
+            "holds": holds,
+            "held_count": {node: sum(map(len, on_node.values()))
+                           for node, on_node in holds.items()}}
 
 
 def brute_held_slots(s: Scheduler, node: str) -> list:
