@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import time
 from typing import Optional
 
@@ -102,7 +103,7 @@ class Master:
         activated = listen_fds()
         if activated:
             for _, sock in activated:
-                await self._serve_socket(sock)
+                await self._serve_socket(sock, systemds=True)
         else:
             if listen_unix and self.config.master_socket:
                 await self._serve_socket(_bind_unix(self.config.master_socket))
@@ -130,11 +131,15 @@ class Master:
                      ", ".join(added) or "none", ", ".join(removed) or "none")
         self.notifier.notify("READY=1")
 
-    async def _serve_socket(self, sock: socket.socket) -> None:
-        """Serve clients on a socket (ours, or one systemd passed)."""
+    async def _serve_socket(self, sock: socket.socket, systemds: bool = False) -> None:
+        """Serve clients on a socket (ours, or one systemd passed: `systemds`)."""
         sock.setblocking(False)
         if sock.family == socket.AF_UNIX:
-            server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+            # Python 3.13 (Debian 13) removes a Unix server's path when the server closes;
+            # the path of a socket systemd passed is the socket unit's, not ours to remove.
+            keep = {"cleanup_socket": False} if systemds and sys.version_info >= (3, 13) \
+                else {}
+            server = await asyncio.start_unix_server(self._on_connect, sock=sock, **keep)
             self.unix_path = sock.getsockname()
         else:
             server = await asyncio.start_server(self._on_connect, sock=sock)
