@@ -41,7 +41,7 @@ from blfsd.errors import BlfsError
 from cluster_helpers import REPO, Daemon, free_port
 
 TIMEOUT = 10.0
-HANDSHAKE_TIMEOUT = 1.5  # the daemons' hello deadline in this module (default 3 s)
+HANDSHAKE_TIMEOUT = 3.0  # the daemons' hello deadline in this module (the default)
 
 
 # ------------------------------------------------------------------------------ daemons
@@ -456,6 +456,9 @@ def test_a_recorded_session_replayed_is_refused(pair):
 
 # ------------------------------------------------------------------------------ flood
 
+WITHIN = 0.8 * HANDSHAKE_TIMEOUT  # a real client's whole session among the idle ones
+
+
 @pytest.mark.parametrize("target", ["master", "worker"])
 def test_500_idle_connections_do_not_lock_out_a_real_client(pair, target):
     port = pair.master_port if target == "master" else pair.w0_port
@@ -468,15 +471,15 @@ def test_500_idle_connections_do_not_lock_out_a_real_client(pair, target):
         async def serve_me() -> dict:
             role = "master" if target == "master" else "worker"
             peer, hello = await rpc.connect(f"127.0.0.1:{port}", pair.key, "client", "real",
-                                            expect_role=role, timeout=1.0)
+                                            expect_role=role, timeout=WITHIN)
             serving = asyncio.ensure_future(peer.serve())
             try:
-                return await peer.call("ping", limit=1.0)
+                return await peer.call("ping", limit=WITHIN)
             finally:
                 await peer.close()
                 await serving
 
-        assert "time" in asyncio.run(asyncio.wait_for(serve_me(), 1.0))
+        assert "time" in asyncio.run(asyncio.wait_for(serve_me(), WITHIN))
         took = time.monotonic() - started
         # every idle connection is closed by the deadline (most much earlier: a full gate
         # drops its oldest handshake to make room)
@@ -486,7 +489,9 @@ def test_500_idle_connections_do_not_lock_out_a_real_client(pair, target):
     finally:
         for s in idle:
             s.close()
-    assert took < 1.0
+    # before the idle handshakes' deadline: the gate made room, no deadline had to pass
+    # (a bound from the daemon's own rule, not a speed; generous for a loaded CI machine)
+    assert took < HANDSHAKE_TIMEOUT
     time.sleep(0.5)
     lines = daemon.log_tail(1 << 22).count("refused") - before
     assert 1 <= lines <= 3 * 10, f"{lines} log lines about refused connections"
