@@ -616,19 +616,23 @@ class Placer:
         workers = list(self.sched.workers.values())
         ready = ready_workers(workers)
         held = pools.held_counts(self.sched.jobs.values()) if pending else {}
+        roomy = pools.prefer_room(ready, held)  # for a task whose output goes into slots
         for local_only in (True, False) if pending else ():
             for task in pending:
                 if len(actions) >= cap:
                     return actions
                 if task.state == TaskState.PENDING and self._early_room(task, workers):
                     # only the avoid rule looks past the workers with room (choose_worker)
-                    among = workers if task.avoid else ready
-                    if not task.stage.final:  # its output goes into slots of a pool
-                        among = pools.prefer_room(among, held)
+                    if task.avoid:
+                        among = workers if task.stage.final else pools.prefer_room(workers,
+                                                                                  held)
+                    else:
+                        among = ready if task.stage.final else roomy
                     worker = choose_worker(task, among, local_only)
                     if worker is not None:
                         actions.append(self._launch(task, worker, now))
                         ready = ready_workers(workers)
+                        roomy = pools.prefer_room(ready, held)
         return actions
 
     def _launch(self, task: Task, worker: str, now: float, backup: bool = False) -> Launch:
