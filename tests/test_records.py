@@ -241,6 +241,25 @@ def test_large_partitions_respect_the_limit_and_decode_back(seed):
     assert list(chain.from_iterable(decode_pairs(c) for c in chunks)) == [list(p) for p in pairs]
 
 
+def test_pairs_are_packed_strictly_unless_their_text_holds_lone_surrogates(monkeypatch):
+    """encode_pairs packs without msgpack's error handler (its fast path for text) and
+    falls back to surrogatepass only for text UTF-8 cannot carry: the same bytes as the
+    handler gives, and lone surrogates still cross the shuffle as they are."""
+    calls = []
+    real = msgpack.packb
+    monkeypatch.setattr(msgpack, "packb", lambda obj, **kw: calls.append(
+        kw.get("unicode_errors")) or real(obj, **kw))
+    plain = [("k1", "ünïcödé 日本語 🎉"), ("k2", b"\xff"), ("k3", [1, None])]
+    assert encode_pairs(plain) == real(plain, use_bin_type=True, unicode_errors="surrogatepass")
+    assert calls == [None]
+    calls.clear()
+    odd = [("k", "bad \udcff byte"), ("\ud800", "v")]
+    data = encode_pairs(odd)
+    assert calls == [None, "surrogatepass"]
+    assert data == real(odd, use_bin_type=True, unicode_errors="surrogatepass")
+    assert [tuple(p) for p in decode_pairs(data)] == odd
+
+
 def test_a_large_partition_is_encoded_about_once(monkeypatch):
     """Issue 13's profile: a spill's partition was encoded whole, found too big, and encoded
     again in pieces. Now the pairs encoded in all are the partition once, and a sample."""
