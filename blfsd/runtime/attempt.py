@@ -218,7 +218,7 @@ def _grouped_reduce(tc: TaskCode, stream: Iterator, canonical: bool) -> Iterator
     for _, grp in groupby(stream, key=keyfn):
         first = next(grp)
         groups += 1
-        for pair in reduce(first[0], chain((first[1],), (v for _, v in grp))):
+        for pair in reduce(first[0], chain((first[1],), map(records.second, grp))):
             outputs += 1
             yield pair
         if groups % 1024 == 0:
