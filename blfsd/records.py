@@ -184,7 +184,9 @@ def _jsonable(x: Any) -> Any:
 
 
 def format_line(key: Any, value: Any) -> str:
-    """One output line: key TAB value, newline."""
+    """One output line: key TAB value, newline (text as it is: the common case first)."""
+    if type(key) is str and type(value) is str:
+        return f"{key}\t{value}\n"
     return f"{format_field(key)}\t{format_field(value)}\n"
 
 

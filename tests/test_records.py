@@ -335,6 +335,44 @@ def test_format_line_lists_and_maps_are_json(value):
         assert field == str(value)
 
 
+class _Str(str):
+    """A str subclass: formatted as format_field formats any str (as it is)."""
+
+
+def test_format_line_text_fast_path_gives_what_format_field_gives():
+    for key, value in (("k", "v"), ("", ""), ("ünï", "日本\t"), (_Str("s"), "v"),
+                       ("k", _Str("w")), ("\udcff", "x")):
+        assert format_line(key, value) == f"{key}\t{value}\n"
+
+
+def test_part_lines_written_in_batches_are_the_lines_written_one_by_one(tmp_path):
+    """PartOutput writes a batch of lines at once (write_lines): the same file, size and
+    crc32 as line by line, also when a batch mixes text and bytes (an mrjob protocol)."""
+    from blfsd.runtime.parts import PartOutput, PartWriter
+
+    def written(name: str, batched: bool) -> tuple:
+        path = tmp_path / name
+        w = PartWriter(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), str(path))
+        w.BLOCK = 4096  # several flushes
+        if batched:
+            out = PartOutput(w, lambda k, v: v)
+            out.add_pairs((None, line) for line in lines)
+            assert out.records == len(lines)
+        else:
+            for line in lines:
+                w.write(line)
+        w.finish()
+        w.close()
+        return path.read_bytes(), w.size, w.crc
+
+    mixed = ["a\tb\n", "ü\t1\n", b"raw\tbytes\n", "t\n", b"x\n", b"y\n"] * 700
+    text = [f"k{i}\tv\n" for i in range(3000)] + [b"tail\n"] * 1500
+    for n, lines in enumerate((mixed, text)):
+        data, size, crc = written(f"one-by-one-{n}", False)
+        assert written(f"batched-{n}", True) == (data, size, crc)
+        assert data == b"".join(x.encode() if isinstance(x, str) else x for x in lines)
+
+
 def test_format_line_bytes_inside_json_are_decoded():
     assert format_line("k", [b"ab", {"x": b"\xc3\xa9"}]) == 'k\t["ab", {"x": "\\u00e9"}]\n'
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
-from itertools import chain
+from itertools import chain, islice, starmap
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .. import records
@@ -34,6 +34,21 @@ class PartWriter:
             self.flush()
         self._lines.append(line)
         self._held += len(line)
+        if self._held >= self.BLOCK:
+            self.flush()
+
+    def write_lines(self, lines: list) -> None:
+        """Lines in order, as write() would take them one by one; a batch of one kind is
+        taken at once (a reduce's output, 1024 lines a call)."""
+        kinds = set(map(type, lines))
+        if len(kinds) != 1:
+            for line in lines:
+                self.write(line)
+            return
+        if self._lines and type(self._lines[0]) not in kinds:
+            self.flush()
+        self._lines += lines
+        self._held += sum(map(len, lines))
         if self._held >= self.BLOCK:
             self.flush()
 
@@ -92,8 +107,10 @@ class PartOutput:
         """A map-only last step: run the map over a batch, and write what it yields."""
         self.add_pairs(chain.from_iterable(map(mapper, keys, values)))
 
+    BATCH = 1024  # pairs formatted and written together
+
     def add_pairs(self, pairs: Iterable) -> None:
-        fmt, write = self.format, self.part.write
-        for k, v in pairs:
-            write(fmt(k, v))
-            self.records += 1
+        fmt, write_lines, it = self.format, self.part.write_lines, iter(pairs)
+        while batch := list(islice(it, self.BATCH)):
+            write_lines(list(starmap(fmt, batch)))
+            self.records += len(batch)
