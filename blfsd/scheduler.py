@@ -496,14 +496,15 @@ class Scheduler:
         actions: list = []
         running: list = []
         queue = sorted(self.jobs.values(), key=lambda j: j.spec.submitted_at)
+        started = [j for j in queue if j.state == JobState.RUNNING]  # what the pools keep
         blocked = False  # first come, first served: none starts before a waiting one
         for job in queue:
             if job.state == JobState.QUEUED and not blocked:
-                blocked = self._wait_for_pools(job, [j for j in queue
-                                                     if j.state == JobState.RUNNING])
+                blocked = self._wait_for_pools(job, started)
                 if not blocked:
                     job.state, job.started = JobState.RUNNING, now
                     job.version += 1
+                    started.append(job)
             if job.state != JobState.RUNNING:
                 continue
             if job.final.done():  # resumed with every task done: commit once it can
