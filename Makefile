@@ -36,6 +36,7 @@ $(VENV)/.installed: pyproject.toml | deps
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m pip install -q mrjob==0.7.4 warcio  # mrjob jobs (optional at run time); tests
+	$(PY) -m pip install -q "crc32c>=2.7"  # crc32c on the CPU's instruction (blfsd/checksums.py)
 	@touch $@
 
 venv: deps $(VENV)/.installed

@@ -475,6 +475,8 @@ class AttemptSpec(Message):
     task_memory: Optional[int] = None  # limits (None: the worker's configuration)
     task_pids: Optional[int] = None
     task_cpu_weight: Optional[int] = None
+    # of the segments it writes (checksums.choose); None: 2, as from masters before it
+    segment_format: Optional[int] = None
 
     def _refuse(self) -> Optional[str]:
         if self.stage == 0 and self.kind == TaskKind.MAP and self.split is None:

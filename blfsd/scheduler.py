@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from . import pipeline, pools, retries, stagebook
+from . import checksums, pipeline, pools, retries, stagebook
 from .errors import NotFound
 from .messages import (FINISHED, AttemptSpec, AttemptState, FailureKind, FinishedTask,
                        JobSpec, JobState, Priority, Split, TaskKind, TaskResult, TaskState)
@@ -277,6 +277,15 @@ class Scheduler:
         self.jobs: dict[str, ScheduledJob] = {}
         self.attempts: dict[str, Attempt] = {}
         self.placer = Placer(self)
+        self._format: Optional[int] = None  # segment_format(), until the workers change
+
+    def segment_format(self) -> int:
+        """The segment format new attempts write: what every live worker wants first
+        (checksums.choose), worked out again only when a worker comes or goes."""
+        if self._format is None:
+            self._format = checksums.choose(w.info.get("segment_formats")
+                                            for w in self.workers.values() if w.alive)
+        return self._format
 
     # ------------------------------------------------------------------ workers
 
@@ -287,6 +296,7 @@ class Scheduler:
             w = self.workers[name] = WorkerState(name, max(1, parallelism))
         actions = self._lose_attempts_on(w) if w.alive else []
         w.alive, w.parallelism, w.info = True, max(1, parallelism), info or {}
+        self._format = None
         return actions
 
     def update_worker(self, name: str, info: dict) -> None:
@@ -303,6 +313,7 @@ class Scheduler:
         if w is None or not w.alive:
             return []
         w.alive = False
+        self._format = None
         return self._lose_attempts_on(w, now)
 
     def drain(self, name: str, draining: bool = True) -> None:
@@ -322,6 +333,7 @@ class Scheduler:
         """A drained worker is gone from the cluster."""
         if self.drained(name):
             self.workers.pop(name, None)
+            self._format = None
 
     def _lose_attempts_on(self, w: WorkerState, now: float = 0.0) -> list:
         """Every attempt running on a worker is lost with it (counted apart)."""
@@ -641,7 +653,7 @@ class Placer:
         a = task.new_attempt(worker, now, sched.epoch, backup)
         sched.attempts[a.id] = a
         sched.workers[worker].running.add(a.id)
-        return Launch(worker, attempt_spec(a))
+        return Launch(worker, attempt_spec(a, sched.segment_format()))
 
     def _speculate(self, job: ScheduledJob, stage: Stage, now: float) -> list:
         """Backup attempts for the stragglers at the end of a stage (only while their
@@ -662,7 +674,7 @@ class Placer:
         return actions
 
 
-def attempt_spec(a: Attempt) -> AttemptSpec:
+def attempt_spec(a: Attempt, segment_format: Optional[int] = None) -> AttemptSpec:
     """Everything a task process needs to run attempt `a`: the job's code and settings, and
     its input (a map's split; a reduce's segments of its partition from every map's
     winner, each tagged with the map attempt that wrote it)."""
@@ -688,7 +700,9 @@ def attempt_spec(a: Attempt) -> AttemptSpec:
                        merge_values=(stage.kind == TaskKind.REDUCE
                                      and spec.steps[stage.step].sort_values),
                        task_memory=spec.task_memory, task_pids=spec.task_pids,
-                       task_cpu_weight=spec.task_cpu_weight, **inputs)
+                       task_cpu_weight=spec.task_cpu_weight,
+                       segment_format=(None if segment_format == checksums.CRC32
+                                       else segment_format), **inputs)
 
 
 def more_input(sched: "Scheduler", attempt_id: str, worker: str) -> Optional[dict]:

@@ -16,10 +16,10 @@ import shutil
 import struct
 import subprocess
 import time
-import zlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
+from . import checksums
 from .errors import FetchError, PoolExhausted, StorageError
 from .messages import SegmentLocation
 from .mounts import mount_at
@@ -31,12 +31,14 @@ POOL_DIR = "pool"
 MANIFEST = "MANIFEST"
 _ZEROS = bytes(1 << 20)
 
-# Segment header: magic, format, flags, job id, map task, attempt, partition, run, seq,
-# payload length, payload crc32; padded to HEADER_SIZE.
+# Segment header: magic, format, flags, stage, job id, map task, attempt, partition, run,
+# seq, payload length, payload checksum; padded to HEADER_SIZE.
 _HEADER = struct.Struct(">8sHHH32sIIIIIQI")
 HEADER_SIZE = 128
 MAGIC = b"BLFSSEG\x00"
-FORMAT = 2  # 2: the producer's stage (a pipeline's step map or reduce) in the header
+# 2: the producer's stage in the header, crc32; 3: the same with crc32c (checksums.py)
+FORMAT = checksums.CRC32
+FORMATS = (checksums.CRC32, checksums.CRC32C)
 FLAG_CANONICAL_ORDER = 1  # keys were not mutually comparable; sorted by canonical order
 FLAG_MERGED = 2  # a reduce's own merge pass wrote it, into its scratch slots
 
@@ -282,25 +284,39 @@ class SegmentId:
     stage: int = 0
 
 
-def encode_header(sid: SegmentId, payload: bytes, flags: int = 0) -> bytes:
-    """The 128-byte header of a segment with this payload."""
+def encode_header(sid: SegmentId, payload: bytes, flags: int = 0, fmt: int = FORMAT,
+                  crc: Optional[int] = None) -> bytes:
+    """The 128-byte header of a segment with this payload, in format fmt (its checksum:
+    crc, or computed here)."""
     job = sid.job.encode()
     if len(job) > 32:
         raise StorageError(f"job id {sid.job!r} is too long for a segment header")
-    head = _HEADER.pack(MAGIC, FORMAT, flags, sid.stage, job, sid.map_task, sid.attempt,
-                        sid.partition, sid.run, sid.seq, len(payload), zlib.crc32(payload))
+    if fmt not in FORMATS:
+        raise StorageError(f"no segment format {fmt}")
+    if crc is None:
+        crc = checksums.checksum(fmt, payload)
+    head = _HEADER.pack(MAGIC, fmt, flags, sid.stage, job, sid.map_task, sid.attempt,
+                        sid.partition, sid.run, sid.seq, len(payload), crc)
     return head + bytes(HEADER_SIZE - len(head))
 
 
-def decode_header(data: bytes) -> tuple[SegmentId, int, int, int]:
-    """(segment id, flags, payload length, crc) from a header; StorageError when not one."""
+class Header(NamedTuple):
+    sid: SegmentId
+    flags: int
+    length: int  # of the payload
+    crc: int  # its checksum, of the format's kind
+    format: int
+
+
+def decode_header(data: bytes) -> Header:
+    """A segment's header; StorageError when it is not one."""
     (magic, fmt, flags, stage, job, map_task, attempt, partition, run, seq, length,
      crc) = _HEADER.unpack_from(data)
-    if magic != MAGIC or fmt != FORMAT:
+    if magic != MAGIC or fmt not in FORMATS:
         raise StorageError("not a segment header")
     sid = SegmentId(job.rstrip(b"\0").decode(errors="replace"), map_task, attempt, partition,
                     run, seq, stage)
-    return sid, flags, length, crc
+    return Header(sid, flags, length, crc, fmt)
 
 
 class SlotWriter:
@@ -322,19 +338,21 @@ class SlotWriter:
         """Whether a segment with this payload still fits in the slot."""
         return self.offset + HEADER_SIZE + payload_len <= self.slot_size
 
-    def append(self, sid: SegmentId, payload: bytes, flags: int = 0) -> tuple[int, int, int]:
-        """Write one segment; returns (offset, total length, crc)."""
+    def append(self, sid: SegmentId, payload: bytes, flags: int = 0,
+               fmt: int = FORMAT) -> tuple[int, int, int]:
+        """Write one segment in format fmt; returns (offset, total length, checksum)."""
         if not self.fits(len(payload)):
             raise StorageError(f"segment of {len(payload)} bytes does not fit in slot "
                                f"{self.slot}")
-        header = encode_header(sid, payload, flags)
+        crc = checksums.checksum(fmt, payload)  # once: it is in the header and returned
+        header = encode_header(sid, payload, flags, fmt, crc)
         offset = self.offset
         total = HEADER_SIZE + len(payload)
         written = os.pwritev(self.fd, [header, payload], offset)
         if written != total:  # pwritev to a regular file is short only on error (ENOSPC)
             raise StorageError(f"short write to slot {self.slot}: {written} of {total} bytes")
         self.offset = min(align_up(offset + total), self.slot_size)
-        return offset, total, zlib.crc32(payload)
+        return offset, total, crc
 
     def flush(self) -> None:
         """fsync the slot (the device is fsynced by the sink, once for all slots)."""
@@ -393,8 +411,10 @@ class SegmentSink:
     """
 
     def __init__(self, node: str, generation: int, slot_size: int,
-                 lease: Callable[[], tuple[int, int]], flush_device: Callable[[], None]):
+                 lease: Callable[[], tuple[int, int]], flush_device: Callable[[], None],
+                 fmt: int = FORMAT):
         self.node = node
+        self.format = fmt  # of every segment written (checksums.choose)
         self.generation = generation
         self.slot_size = slot_size
         self.lease = lease
@@ -405,12 +425,13 @@ class SegmentSink:
 
     @classmethod
     def on_disk(cls, disk: str, node: str, generation: int, slot_size: int,
-                lease: Callable[[], int], device: Optional[str] = None) -> "SegmentSink":
+                lease: Callable[[], int], device: Optional[str] = None,
+                fmt: int = FORMAT) -> "SegmentSink":
         """A sink into a pool at a path, leasing slot numbers (tests, tools)."""
         def lease_open() -> tuple[int, int]:
             slot = lease()
             return slot, os.open(slot_path(disk, slot), os.O_WRONLY)
-        return cls(node, generation, slot_size, lease_open, lambda: fsync_device(device))
+        return cls(node, generation, slot_size, lease_open, lambda: fsync_device(device), fmt)
 
     def write(self, sid: SegmentId, payload: bytes, flags: int = 0) -> None:
         """Append a segment, leasing a new slot when the current one is full."""
@@ -421,7 +442,7 @@ class SegmentSink:
             slot, fd = self.lease()
             writer = SlotWriter(fd, slot, self.slot_size)
             self._writers.append(writer)
-        offset, length, crc = writer.append(sid, payload, flags)
+        offset, length, crc = writer.append(sid, payload, flags, self.format)
         self.locations.append(SegmentLocation(
             node=self.node, slot=writer.slot, offset=offset, length=length, crc=crc,
             generation=self.generation, partition=sid.partition, run=sid.run, seq=sid.seq,
@@ -504,13 +525,23 @@ class SegmentReader:
     def _buffer(self, size: int) -> mmap.mmap:
         # Anonymous mmap memory is page aligned, as O_DIRECT wants.
         if self._buf is None or len(self._buf) < size:
-            if self._buf is not None:
-                self._buf.close()
+            self._drop_buffer()
             self._buf = mmap.mmap(-1, align_up(max(size, 1 << 20)))
         return self._buf
 
-    def read(self, loc: SegmentLocation, expect: SegmentId) -> tuple[bytes, int]:
-        """The payload and flags of one segment, or FetchError when it is not intact."""
+    def _drop_buffer(self) -> None:
+        if self._buf is not None:
+            try:
+                self._buf.close()
+            except BufferError:  # a payload lent out is still held: freed with it
+                pass
+            self._buf = None
+
+    def read(self, loc: SegmentLocation, expect: SegmentId) -> tuple[memoryview, int]:
+        """The payload and flags of one segment, or FetchError when it is not intact.
+
+        The payload is lent, not copied: a view of this reader's buffer, good until its
+        next read or close (each caller decodes it, or copies it, at once)."""
         where = f"{loc.node} slot {loc.slot} offset {loc.offset}"
         if loc.offset % ALIGN:
             raise FetchError(f"unaligned segment at {where}", node=loc.node)
@@ -518,33 +549,34 @@ class SegmentReader:
         try:
             fd = self._fd(loc)
             buf = self._buffer(size)
-            view = memoryview(buf)[:size]
-            try:
+            with memoryview(buf)[:size] as view:
                 n = os.preadv(fd, [view], loc.offset)
-            finally:
-                view.release()
         except OSError as exc:
             raise FetchError(f"cannot read {where}: {exc.strerror}", node=loc.node) from None
         if n < loc.length:
             raise FetchError(f"short read at {where}", node=loc.node)
         try:
-            sid, flags, length, crc = decode_header(buf[:HEADER_SIZE])
+            head = decode_header(buf[:HEADER_SIZE])
         except (StorageError, struct.error):
             raise FetchError(f"no segment header at {where}", node=loc.node) from None
-        if sid != expect or HEADER_SIZE + length != loc.length or flags != loc.flags:
-            raise FetchError(f"segment at {where} is {sid}, expected {expect}", node=loc.node)
-        payload = buf[HEADER_SIZE:HEADER_SIZE + length]
-        if zlib.crc32(payload) != crc or crc != loc.crc:
+        if (head.sid != expect or HEADER_SIZE + head.length != loc.length
+                or head.flags != loc.flags):
+            raise FetchError(f"segment at {where} is {head.sid}, expected {expect}",
+                             node=loc.node)
+        if not checksums.readable(head.format):
+            raise FetchError(f"segment at {where} is of format {head.format}, which this "
+                             "node cannot check (no crc32c module)", node=loc.node)
+        payload = memoryview(buf)[HEADER_SIZE:HEADER_SIZE + head.length]
+        if checksums.checksum(head.format, payload) != head.crc or head.crc != loc.crc:
+            payload.release()
             raise FetchError(f"checksum mismatch at {where}", node=loc.node)
-        return payload, flags
+        return payload, head.flags
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
-        if self._buf is not None:
-            self._buf.close()
-            self._buf = None
+        self._drop_buffer()
 
 
 # --------------------------------------------------------------------------- peer views

@@ -419,11 +419,12 @@ class LoopCluster:
                         n = os.preadv(fd, [buf], offset)
                         if n < storage.HEADER_SIZE or buf[:8] != storage.MAGIC:
                             break
-                        sid, flags, length, crc = storage.decode_header(
+                        sid, flags, length, crc, fmt = storage.decode_header(
                             bytes(buf[:storage.HEADER_SIZE]))
                         found.append({"slot": slot, "offset": offset, "job": sid.job,
                                       "map_task": sid.map_task, "attempt": sid.attempt,
-                                      "partition": sid.partition, "length": length})
+                                      "partition": sid.partition, "length": length,
+                                      "format": fmt})
                         offset = storage.align_up(offset + storage.HEADER_SIZE + length)
                 finally:
                     os.close(fd)

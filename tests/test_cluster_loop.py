@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from blfsd import checksums
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_helpers import EXAMPLES, LoopCluster  # noqa: E402
 from loopdev import root  # noqa: E402
@@ -122,6 +123,10 @@ def check_shuffle_crossed_disks(cluster: LoopCluster, job: str, status: dict) ->
         viewer = (owner + 1) % cluster.n
         headers = [h for h in cluster.segment_headers(owner, viewer) if h["job"] == job]
         on_disk[cluster.names[owner]] = headers
+    # Every worker said at sync which formats it reads; the master chose one for all.
+    chosen = checksums.choose([checksums.formats()] * cluster.n)
+    formats = {h["format"] for hs in on_disk.values() for h in hs}
+    assert formats == {chosen}, f"segments of formats {formats}, the cluster's is {chosen}"
     disks_with_segments = [w for w, hs in on_disk.items() if hs]
     assert len(disks_with_segments) >= 2, \
         f"segments of {job} on fewer than 2 disks: { {w: len(h) for w, h in on_disk.items()} }"

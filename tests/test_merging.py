@@ -155,9 +155,9 @@ def pool(tmp_path):
     return str(tmp_path), storage.SlotLeases(256)
 
 
-def _spec(locs: list):
+def _spec(locs: list, segment_format=None):
     return types.SimpleNamespace(job="job1", index=0, attempt=0, stage=1, segments=locs,
-                                 merge_values=False)
+                                 merge_values=False, segment_format=segment_format)
 
 
 def _skewed_runs(count: int, seed: int = 3) -> list:

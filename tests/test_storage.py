@@ -235,7 +235,8 @@ def test_header_round_trip():
     header = encode_header(sid, payload, flags=storage.FLAG_CANONICAL_ORDER)
     assert len(header) == HEADER_SIZE
     assert header[:8] == storage.MAGIC
-    got, flags, length, crc = decode_header(header)
+    got, flags, length, crc, fmt = decode_header(header)
+    assert fmt == storage.FORMAT == 2
     assert got == sid
     assert flags == storage.FLAG_CANONICAL_ORDER
     assert length == len(payload)

@@ -61,7 +61,8 @@ class Output:
             self.part = PartWriter(fd, self.where.get("path") or "")
             return PartOutput(self.part, self.code.step.format_line)
         self.sink = storage.SegmentSink(env.node, env.generation, env.slot_size,
-                                        self.files.lease, self.files.flush_device)
+                                        self.files.lease, self.files.flush_device,
+                                        spec.segment_format or storage.FORMAT)
 
         def sid(partition: int, run: int, seq: int) -> storage.SegmentId:
             return storage.SegmentId(spec.job, spec.index, spec.attempt, partition, run,

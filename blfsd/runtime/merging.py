@@ -58,7 +58,8 @@ class Scratch:
                  slot_size: int, segment_max: int):
         self.spec, self.files = spec, files
         self.sink = storage.SegmentSink(node, generation, slot_size,
-                                        lambda: files.lease(scratch=True), files.flush_device)
+                                        lambda: files.lease(scratch=True), files.flush_device,
+                                        spec.segment_format or storage.FORMAT)
         self.segment_max = min(segment_max, self.sink.max_payload)
         self.runs = 0
         self._run_start = 0  # the first of the current run's locations

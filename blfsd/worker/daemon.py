@@ -10,7 +10,7 @@ import signal
 import socket
 from typing import Any, Callable, Optional
 
-from .. import rpc
+from .. import checksums, rpc
 from ..aio import Budget
 from ..config import WORKER_PORT, Config
 from ..errors import ConnectionClosed, ProtocolError
@@ -201,7 +201,8 @@ class Worker:
             log.warning("dropped dataset %s: its put was cut short by a new master session",
                         name)
         return {"name": self.name, "parallelism": self.config.cpu_parallelism(),
-                **self.disk.describe(), **self.usage()}
+                "segment_formats": checksums.formats(), **self.disk.describe(),
+                **self.usage()}
 
     def release_job(self, peer: rpc.Peer, job: str, output_tmp: Optional[str] = None,
                     output_name: Optional[str] = None) -> dict:
