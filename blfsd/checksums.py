@@ -63,9 +63,5 @@ def readable(fmt: int) -> bool:
 def choose(said: Iterable[Optional[list]]) -> int:
     """The format a job's tasks write, from what each live worker said it reads (None:
     nothing, an older release): crc32c only when every one of them wants it first."""
-    chosen = CRC32
-    for formats_ in said:
-        if not formats_ or formats_[0] != CRC32C:
-            return CRC32
-        chosen = CRC32C
-    return chosen
+    said = list(said)
+    return CRC32C if said and all(f and f[0] == CRC32C for f in said) else CRC32

@@ -277,15 +277,12 @@ class Scheduler:
         self.jobs: dict[str, ScheduledJob] = {}
         self.attempts: dict[str, Attempt] = {}
         self.placer = Placer(self)
-        self._format: Optional[int] = None  # segment_format(), until the workers change
 
     def segment_format(self) -> int:
         """The segment format new attempts write: what every live worker wants first
-        (checksums.choose), worked out again only when a worker comes or goes."""
-        if self._format is None:
-            self._format = checksums.choose(w.info.get("segment_formats")
-                                            for w in self.workers.values() if w.alive)
-        return self._format
+        (checksums.choose; as cheap as the scan of ready workers each launch makes)."""
+        return checksums.choose(w.info.get("segment_formats")
+                                for w in self.workers.values() if w.alive)
 
     # ------------------------------------------------------------------ workers
 
@@ -296,7 +293,6 @@ class Scheduler:
             w = self.workers[name] = WorkerState(name, max(1, parallelism))
         actions = self._lose_attempts_on(w) if w.alive else []
         w.alive, w.parallelism, w.info = True, max(1, parallelism), info or {}
-        self._format = None
         return actions
 
     def update_worker(self, name: str, info: dict) -> None:
@@ -313,7 +309,6 @@ class Scheduler:
         if w is None or not w.alive:
             return []
         w.alive = False
-        self._format = None
         return self._lose_attempts_on(w, now)
 
     def drain(self, name: str, draining: bool = True) -> None:
@@ -333,7 +328,6 @@ class Scheduler:
         """A drained worker is gone from the cluster."""
         if self.drained(name):
             self.workers.pop(name, None)
-            self._format = None
 
     def _lose_attempts_on(self, w: WorkerState, now: float = 0.0) -> list:
         """Every attempt running on a worker is lost with it (counted apart)."""

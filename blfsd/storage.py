@@ -412,9 +412,11 @@ class SegmentSink:
 
     def __init__(self, node: str, generation: int, slot_size: int,
                  lease: Callable[[], tuple[int, int]], flush_device: Callable[[], None],
-                 fmt: int = FORMAT):
+                 fmt: Optional[int] = None):
         self.node = node
-        self.format = fmt  # of every segment written (checksums.choose)
+        # of every segment written: the one asked for (checksums.choose) where this node
+        # can compute it, else format 2, which every node reads
+        self.format = fmt if fmt and checksums.readable(fmt) else FORMAT
         self.generation = generation
         self.slot_size = slot_size
         self.lease = lease
@@ -426,7 +428,7 @@ class SegmentSink:
     @classmethod
     def on_disk(cls, disk: str, node: str, generation: int, slot_size: int,
                 lease: Callable[[], int], device: Optional[str] = None,
-                fmt: int = FORMAT) -> "SegmentSink":
+                fmt: Optional[int] = None) -> "SegmentSink":
         """A sink into a pool at a path, leasing slot numbers (tests, tools)."""
         def lease_open() -> tuple[int, int]:
             slot = lease()

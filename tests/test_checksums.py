@@ -146,3 +146,15 @@ def test_the_master_has_attempts_write_the_format_every_live_worker_wants():
     s.submit("j2", make_spec(maps=4, reducers=1), 3.0)
     later = [a.attempt for a in s.schedule(3.0) if isinstance(a, Launch)]
     assert later and all("segment_format" not in spec.to_wire() for spec in later)
+
+
+def test_a_sink_asked_for_a_format_it_cannot_compute_writes_format_2(tmp_path, monkeypatch):
+    """A worker whose crc32c went away after it said it wanted format 3: its tasks still
+    write segments every node reads, rather than failing."""
+    disk, manifest = _pool(tmp_path)
+    monkeypatch.delitem(checksums._FUNCTIONS, checksums.CRC32C, raising=False)
+    sid = SegmentId("j", 1, 0, 0)
+    payload = os.urandom(100)
+    loc = _write(disk, manifest, sid, payload, checksums.CRC32C)
+    assert _header(disk, loc).format == checksums.CRC32
+    assert loc.crc == zlib.crc32(payload)

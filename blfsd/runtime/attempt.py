@@ -62,7 +62,7 @@ class Output:
             return PartOutput(self.part, self.code.step.format_line)
         self.sink = storage.SegmentSink(env.node, env.generation, env.slot_size,
                                         self.files.lease, self.files.flush_device,
-                                        spec.segment_format or storage.FORMAT)
+                                        spec.segment_format)
 
         def sid(partition: int, run: int, seq: int) -> storage.SegmentId:
             return storage.SegmentId(spec.job, spec.index, spec.attempt, partition, run,

@@ -59,7 +59,7 @@ class Scratch:
         self.spec, self.files = spec, files
         self.sink = storage.SegmentSink(node, generation, slot_size,
                                         lambda: files.lease(scratch=True), files.flush_device,
-                                        spec.segment_format or storage.FORMAT)
+                                        spec.segment_format)
         self.segment_max = min(segment_max, self.sink.max_payload)
         self.runs = 0
         self._run_start = 0  # the first of the current run's locations
